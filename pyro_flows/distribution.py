@@ -1,0 +1,98 @@
+r"""``FlowDistribution``: the Pyro distribution a :class:`~pyro_flows.Flow` returns per call.
+
+It is a ``pyro.distributions.TransformedDistribution`` (so ``pyro.sample``, ELBOs, ``Predictive``
+and everything else in Pyro accept it), with two fast paths:
+
+- ``rsample`` runs :meth:`Flow.rsample_and_log_prob` (base -> data once) and remembers the pair
+  ``(x, log q(x))``; a later ``log_prob`` of *that very tensor* returns the remembered value, so a
+  guide scoring its own sample (every ELBO does) costs no inverse pass, even for IAF.
+- every other ``log_prob`` runs :meth:`Flow.log_prob` (the inverse pass) from scratch.
+
+The remembered pair cannot go stale: it is keyed on the tensor's identity *and* its version
+counter, and on the version counters of every parameter and buffer of the flow, so an in-place
+edit, an optimiser step, ``load_state_dict`` or ``.to()`` all invalidate it. The distribution is
+built fresh per ``flow()`` call and remembers at most one pair.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .flow import Flow, SampleShape
+
+
+class FlowDistribution(dist.TransformedDistribution):
+    """Distribution of ``flow`` for a fixed ``context``; see the module docstring.
+
+    :param flow: the flow.
+    :param context: the context (already validated) or ``None``.
+    :param batch_shape: for unconditional flows, an explicit batch shape (from ``expand``).
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(
+        self, flow: Flow, context: Tensor | None, batch_shape: torch.Size | None = None
+    ) -> None:
+        self.flow = flow
+        self.context = context
+        base = flow.base_dist(context)
+        if batch_shape is not None and base.batch_shape != batch_shape:
+            base = base.expand(batch_shape)
+        transforms = [
+            t.condition(context) if (context is not None and t.context_dim) else t
+            for t in flow.transforms
+        ]
+        self._remembered: tuple[Tensor, int, tuple[int, ...], Tensor] | None = None
+        super().__init__(base, transforms, validate_args=False)
+
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in chain(self.flow.parameters(), self.flow.buffers()))
+
+    def _extra_shape(self) -> torch.Size:
+        """Batch dims added by ``expand`` on top of the context's batch shape."""
+        own = self.context.shape[:-1] if self.context is not None else torch.Size()
+        return self.batch_shape[: len(self.batch_shape) - len(own)]
+
+    def rsample_and_log_prob(self, sample_shape: SampleShape = ()) -> tuple[Tensor, Tensor]:
+        """Samples and their log density in one base -> data pass."""
+        shape = torch.Size(sample_shape) + self._extra_shape()
+        x, log_q = self.flow.rsample_and_log_prob(shape, self.context)
+        self._remembered = (x, x._version, self._versions(), log_q)
+        return x, log_q
+
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
+        with torch.no_grad():
+            shape = torch.Size(sample_shape) + self._extra_shape()
+            return self.flow.rsample_and_log_prob(shape, self.context)[0]
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        r = self._remembered
+        if (
+            r is not None
+            and value is r[0]
+            and value._version == r[1]
+            and self._versions() == r[2]
+            and (r[3].requires_grad or not torch.is_grad_enabled())
+        ):
+            return r[3]
+        log_q = self.flow.log_prob(value, self.context)
+        if self._extra_shape():
+            log_q = log_q.expand(torch.broadcast_shapes(log_q.shape, self.batch_shape))
+        return log_q
+
+    def expand(self, batch_shape: torch.Size, _instance: object = None) -> FlowDistribution:
+        batch_shape = torch.Size(batch_shape)
+        if self.context is None:
+            return FlowDistribution(self.flow, None, batch_shape)
+        context = self.context.expand(batch_shape + self.context.shape[-1:])
+        return FlowDistribution(self.flow, context)

@@ -1,0 +1,165 @@
+r"""MADE: masked autoencoder for distribution estimation (Germain et al., 2015).
+
+Each input dimension :math:`i` gets a degree :math:`m(i) \in \{1..D\}` (its position in the
+autoregressive order), each hidden unit a degree :math:`m(k)`, and connections are masked so that
+output :math:`i` depends only on inputs of strictly smaller degree:
+
+.. math::
+
+    M^{(l)}_{k' k} = [m(k') \ge m(k)] \ \text{(hidden)}, \qquad
+    M^{\text{out}}_{i k} = [m(i) > m(k)] \ \text{(output)}.
+
+A context vector (if any) feeds every first-layer hidden unit unmasked; with a context, hidden
+degrees start at 0 so that the first dimension's parameters depend on the context too. Masks are
+buffers (they follow ``.to()`` and ``state_dict``) and are built vectorised, so ``MADE(1000, ...)``
+is built in milliseconds.
+
+References: Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for Distribution
+Estimation", ICML 2015; Papamakarios, Pavlakou, Murray, "Masked Autoregressive Flow for Density
+Estimation", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validation import check_hidden_dims, check_positive_int
+
+MaskedWeights = list[tuple[Tensor, Tensor]]
+
+
+class MADE(nn.Module):
+    """Autoregressive network ``x -> params`` with ``params_i = f(x_{<i}, context)``.
+
+    :param input_dim: number of autoregressive inputs ``D``.
+    :param hidden_dims: hidden layer sizes.
+    :param param_dims: number of parameters per dimension for each output, e.g. ``(1, 1)`` for
+        (shift, scale). The forward pass returns one tensor per entry, of shape ``(..., D)`` for
+        an entry of 1 and ``(..., D, p)`` otherwise.
+    :param context_dim: size of an optional context vector.
+    :param input_order: the autoregressive order: a permutation of ``0..D-1`` listing the inputs
+        from first to last (default: natural order, so the Jacobian is lower triangular).
+    :param activation: activation function between layers.
+    :param out_scale: scale of the output layer's initial weights (near-identity flows).
+
+    Cost: one pass is ``O(B (D + C) H_1 + sum_l B H_l H_{l+1} + B H_L D P)`` flops.
+
+    Example::
+
+        >>> made = MADE(3, (16,), param_dims=(1, 1))
+        >>> shift, scale = made(torch.randn(10, 3))
+        >>> shift.shape
+        torch.Size([10, 3])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int],
+        param_dims: Sequence[int] = (1, 1),
+        context_dim: int | None = None,
+        input_order: Sequence[int] | Tensor | None = None,
+        activation: Callable[[Tensor], Tensor] = F.relu,
+        out_scale: float = 1e-2,
+    ) -> None:
+        super().__init__()
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self.context_dim = (
+            None if context_dim is None else check_positive_int(context_dim, "context_dim")
+        )
+        hidden = check_hidden_dims(hidden_dims)
+        self.param_dims = tuple(check_positive_int(p, "param_dims entry") for p in param_dims)
+        if not self.param_dims:
+            raise ValueError("param_dims must not be empty")
+        self.activation = activation
+        num_params = sum(self.param_dims)
+        D = self.input_dim
+
+        order = self._check_order(input_order, D)
+        in_degrees = torch.empty(D, dtype=torch.long)
+        in_degrees[order] = torch.arange(1, D + 1)
+        low = 0 if (self.context_dim is not None or D == 1) else 1
+        high = max(D - 1, low)
+
+        degrees = [in_degrees]
+        for h in hidden:
+            degrees.append(low + torch.arange(h) % (high - low + 1))
+        out_degrees = in_degrees.repeat_interleave(num_params)
+
+        masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+        masks.append(out_degrees[:, None] > degrees[-1][None, :])
+        if self.context_dim is not None:
+            masks[0] = torch.cat([masks[0], masks[0].new_ones(hidden[0], self.context_dim)], 1)
+
+        if D == 1 and self.context_dim is None:
+            # nothing can feed the single output: the network is a learnable constant
+            hidden, masks = (), [torch.zeros(num_params, 1, dtype=torch.bool)]
+        sizes_in = [D + (self.context_dim or 0), *hidden]
+        sizes_out = [*hidden, D * num_params]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes_in, sizes_out))
+        if not hidden and D == 1 and self.context_dim is None:
+            # the fully masked weight would never get a gradient: keep it as a zero buffer
+            layer = self.layers[0]
+            del layer.weight
+            layer.register_buffer("weight", torch.zeros(D * num_params, 1))
+        for i, mask in enumerate(masks):
+            self.register_buffer(f"mask{i}", mask.to(torch.get_default_dtype()))
+        self.register_buffer("input_order", order)
+        with torch.no_grad():
+            for layer, mask in zip(self.layers, masks):
+                # rescale so masked layers keep the variance of a dense layer of the same fan-in
+                fan_in = mask.sum(1, keepdim=True).clamp_min(1).to(layer.weight.dtype)
+                layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
+            self.layers[-1].weight.mul_(out_scale)
+            self.layers[-1].bias.zero_()
+
+    @staticmethod
+    def _check_order(order: Sequence[int] | Tensor | None, D: int) -> Tensor:
+        if order is None:
+            return torch.arange(D)
+        order_t = torch.as_tensor(order, dtype=torch.long).flatten()
+        if order_t.numel() != D or not torch.equal(order_t.sort().values, torch.arange(D)):
+            raise ValueError(
+                f"input_order must be a permutation of 0..{D - 1}, got {order_t.tolist()}"
+            )
+        return order_t
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return [getattr(self, f"mask{i}") for i in range(len(self.layers))]
+
+    def masked_weights(self) -> MaskedWeights:
+        """The masked ``(weight, bias)`` of every layer; compute once, reuse for many passes."""
+        return [
+            (layer.weight * mask, layer.bias) for layer, mask in zip(self.layers, self.masks)
+        ]
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        weights: MaskedWeights | None = None,
+    ) -> tuple[Tensor, ...]:
+        """Return the parameters for every dimension (see ``param_dims``).
+
+        :param x: inputs of shape ``(..., D)``.
+        :param context: context of shape ``(..., C)`` with the same batch shape as ``x``.
+        :param weights: pre-computed :meth:`masked_weights` (for repeated sequential passes).
+        """
+        if weights is None:
+            weights = self.masked_weights()
+        h = x if context is None else torch.cat([x, context], -1)
+        last = len(weights) - 1
+        for i, (w, b) in enumerate(weights):
+            h = F.linear(h, w, b)
+            if i < last:
+                h = self.activation(h)
+        h = h.unflatten(-1, (self.input_dim, sum(self.param_dims)))
+        if len(self.param_dims) == 1 and self.param_dims[0] == 1:
+            return (h.squeeze(-1),)
+        parts = h.split(list(self.param_dims), dim=-1)
+        return tuple(p.squeeze(-1) if d == 1 else p for p, d in zip(parts, self.param_dims))

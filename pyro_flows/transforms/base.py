@@ -1,0 +1,141 @@
+r"""The base class every pyro_flows transform derives from.
+
+A :class:`FlowTransform` is a Pyro :class:`~pyro.distributions.torch_transform.TransformModule`
+(so it works in ``pyro.distributions.TransformedDistribution`` and registers its parameters like
+any ``nn.Module``) that implements two methods, one per direction, each returning the output *and*
+the log-determinant of that direction's own Jacobian:
+
+.. math::
+
+    (y, \log|\det \partial y/\partial x|) = \mathrm{forward\_and\_log\_det}(x)
+    \qquad\text{(base} \to \text{data, sampling)}
+
+    (x, \log|\det \partial x/\partial y|) = \mathrm{inverse\_and\_log\_det}(y)
+    \qquad\text{(data} \to \text{base, density)}
+
+so the inverse's log-det is minus the forward's at the matching point. Nothing is cached: every
+call computes from the current parameters, so a result can never be stale after an optimiser step,
+``load_state_dict`` or ``.to()``. Pyro's ``_call``, ``_inverse`` and ``log_abs_det_jacobian``
+are derived from these two methods; subclasses override ``log_abs_det_jacobian`` when the
+``y`` side is cheaper (MAF).
+
+Conditional layers (built with ``context_dim``) take ``context`` of shape ``(*B, context_dim)``;
+``.condition(context)`` binds one and returns a plain ``TransformModule`` (Pyro's
+``ConditionalTransformModule`` protocol).
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions.conditional import ConditionalTransform
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor
+from torch.distributions import constraints
+
+from .._validation import broadcast_batch, check_context, check_event, check_positive_int
+
+
+class FlowTransform(TransformModule, ConditionalTransform):
+    """Base class: a bijection on vectors of size ``input_dim`` (``event_dim = 1``).
+
+    :param input_dim: event size.
+    :param context_dim: size of the context vector for conditional layers, or ``None``.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    event_dim = 1
+
+    def __init__(self, input_dim: int, context_dim: int | None = None) -> None:
+        super().__init__(cache_size=0)
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self.context_dim = (
+            None if context_dim is None else check_positive_int(context_dim, "context_dim")
+        )
+
+    # -- the two methods subclasses implement -------------------------------------------------
+    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Base -> data: return ``y`` and ``log|det dy/dx|`` of shape ``x.shape[:-1]``."""
+        raise NotImplementedError
+
+    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Data -> base: return ``x`` and ``log|det dx/dy|`` of shape ``y.shape[:-1]``."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def _prepare(self, x: Tensor, context: Tensor | None, name: str) -> tuple[Tensor, Tensor | None]:
+        """Validate ``x``/``context`` and broadcast them to one batch shape."""
+        check_event(x, self.input_dim, name, type(self).__name__)
+        context = check_context(context, self.context_dim, type(self).__name__)
+        if context is not None:
+            x, context = broadcast_batch(x, context)
+        return x, context
+
+    # -- Pyro / torch.distributions glue -------------------------------------------------------
+    def _bound_context(self) -> Tensor | None:
+        if self.context_dim is not None:
+            raise ValueError(
+                f"{type(self).__name__} was built with context_dim={self.context_dim}: call "
+                ".condition(context) first, or use it inside a Flow and pass context="
+            )
+        return None
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.forward_and_log_det(x, self._bound_context())[0]
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.inverse_and_log_det(y, self._bound_context())[0]
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.forward_log_det(x, y, self._bound_context())
+
+    def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
+        """``log|det dy/dx|`` given both ends of the map; uses whichever end is cheaper.
+
+        The default recomputes the forward pass from ``x``; MAF overrides it to use ``y``.
+        """
+        return self.forward_and_log_det(x, context)[1]
+
+    def condition(self, context: Tensor) -> TransformModule:
+        """Bind ``context`` (shape ``(*B, context_dim)``); unconditional layers return ``self``."""
+        if self.context_dim is None:
+            return self
+        context = check_context(context, self.context_dim, type(self).__name__)
+        return ConditionedTransform(self, context)
+
+    def __repr__(self) -> str:
+        return torch.nn.Module.__repr__(self)
+
+    def extra_repr(self) -> str:
+        extra = f"input_dim={self.input_dim}"
+        if self.context_dim is not None:
+            extra += f", context_dim={self.context_dim}"
+        return extra
+
+
+class ConditionedTransform(FlowTransform):
+    """A conditional :class:`FlowTransform` with its context bound (from ``.condition``).
+
+    Shares parameters with the layer it came from; holds the context by reference, not as a
+    buffer, so it is meant to be built per call (as :class:`~pyro_flows.Flow` does).
+    """
+
+    def __init__(self, transform: FlowTransform, context: Tensor) -> None:
+        super().__init__(transform.input_dim)
+        self.transform = transform
+        self.context = context
+
+    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.forward_and_log_det(x, self.context)
+
+    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse_and_log_det(y, self.context)
+
+    def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform.forward_log_det(x, y, self.context)
+
+
+def zeros_log_det(x: Tensor) -> Tensor:
+    """A zero log-determinant with the batch shape of ``x`` (event dim 1)."""
+    return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
