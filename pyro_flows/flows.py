@@ -106,8 +106,9 @@ def nice(
     flow = _stack(
         input_dim,
         num_transforms,
-        lambda: AdditiveCoupling(input_dim, hidden_dims, context_dim=context_dim,
-                                 activation=activation),
+        lambda: AdditiveCoupling(
+            input_dim, hidden_dims, context_dim=context_dim, activation=activation
+        ),
         permutation,
         base=base,
         context_dim=context_dim,
@@ -141,8 +142,9 @@ def realnvp(
     return _stack(
         input_dim,
         num_transforms,
-        lambda: AffineCoupling(input_dim, hidden_dims, context_dim=context_dim,
-                               activation=activation),
+        lambda: AffineCoupling(
+            input_dim, hidden_dims, context_dim=context_dim, activation=activation
+        ),
         permutation,
         normalization,
         base,

@@ -1,1 +1,6 @@
-"""Conditioner networks."""
+"""Conditioner networks: :class:`MADE` (masked, autoregressive) and :class:`MLP` (dense)."""
+
+from .made import MADE
+from .mlp import MLP
+
+__all__ = ["MADE", "MLP"]

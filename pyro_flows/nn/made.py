@@ -90,7 +90,10 @@ class MADE(nn.Module):
             degrees.append(low + torch.arange(h) % (high - low + 1))
         out_degrees = in_degrees.repeat_interleave(num_params)
 
-        masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+        masks = [
+            d_out[:, None] >= d_in[None, :]
+            for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=False)
+        ]
         masks.append(out_degrees[:, None] > degrees[-1][None, :])
         if self.context_dim is not None:
             masks[0] = torch.cat([masks[0], masks[0].new_ones(hidden[0], self.context_dim)], 1)
@@ -100,7 +103,9 @@ class MADE(nn.Module):
             hidden, masks = (), [torch.zeros(num_params, 1, dtype=torch.bool)]
         sizes_in = [D + (self.context_dim or 0), *hidden]
         sizes_out = [*hidden, D * num_params]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes_in, sizes_out))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes_in, sizes_out, strict=False)
+        )
         if not hidden and D == 1 and self.context_dim is None:
             # the fully masked weight would never get a gradient: keep it as a zero buffer
             layer = self.layers[0]
@@ -110,7 +115,7 @@ class MADE(nn.Module):
             self.register_buffer(f"mask{i}", mask.to(torch.get_default_dtype()))
         self.register_buffer("input_order", order)
         with torch.no_grad():
-            for layer, mask in zip(self.layers, masks):
+            for layer, mask in zip(self.layers, masks, strict=False):
                 # rescale so masked layers keep the variance of a dense layer of the same fan-in
                 fan_in = mask.sum(1, keepdim=True).clamp_min(1).to(layer.weight.dtype)
                 layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
@@ -135,7 +140,8 @@ class MADE(nn.Module):
     def masked_weights(self) -> MaskedWeights:
         """The masked ``(weight, bias)`` of every layer; compute once, reuse for many passes."""
         return [
-            (layer.weight * mask, layer.bias) for layer, mask in zip(self.layers, self.masks)
+            (layer.weight * mask, layer.bias)
+            for layer, mask in zip(self.layers, self.masks, strict=False)
         ]
 
     def forward(
@@ -162,4 +168,6 @@ class MADE(nn.Module):
         if len(self.param_dims) == 1 and self.param_dims[0] == 1:
             return (h.squeeze(-1),)
         parts = h.split(list(self.param_dims), dim=-1)
-        return tuple(p.squeeze(-1) if d == 1 else p for p, d in zip(parts, self.param_dims))
+        return tuple(
+            p.squeeze(-1) if d == 1 else p for p, d in zip(parts, self.param_dims, strict=False)
+        )

@@ -56,7 +56,7 @@ class MLP(nn.Module):
             raise ValueError("MLP needs in_features + context_dim >= 1, got 0")
         sizes = (first, *hidden, out_features)
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(activation())

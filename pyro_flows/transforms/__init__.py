@@ -1,17 +1,34 @@
-"""Flow transforms: Pyro ``TransformModule``s, forward = base -> data, ``.inv`` = data -> base."""
+"""Flow transforms: Pyro ``TransformModule``s, forward = base -> data, ``.inv`` = data -> base.
+
+One module per family; every class documents the cost of each direction.
+"""
 
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
+from .linear import InvertibleLinear
+from .normalization import ActNorm, BatchNorm
+from .permutation import Permute, Reverse
+from .planar import Planar
+from .radial import Radial
+from .rescale import Rescale
 from .wrapped import WrappedTransform
 
 __all__ = [
+    "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "BatchNorm",
     "ConditionedTransform",
     "CouplingTransform",
     "FlowTransform",
     "InverseAutoregressive",
+    "InvertibleLinear",
     "MaskedAutoregressive",
+    "Permute",
+    "Planar",
+    "Radial",
+    "Rescale",
+    "Reverse",
     "WrappedTransform",
 ]

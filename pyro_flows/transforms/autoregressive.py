@@ -110,11 +110,15 @@ class MaskedAutoregressive(_AffineAutoregressive):
     Estimation", NeurIPS 2017; Germain et al., "MADE", ICML 2015.
     """
 
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         x, context = self._prepare(x, context, "x")
         return self._sequential_forward(x, context)
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         y, context = self._prepare(y, context, "y")
         return self._one_pass_inverse(y, context)
 
@@ -151,10 +155,14 @@ class InverseAutoregressive(_AffineAutoregressive):
     Inference with Inverse Autoregressive Flow", NeurIPS 2016.
     """
 
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         x, context = self._prepare(x, context, "x")
         return self._one_pass_forward(x, context)
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         y, context = self._prepare(y, context, "y")
         return self._sequential_inverse(y, context)

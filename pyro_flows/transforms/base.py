@@ -55,16 +55,22 @@ class FlowTransform(TransformModule, ConditionalTransform):
         )
 
     # -- the two methods subclasses implement -------------------------------------------------
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Base -> data: return ``y`` and ``log|det dy/dx|`` of shape ``x.shape[:-1]``."""
         raise NotImplementedError
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Data -> base: return ``x`` and ``log|det dx/dy|`` of shape ``y.shape[:-1]``."""
         raise NotImplementedError
 
     # -- helpers for subclasses ---------------------------------------------------------------
-    def _prepare(self, x: Tensor, context: Tensor | None, name: str) -> tuple[Tensor, Tensor | None]:
+    def _prepare(
+        self, x: Tensor, context: Tensor | None, name: str
+    ) -> tuple[Tensor, Tensor | None]:
         """Validate ``x``/``context`` and broadcast them to one batch shape."""
         check_event(x, self.input_dim, name, type(self).__name__)
         context = check_context(context, self.context_dim, type(self).__name__)
@@ -126,10 +132,14 @@ class ConditionedTransform(FlowTransform):
         self.transform = transform
         self.context = context
 
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         return self.transform.forward_and_log_det(x, self.context)
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         return self.transform.inverse_and_log_det(y, self.context)
 
     def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:

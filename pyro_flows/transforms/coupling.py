@@ -73,13 +73,17 @@ class CouplingTransform(FlowTransform):
     def _elementwise_inverse(self, y_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         x, context = self._prepare(x, context, "x")
         x_a, x_b = x[..., : self.split_dim], x[..., self.split_dim :]
         y_b, log_det = self._elementwise_forward(x_b, self._params(x_a, context))
         return torch.cat([x_a, y_b], -1), log_det
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         y, context = self._prepare(y, context, "y")
         y_a, y_b = y[..., : self.split_dim], y[..., self.split_dim :]
         x_b, log_det = self._elementwise_inverse(y_b, self._params(y_a, context))

@@ -1,4 +1,4 @@
-"""Use any ``torch.distributions`` / Pyro transform on vectors inside a :class:`~pyro_flows.Flow`."""
+"""Any ``torch.distributions`` / Pyro transform on vectors, inside a :class:`~pyro_flows.Flow`."""
 
 from __future__ import annotations
 
@@ -51,12 +51,16 @@ class WrappedTransform(FlowTransform):
             log_det = log_det.sum(-1)
         return log_det.expand(x.shape[:-1])
 
-    def forward_and_log_det(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         x, _ = self._prepare(x, context, "x")
         y = self.transform(x)
         return y, self._log_det(x, y)
 
-    def inverse_and_log_det(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         y, _ = self._prepare(y, context, "y")
         x = self.transform.inv(y)
         return x, -self._log_det(x, y)

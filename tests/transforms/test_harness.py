@@ -152,12 +152,19 @@ def test_autoregressive_jacobian_is_triangular(case):
         assert torch.all(jac.diagonal() != 0)
 
 
+def has_parameters(t: torch.nn.Module) -> bool:
+    return any(True for _ in t.parameters())
+
+
 def test_every_parameter_gets_a_gradient(case):
-    t, x, ctx = build(case), fresh_x(case), contexts(case)
+    t, x, ctx = build(case), fresh_x(case).requires_grad_(), contexts(case)
+    y_data = data_side(case, n=N).requires_grad_()
     y, ld = t.forward_and_log_det(x, ctx)
-    x2, ld2 = t.inverse_and_log_det(data_side(case, n=N), ctx)
+    x2, ld2 = t.inverse_and_log_det(y_data, ctx)
     loss = (y**2).sum() + ld.sum() + (x2**2).sum() + ld2.sum()
     loss.backward()
+    for v in (x, y_data):
+        assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
     for name, p in t.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(p.grad).all(), name
@@ -172,12 +179,14 @@ def test_no_stale_result_after_step_load_or_to(case):
     y = data_side(case, n=N)
     before = d.log_prob(y)
     state = copy.deepcopy(t.state_dict())
-    opt = torch.optim.SGD(t.parameters(), lr=0.05)
-    (-before.mean()).backward()
-    opt.step()
-    after = d.log_prob(y)
-    assert not torch.allclose(after, before), "log_prob did not change after an optimiser step"
-    assert torch.allclose(after, scored(t, y, ctx), atol=1e-10)
+    if has_parameters(t):
+        opt = torch.optim.SGD(t.parameters(), lr=0.05)
+        (-before.mean()).backward()
+        opt.step()
+    if has_parameters(t):
+        after = d.log_prob(y)
+        assert not torch.allclose(after, before), "log_prob did not change after an optimiser step"
+        assert torch.allclose(after, scored(t, y, ctx), atol=1e-10)
     t.load_state_dict(state)
     assert torch.allclose(d.log_prob(y), before, atol=1e-10)
     t.to(torch.float32)
@@ -190,6 +199,8 @@ def test_no_stale_result_after_step_load_or_to(case):
 
 def test_training_loop_reuses_the_same_data_tensor(case):
     t, ctx = build(case), contexts(case, n=64)
+    if not has_parameters(t):
+        pytest.skip("no parameters to train")
     tc = t.condition(ctx) if ctx is not None else t
     base = dist.Normal(torch.zeros(case.input_dim, dtype=torch.float64), 1.0).to_event(1)
     d = dist.TransformedDistribution(base, [tc])
@@ -203,8 +214,7 @@ def test_training_loop_reuses_the_same_data_tensor(case):
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
-    if any(True for _ in t.parameters()):
-        assert losses[-1] < losses[0]
+    assert losses[-1] < losses[0]
 
 
 def test_save_load_and_deepcopy(case):
@@ -267,7 +277,7 @@ def test_context_changes_the_output(case):
     assert not torch.allclose(t.inverse_and_log_det(x, c1)[0], t.inverse_and_log_det(x, c2)[0])
     with pytest.raises(ValueError, match="context"):
         t.forward_and_log_det(x, None)
-    with pytest.raises(ValueError, match=r"\(\.\.\., %d\)" % case.context_dim):
+    with pytest.raises(ValueError, match=rf"\(\.\.\., {case.context_dim}\)"):
         t.forward_and_log_det(x, torch.zeros(N, case.context_dim + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="condition"):
         t(x)
@@ -276,9 +286,9 @@ def test_context_changes_the_output(case):
 def test_wrong_event_size_is_a_clear_error(case):
     t, ctx = build(case), contexts(case)
     bad = torch.zeros(N, case.input_dim + 1, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"\(\.\.\., %d\).*got shape" % case.input_dim):
+    with pytest.raises(ValueError, match=rf"\(\.\.\., {case.input_dim}\).*got shape"):
         t.forward_and_log_det(bad, ctx)
-    with pytest.raises(ValueError, match=r"\(\.\.\., %d\).*got shape" % case.input_dim):
+    with pytest.raises(ValueError, match=rf"\(\.\.\., {case.input_dim}\).*got shape"):
         t.inverse_and_log_det(bad, ctx)
 
 

@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark script: ``benchmarks/transforms.py --quick`` runs and prints every
+row (timings themselves are not checked: they depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "transforms.py")
+
+LABELS = {
+    "train/maf": "train step maf",
+    "train/realnvp": "train step realnvp",
+    "train/nice": "train step nice",
+    "sample/maf": "sample maf",
+    "sample/iaf": "sample iaf",
+    "rsample_log_prob/iaf": "rsample_and_log_prob iaf",
+    "log_prob/iaf": "log_prob iaf",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc, json.loads(out.read_text())
+
+
+def test_quick_run_prints_every_row(quick_run) -> None:
+    proc, _ = quick_run
+    out = proc.stdout
+    for word in ("torch", "pyro", "zuko", "cores", "torch threads"):
+        assert word in out
+    for label in LABELS.values():
+        assert label in out, f"row {label!r} missing from:\n{out}"
+    assert "build maf(1000)" in out
+    assert "ratio = ours / best peer" in out
+
+
+def test_quick_run_json(quick_run) -> None:
+    _, data = quick_run
+    rows = {(r["row"], r["dim"]) for r in data["rows"]}
+    dims = data["settings"]["dims"]
+    assert rows == {(key, d) for key in LABELS for d in dims}
+    for r in data["rows"]:
+        assert r["ours_ms"] > 0
+        timed = [v for v in r["peers_ms"].values() if v is not None]
+        if timed:
+            assert r["ratio"] == pytest.approx(r["ours_ms"] / min(timed))
+    assert data["build_s"]["ours"] > 0
+    assert data["environment"]["torch_threads"] >= 1
