@@ -49,11 +49,15 @@ class FlowDistribution(dist.TransformedDistribution):
             t.condition(context) if (context is not None and t.context_dim) else t
             for t in flow.transforms
         ]
-        self._remembered: tuple[Tensor, int, tuple[int, ...], Tensor] | None = None
+        self._remembered: tuple[Tensor, int, tuple[tuple[int, int], ...], Tensor] | None = None
         super().__init__(base, transforms, validate_args=False)
 
-    def _versions(self) -> tuple[int, ...]:
-        return tuple(t._version for t in chain(self.flow.parameters(), self.flow.buffers()))
+    def _versions(self) -> tuple[tuple[int, int], ...]:
+        """Version counter and storage address of every parameter and buffer: an in-place edit
+        bumps the first, ``.to()`` / ``load_state_dict`` with ``assign`` change the second."""
+        return tuple(
+            (t._version, t.data_ptr()) for t in chain(self.flow.parameters(), self.flow.buffers())
+        )
 
     def _extra_shape(self) -> torch.Size:
         """Batch dims added by ``expand`` on top of the context's batch shape."""

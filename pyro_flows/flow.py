@@ -107,14 +107,27 @@ class Flow(nn.Module):
     def _reference(self) -> Tensor | None:
         return next(chain(self.parameters(), self.buffers()), None)
 
+    def _check_like_flow(self, value: Tensor, name: str) -> None:
+        ref = self._reference()
+        if ref is None:
+            return
+        if value.dtype != ref.dtype or value.device != ref.device:
+            raise TypeError(
+                f"Flow lives on {ref.device} with dtype {ref.dtype}, but {name} is on "
+                f"{value.device} with dtype {value.dtype}: convert with "
+                f"{name}.to(device={str(ref.device)!r}, dtype={ref.dtype}) or move the flow"
+            )
+
     def _check_context(self, context: object) -> Tensor | None:
         if context is not None:
             context = as_tensor(context, "context", self._reference())
+            self._check_like_flow(context, "context")
         return check_context(context, self.context_dim, "Flow")  # type: ignore[arg-type]
 
     def _check_x(self, x: object) -> Tensor:
         x_t = as_tensor(x, "x", self._reference())
         check_event(x_t, self.input_dim, "x", "Flow")
+        self._check_like_flow(x_t, "x")
         if not bool(torch.isfinite(x_t).all()):
             bad = (~torch.isfinite(x_t)).reshape(-1, self.input_dim).any(-1).nonzero().flatten()
             raise ValueError(

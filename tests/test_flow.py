@@ -197,6 +197,14 @@ def test_remembered_sample_cannot_go_stale():
             p.mul_(0.5)
     flow.load_state_dict(state)
     assert d.log_prob(x3) is not lp3
+    x4 = d.rsample((8,))
+    assert d.log_prob(x4) is d.log_prob(x4)  # remembered before the move
+    flow.double()
+    assert d.log_prob(x4.double()).dtype == torch.float64
+    with pytest.raises(
+        TypeError, match="dtype torch.float64, but x is on cpu with dtype torch.float32"
+    ):
+        d.log_prob(x4)  # not the remembered float32 value: the storage moved
 
 
 def test_expand_for_plates():

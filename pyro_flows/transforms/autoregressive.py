@@ -3,12 +3,10 @@ r"""Affine autoregressive layers on a MADE conditioner: MAF and IAF.
 Both layers compute the elementwise affine map :math:`y = x \odot \sigma + \mu` (base -> data);
 they differ in which side the MADE reads its input from, and so in which direction is one pass:
 
-=================================  ===========================  ============================
-layer                              parameters from              one pass / D passes
-=================================  ===========================  ============================
-:class:`MaskedAutoregressive`      data side: :math:`\mu(y_{<i})` density one pass, sampling D
-:class:`InverseAutoregressive`     base side: :math:`\mu(x_{<i})` sampling one pass, density D
-=================================  ===========================  ============================
+- :class:`MaskedAutoregressive` (MAF): parameters from the data side, :math:`\mu(y_{<i})`;
+  density is one pass, sampling is :math:`D` passes.
+- :class:`InverseAutoregressive` (IAF): parameters from the base side, :math:`\mu(x_{<i})`;
+  sampling is one pass, density is :math:`D` passes.
 
 The sequential direction solves the triangular system by :math:`D` passes of the fixed-point
 iteration :math:`u \leftarrow g(u)`, after which the first :math:`k` dimensions are exact after
