@@ -12,6 +12,9 @@ import io
 import pyro.distributions as dist
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from pyro_flows import Flow
 from pyro_flows.transforms.base import FlowTransform
@@ -95,6 +98,31 @@ def test_round_trip_on_fresh_tensors(case):
     # the Pyro interface, on fresh copies (no identity cache can help)
     tc = t.condition(ctx) if ctx is not None else t
     assert torch.allclose(tc.inv(tc(x.clone()).clone()), x, atol=case.inverse_atol)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_round_trip_on_arbitrary_inputs(case, data):
+    """Property-based: any finite input of moderate size round-trips, both directions."""
+    t, D = build(case), case.input_dim
+    n = data.draw(st.integers(1, 5))
+    values = data.draw(
+        arrays("float64", (n, D), elements=st.floats(-20, 20, allow_subnormal=False))
+    )
+    x = torch.from_numpy(values)
+    ctx = contexts(case, n=n)
+    y, ld = t.forward_and_log_det(x, ctx)
+    assert torch.isfinite(y).all() and torch.isfinite(ld).all()
+    scale = 1.0 + x.abs().max().item()
+    assert torch.allclose(t.inverse_and_log_det(y, ctx)[0], x, atol=case.inverse_atol * scale)
+    x_back, ld_back = t.inverse_and_log_det(x, ctx)
+    assert torch.allclose(t.forward_and_log_det(x_back, ctx)[0], x, atol=case.inverse_atol * scale)
+    assert torch.allclose(ld_back, -t.forward_and_log_det(x_back, ctx)[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("direction", ["forward", "inverse"])

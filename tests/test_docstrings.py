@@ -1,0 +1,35 @@
+"""Every public name documents its maths, costs, a runnable example and references."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import pyro_flows
+from pyro_flows import flows, nn, transforms
+
+ABSTRACT = {"FlowTransform", "ConditionedTransform", "CouplingTransform", "WrappedTransform"}
+LAYERS = [getattr(transforms, n) for n in transforms.__all__ if n not in ABSTRACT]
+BUILDERS = [getattr(flows, n) for n in flows.__all__]
+PUBLIC = [*LAYERS, *BUILDERS, pyro_flows.Flow, nn.MADE, nn.MLP]
+
+
+@pytest.mark.parametrize("obj", PUBLIC, ids=lambda o: o.__name__)
+def test_has_a_runnable_example(obj):
+    doc = inspect.getdoc(obj) or ""
+    assert ">>>" in doc, f"{obj.__name__} has no doctest example"
+
+
+@pytest.mark.parametrize("obj", LAYERS + BUILDERS, ids=lambda o: o.__name__)
+def test_states_the_cost_of_each_direction(obj):
+    doc = inspect.getdoc(obj) or ""
+    assert "Cost" in doc or "cost" in doc, f"{obj.__name__} does not state its costs"
+
+
+@pytest.mark.parametrize("obj", LAYERS + [nn.MADE], ids=lambda o: o.__name__)
+def test_has_maths_and_references(obj):
+    doc = inspect.getdoc(obj) or ""
+    module_doc = inspect.getdoc(inspect.getmodule(obj)) or ""
+    assert ":math:" in doc or ".. math::" in doc or ".. math::" in module_doc, obj.__name__
+    assert "Reference" in doc or "Reference" in module_doc, f"{obj.__name__} cites nothing"
