@@ -64,6 +64,7 @@ def environment(num_threads: int, *modules: str) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cores": core_count(),
         "torch_threads": num_threads,
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions("torch", *modules),
     }
 

@@ -436,7 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     v = env["versions"]
     print(f"torch {v['torch']}  pyro {v['pyro']}  zuko {v['zuko'] or 'not installed'}  "
           f"python {env['python']}")
-    print(f"cores {env['cores']}  torch threads {threads}  ({env['processor']})")
+    load = env.get("load_avg")
+    print(f"cores {env['cores']}  torch threads {threads}  ({env['processor']})"
+          + (f"  load avg {load[0]:.1f}" if load else ""))
     print(f"dims {s.dims}  batch {s.batch}  layers {s.layers}  hidden {s.hidden}  "
           f"repeats {s.repeats} (median, after {s.warmup} warm-up)  seed {s.seed}"
           + ("  [quick]" if s.quick else ""))

@@ -75,9 +75,8 @@ class FlowDistribution(dist.TransformedDistribution):
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def sample(self, sample_shape: SampleShape = ()) -> Tensor:
-        with torch.no_grad():
-            shape = torch.Size(sample_shape) + self._extra_shape()
-            return self.flow.rsample_and_log_prob(shape, self.context)[0]
+        shape = torch.Size(sample_shape) + self._extra_shape()
+        return self.flow.sample(shape, self.context)
 
     def log_prob(self, value: Tensor) -> Tensor:
         r = self._remembered

@@ -175,13 +175,17 @@ class Flow(nn.Module):
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
-        """Reparametrised samples of shape ``(*sample_shape, *B, D)``."""
-        return self.rsample_and_log_prob(sample_shape, context)[0]
+        """Reparametrised samples of shape ``(*sample_shape, *B, D)`` (no log-dets computed)."""
+        context = self._check_context(context)
+        x = self.base_dist(context).rsample(_as_size(sample_shape))
+        for t in self.transforms:
+            x = t.forward_without_log_det(x, context if t.context_dim else None)
+        return x
 
     @torch.no_grad()
     def sample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
         """Samples without gradient, shape ``(*sample_shape, *B, D)``."""
-        return self.rsample_and_log_prob(sample_shape, context)[0]
+        return self.rsample(sample_shape, context)
 
     def forward(self, context: Tensor | None = None) -> Distribution:
         """A fresh Pyro distribution for ``context`` (batch shape ``context.shape[:-1]``)."""

@@ -29,7 +29,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--json", str(out)],
+        [sys.executable, SCRIPT, "--quick", "--threads", "1", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -88,7 +88,7 @@ class MADE(nn.Module):
         degrees = [in_degrees]
         for h in hidden:
             degrees.append(low + torch.arange(h) % (high - low + 1))
-        out_degrees = in_degrees.repeat_interleave(num_params)
+        out_degrees = in_degrees.repeat(num_params)  # parameter-major: (P, D) blocks
 
         masks = [
             d_out[:, None] >= d_in[None, :]
@@ -164,10 +164,12 @@ class MADE(nn.Module):
             h = F.linear(h, w, b)
             if i < last:
                 h = self.activation(h)
-        h = h.unflatten(-1, (self.input_dim, sum(self.param_dims)))
-        if len(self.param_dims) == 1 and self.param_dims[0] == 1:
-            return (h.squeeze(-1),)
-        parts = h.split(list(self.param_dims), dim=-1)
+        # parameter-major layout: each parameter is a contiguous block of D outputs
+        h = h.unflatten(-1, (sum(self.param_dims), self.input_dim))
+        if all(d == 1 for d in self.param_dims):
+            return h.unbind(-2)
+        parts = h.split(list(self.param_dims), dim=-2)
         return tuple(
-            p.squeeze(-1) if d == 1 else p for p, d in zip(parts, self.param_dims, strict=False)
+            p.squeeze(-2) if d == 1 else p.movedim(-2, -1)
+            for p, d in zip(parts, self.param_dims, strict=True)
         )

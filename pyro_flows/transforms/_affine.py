@@ -24,9 +24,14 @@ MIN_SCALE = 1e-3
 _SHIFT = math.log(math.expm1(1.0 - MIN_SCALE))
 
 
+def scale_from_raw(raw: Tensor) -> Tensor:
+    """Map an unconstrained ``raw`` to a scale in ``(MIN_SCALE, inf)`` with ``scale(0) = 1``."""
+    return F.softplus(raw + _SHIFT) + MIN_SCALE
+
+
 def scale_and_log_scale(raw: Tensor) -> tuple[Tensor, Tensor]:
-    """Map an unconstrained ``raw`` to ``(scale, log(scale))`` with ``scale(0) = 1``."""
-    scale = F.softplus(raw + _SHIFT) + MIN_SCALE
+    """``(scale, log(scale))`` of :func:`scale_from_raw`."""
+    scale = scale_from_raw(raw)
     return scale, torch.log(scale)
 
 
@@ -39,4 +44,4 @@ def affine_forward(x: Tensor, shift: Tensor, raw_scale: Tensor) -> tuple[Tensor,
 def affine_inverse(y: Tensor, shift: Tensor, raw_scale: Tensor) -> tuple[Tensor, Tensor]:
     """``x = (y - shift) / scale``; returns ``x`` and ``log|dx/dy|`` summed over the last dim."""
     scale, log_scale = scale_and_log_scale(raw_scale)
-    return (y - shift) / scale, -log_scale.sum(-1)
+    return (y - shift) * scale.reciprocal(), -log_scale.sum(-1)

@@ -1,33 +1,37 @@
 r"""Affine autoregressive layers on a MADE conditioner: MAF and IAF.
 
-Both layers compute the elementwise affine map :math:`y = x \odot \sigma + \mu` (base -> data);
-they differ in which side the MADE reads its input from, and so in which direction is one pass:
+Both layers are the same elementwise affine map :math:`v = u \odot \sigma(u) + \mu(u)`, with
+:math:`(\mu_i, \sigma_i)` read by a MADE from :math:`u_{<i}`, used in opposite directions:
 
-- :class:`MaskedAutoregressive` (MAF): parameters from the data side, :math:`\mu(y_{<i})`;
-  density is one pass, sampling is :math:`D` passes.
-- :class:`InverseAutoregressive` (IAF): parameters from the base side, :math:`\mu(x_{<i})`;
-  sampling is one pass, density is :math:`D` passes.
+- :class:`InverseAutoregressive` (IAF): :math:`u` is the base side, so sampling (and scoring
+  one's own samples) is one pass and the density of an external point is :math:`D` passes.
+- :class:`MaskedAutoregressive` (MAF): :math:`u` is the data side, so the density is one pass
+  and sampling is :math:`D` passes.
 
-The sequential direction solves the triangular system by :math:`D` passes of the fixed-point
-iteration :math:`u \leftarrow g(u)`, after which the first :math:`k` dimensions are exact after
-:math:`k` passes. The masked weights are computed once per call, not once per pass. The scale is
+The one-pass direction is a multiply-add. The sequential direction solves
+:math:`u = (v - \mu(u)) / \sigma(u)` by :math:`D` passes of that fixed-point iteration (the
+first :math:`k` dimensions are exact after :math:`k` passes), computing the masked weights once per
+call and the log-determinant once, after the last pass. The scale is
 :math:`\sigma = \mathrm{softplus}(s + c_0) + 10^{-3}` with :math:`\sigma(0)=1`, and
-:math:`\log|\det \partial y/\partial x| = \sum_i \log\sigma_i`.
+:math:`\log|\det \partial v/\partial u| = \sum_i \log\sigma_i`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..nn.made import MADE, MaskedWeights
-from ._affine import affine_forward, affine_inverse
+from ..nn.made import MADE
+from ._affine import affine_forward, scale_from_raw
 from .base import FlowTransform
 
 
 class _AffineAutoregressive(FlowTransform):
+    """``v = u * sigma(u_<i) + mu(u_<i)``: one pass for ``u -> v``, ``D`` passes for ``v -> u``."""
+
     def __init__(
         self,
         input_dim: int,
@@ -46,49 +50,46 @@ class _AffineAutoregressive(FlowTransform):
             activation=activation,
         )
 
-    def _params(
-        self, u: Tensor, context: Tensor | None, weights: MaskedWeights | None = None
-    ) -> tuple[Tensor, Tensor]:
-        shift, raw_scale = self.made(u, context, weights)
-        return shift, raw_scale
+    def _one_pass(self, u: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``v`` and ``log|dv/du|`` in one MADE pass."""
+        shift, raw_scale = self.made(u, context)
+        return affine_forward(u, shift, raw_scale)
 
-    def _one_pass_forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """IAF direction: ``y = x * sigma(x) + mu(x)``."""
-        return affine_forward(x, *self._params(x, context))
+    def _one_pass_without_log_det(self, u: Tensor, context: Tensor | None) -> Tensor:
+        shift, raw_scale = self.made(u, context)
+        return torch.addcmul(shift, u, scale_from_raw(raw_scale))
 
-    def _one_pass_inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """MAF direction: ``x = (y - mu(y)) / sigma(y)``."""
-        return affine_inverse(y, *self._params(y, context))
-
-    def _sequential_forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """MAF sampling: solve ``y = x * sigma(y) + mu(y)`` in ``D`` passes."""
+    def _solve(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes; returns ``log|du/dv|``."""
         weights = self.made.masked_weights()
-        y = x.new_zeros(x.shape)
-        log_det = x.new_zeros(x.shape[:-1])
+        u = torch.zeros_like(v)
+        scale = torch.ones_like(v)
         for _ in range(self.input_dim):
-            y, log_det = affine_forward(x, *self._params(y, context, weights))
-        return y, log_det
-
-    def _sequential_inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """IAF density: solve ``y = x * sigma(x) + mu(x)`` for ``x`` in ``D`` passes."""
-        weights = self.made.masked_weights()
-        x = y.new_zeros(y.shape)
-        log_det = y.new_zeros(y.shape[:-1])
-        for _ in range(self.input_dim):
-            x, log_det = affine_inverse(y, *self._params(x, context, weights))
-        return x, log_det
+            shift, raw_scale = self.made(u, context, weights)
+            scale = scale_from_raw(raw_scale)
+            u = (v - shift) / scale
+        # the last pass read u_{<D}, all exact by then, so its scales are the final ones
+        return u, -torch.log(scale).sum(-1)
 
 
 class MaskedAutoregressive(_AffineAutoregressive):
-    r"""MAF layer: :math:`y_i = x_i\,\sigma_i(y_{<i}, c) + \mu_i(y_{<i}, c)`.
+    r"""MAF layer: the density direction is one MADE pass on the data.
 
-    The density direction is one MADE pass on the data, :math:`x = (y - \mu(y))/\sigma(y)`,
-    so maximum-likelihood training is fast; sampling solves the recursion in ``input_dim``
-    passes. :math:`\log|\det \partial y/\partial x| = \sum_i \log\sigma_i(y_{<i})`, computed from
-    ``y`` in one pass when both ends are known (``log_abs_det_jacobian(x, y)``).
-    The Jacobian :math:`\partial y/\partial x` is lower triangular in ``input_order``.
+    With :math:`y` the data side and :math:`x` the base side,
 
-    Cost: inverse (density, data -> base): 1 MADE pass; forward (sampling): ``input_dim`` passes.
+    .. math::
+
+        x_i = y_i\,\sigma_i(y_{<i}, c) + \mu_i(y_{<i}, c), \qquad
+        \log\left|\det\frac{\partial x}{\partial y}\right| = \sum_i \log\sigma_i(y_{<i}, c)
+
+    (the MAF paper's :math:`x_i = (y_i - \mu_i)/\sigma_i` with the scale inverted, so that the
+    density direction is a multiply-add). Maximum-likelihood training is fast; sampling solves
+    :math:`y_i = (x_i - \mu_i(y_{<i}))/\sigma_i(y_{<i})` in ``input_dim`` passes. Given both
+    ends, ``log_abs_det_jacobian(x, y)`` reads the scales from ``y`` in one pass. Both Jacobians
+    are lower triangular in ``input_order``.
+
+    Cost: inverse (density, data -> base): 1 MADE pass; forward (sampling): ``input_dim``
+    passes.
 
     :param input_dim: event size ``D`` (1 is allowed).
     :param hidden_dims: MADE hidden sizes.
@@ -112,28 +113,35 @@ class MaskedAutoregressive(_AffineAutoregressive):
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         x, context = self._prepare(x, context, "x")
-        return self._sequential_forward(x, context)
+        return self._solve(x, context)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.forward_and_log_det(x, context)[0]
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         y, context = self._prepare(y, context, "y")
-        return self._one_pass_inverse(y, context)
+        return self._one_pass(y, context)
 
     def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         return -self.inverse_and_log_det(y, context)[1]
 
 
 class InverseAutoregressive(_AffineAutoregressive):
-    r"""IAF layer: :math:`y_i = x_i\,\sigma_i(x_{<i}, c) + \mu_i(x_{<i}, c)`.
+    r"""IAF layer: the sampling direction is one MADE pass on the base sample.
 
-    The sampling direction is one MADE pass on the base sample, so drawing samples and scoring
-    them (:meth:`~pyro_flows.Flow.rsample_and_log_prob`) is fast: the variational-inference
-    direction. Scoring an external point solves the recursion in ``input_dim`` passes.
-    :math:`\log|\det \partial y/\partial x| = \sum_i \log\sigma_i(x_{<i})`.
-    The Jacobian is lower triangular in ``input_order``.
+    .. math::
 
-    Cost: forward (sampling, base -> data): 1 MADE pass; inverse (density): ``input_dim`` passes.
+        y_i = x_i\,\sigma_i(x_{<i}, c) + \mu_i(x_{<i}, c), \qquad
+        \log\left|\det\frac{\partial y}{\partial x}\right| = \sum_i \log\sigma_i(x_{<i}, c).
+
+    Drawing samples and scoring them (:meth:`~pyro_flows.Flow.rsample_and_log_prob`) is fast:
+    the variational-inference direction. Scoring an external point solves the recursion in
+    ``input_dim`` passes. The Jacobian is lower triangular in ``input_order``.
+
+    Cost: forward (sampling, base -> data): 1 MADE pass; inverse (density): ``input_dim``
+    passes.
 
     :param input_dim: event size ``D`` (1 is allowed).
     :param hidden_dims: MADE hidden sizes.
@@ -157,10 +165,14 @@ class InverseAutoregressive(_AffineAutoregressive):
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         x, context = self._prepare(x, context, "x")
-        return self._one_pass_forward(x, context)
+        return self._one_pass(x, context)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        x, context = self._prepare(x, context, "x")
+        return self._one_pass_without_log_det(x, context)
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         y, context = self._prepare(y, context, "y")
-        return self._sequential_inverse(y, context)
+        return self._solve(y, context)

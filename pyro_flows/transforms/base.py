@@ -67,6 +67,11 @@ class FlowTransform(TransformModule, ConditionalTransform):
         """Data -> base: return ``x`` and ``log|det dx/dy|`` of shape ``y.shape[:-1]``."""
         raise NotImplementedError
 
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Base -> data without the log-determinant (sampling); layers override it where
+        skipping the log-det saves work."""
+        return self.forward_and_log_det(x, context)[0]
+
     # -- helpers for subclasses ---------------------------------------------------------------
     def _prepare(
         self, x: Tensor, context: Tensor | None, name: str
@@ -88,7 +93,7 @@ class FlowTransform(TransformModule, ConditionalTransform):
         return None
 
     def _call(self, x: Tensor) -> Tensor:
-        return self.forward_and_log_det(x, self._bound_context())[0]
+        return self.forward_without_log_det(x, self._bound_context())
 
     def _inverse(self, y: Tensor) -> Tensor:
         return self.inverse_and_log_det(y, self._bound_context())[0]
@@ -141,6 +146,9 @@ class ConditionedTransform(FlowTransform):
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         return self.transform.inverse_and_log_det(y, self.context)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform.forward_without_log_det(x, self.context)
 
     def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         return self.transform.forward_log_det(x, y, self.context)

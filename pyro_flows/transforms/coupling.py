@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .._validation import check_positive_int
 from ..nn.mlp import MLP
-from ._affine import affine_forward, affine_inverse
+from ._affine import affine_forward, affine_inverse, scale_from_raw
 from .base import FlowTransform, zeros_log_det
 
 
@@ -63,15 +63,26 @@ class CouplingTransform(FlowTransform):
             activation=activation,
         )
 
-    def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
+    def _params(self, x_a: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
+        """The conditioner's output as ``num_params`` tensors of shape ``(..., D - split_dim)``
+        (parameter-major layout: each one a contiguous block)."""
         out = self.conditioner(x_a, context)
-        return out.unflatten(-1, (self.input_dim - self.split_dim, self.num_params))
+        return out.unflatten(-1, (self.num_params, self.input_dim - self.split_dim)).unbind(-2)
 
-    def _elementwise_forward(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _elementwise_forward(
+        self, x_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _elementwise_inverse(self, y_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _elementwise_inverse(
+        self, y_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def _elementwise_forward_without_log_det(
+        self, x_b: Tensor, params: tuple[Tensor, ...]
+    ) -> Tensor:
+        return self._elementwise_forward(x_b, params)[0]
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
@@ -80,6 +91,12 @@ class CouplingTransform(FlowTransform):
         x_a, x_b = x[..., : self.split_dim], x[..., self.split_dim :]
         y_b, log_det = self._elementwise_forward(x_b, self._params(x_a, context))
         return torch.cat([x_a, y_b], -1), log_det
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        x, context = self._prepare(x, context, "x")
+        x_a, x_b = x[..., : self.split_dim], x[..., self.split_dim :]
+        params = self._params(x_a, context)
+        return torch.cat([x_a, self._elementwise_forward_without_log_det(x_b, params)], -1)
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
@@ -114,11 +131,15 @@ class AdditiveCoupling(CouplingTransform):
 
     num_params = 1
 
-    def _elementwise_forward(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return x_b + params[..., 0], zeros_log_det(x_b)
+    def _elementwise_forward(
+        self, x_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        return x_b + params[0], zeros_log_det(x_b)
 
-    def _elementwise_inverse(self, y_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return y_b - params[..., 0], zeros_log_det(y_b)
+    def _elementwise_inverse(
+        self, y_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        return y_b - params[0], zeros_log_det(y_b)
 
 
 class AffineCoupling(CouplingTransform):
@@ -144,8 +165,17 @@ class AffineCoupling(CouplingTransform):
 
     num_params = 2
 
-    def _elementwise_forward(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return affine_forward(x_b, params[..., 0], params[..., 1])
+    def _elementwise_forward(
+        self, x_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        return affine_forward(x_b, params[0], params[1])
 
-    def _elementwise_inverse(self, y_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return affine_inverse(y_b, params[..., 0], params[..., 1])
+    def _elementwise_forward_without_log_det(
+        self, x_b: Tensor, params: tuple[Tensor, ...]
+    ) -> Tensor:
+        return torch.addcmul(params[0], x_b, scale_from_raw(params[1]))
+
+    def _elementwise_inverse(
+        self, y_b: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        return affine_inverse(y_b, params[0], params[1])
