@@ -157,8 +157,17 @@ class Flow(nn.Module):
         for t in reversed(self.transforms):
             z, ld = t.inverse_and_log_det(z, context if t.context_dim else None)
             log_det = ld if log_det is None else log_det + ld
-        log_q = self.base_dist(context).log_prob(z)
+        log_q = self._base_log_prob(z, context)
         return log_q if log_det is None else log_q + log_det
+
+    def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:
+        fast = getattr(self.base, "log_prob", None)
+        if fast is not None:
+            log_q = fast(z, context)
+            if context is not None:
+                log_q = log_q.expand(torch.broadcast_shapes(log_q.shape, context.shape[:-1]))
+            return log_q
+        return self.base_dist(context).log_prob(z)
 
     def rsample_and_log_prob(
         self, sample_shape: SampleShape = (), context: Tensor | None = None
@@ -167,7 +176,7 @@ class Flow(nn.Module):
         context = self._check_context(context)
         d = self.base_dist(context)
         z = d.rsample(_as_size(sample_shape))
-        log_q = d.log_prob(z)
+        log_q = self._base_log_prob(z, context)
         x = z
         for t in self.transforms:
             x, ld = t.forward_and_log_det(x, context if t.context_dim else None)

@@ -278,3 +278,11 @@ class TestErrors:
 
         flow = flows.maf(2, 2, (8,))
         assert flow.log_prob(np.zeros((3, 2))).shape == (3,)
+
+
+def test_standard_normal_fast_path_matches_the_distribution():
+    from pyro_flows.base import StandardNormal
+
+    base = StandardNormal(3).double()
+    z = torch.randn(7, 3, dtype=torch.float64)
+    assert torch.allclose(base.log_prob(z), base().log_prob(z), atol=1e-12)

@@ -75,7 +75,8 @@ class MADE(nn.Module):
         self.param_dims = tuple(check_positive_int(p, "param_dims entry") for p in param_dims)
         if not self.param_dims:
             raise ValueError("param_dims must not be empty")
-        self.activation = activation
+        # ReLU is applied in place on each layer's fresh output (saves an allocation per layer)
+        self.activation = torch.relu_ if activation is F.relu else activation
         num_params = sum(self.param_dims)
         D = self.input_dim
 
