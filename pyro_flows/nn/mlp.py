@@ -59,7 +59,8 @@ class MLP(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(activation())
+                # ReLU acts in place on each Linear's fresh output (one allocation less)
+                layers.append(nn.ReLU(inplace=True) if activation is nn.ReLU else activation())
         self.net = nn.Sequential(*layers)
         last = layers[-1]
         assert isinstance(last, nn.Linear)
