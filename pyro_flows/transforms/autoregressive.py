@@ -59,8 +59,8 @@ class _AffineAutoregressive(FlowTransform):
         shift, raw_scale = self.made(u, context)
         return torch.addcmul(shift, u, scale_from_raw(raw_scale))
 
-    def _solve(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes; returns ``log|du/dv|``."""
+    def _solve_without_log_det(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes, and the last pass's scales."""
         weights = self.made.masked_weights()
         u = torch.zeros_like(v)
         scale = torch.ones_like(v)
@@ -69,6 +69,11 @@ class _AffineAutoregressive(FlowTransform):
             scale = scale_from_raw(raw_scale)
             u = (v - shift) / scale
         # the last pass read u_{<D}, all exact by then, so its scales are the final ones
+        return u, scale
+
+    def _solve(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``u`` and ``log|du/dv|``; the log-det is computed once, after the last pass."""
+        u, scale = self._solve_without_log_det(v, context)
         return u, -torch.log(scale).sum(-1)
 
 
@@ -116,7 +121,8 @@ class MaskedAutoregressive(_AffineAutoregressive):
         return self._solve(x, context)
 
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.forward_and_log_det(x, context)[0]
+        x, context = self._prepare(x, context, "x")
+        return self._solve_without_log_det(x, context)[0]
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
