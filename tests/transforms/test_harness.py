@@ -141,6 +141,15 @@ def test_log_det_matches_autograd_jacobian(case, direction):
         assert torch.allclose(logabsdet, log_det[n], atol=1e-6, rtol=1e-6), (logabsdet, log_det[n])
 
 
+def test_sampling_path_matches_forward(case):
+    """``forward_without_log_det`` (the sampling path, and Pyro's ``t(x)``) is the same map."""
+    t, x, ctx = build(case), fresh_x(case), contexts(case)
+    y, _ = t.forward_and_log_det(x, ctx)
+    assert torch.allclose(t.forward_without_log_det(x, ctx), y, atol=1e-12)
+    tc = t.condition(ctx) if ctx is not None else t
+    assert torch.allclose(tc(x), y, atol=1e-12)
+
+
 def test_inverse_log_det_is_minus_forward(case):
     t, x, ctx = build(case), fresh_x(case), contexts(case)
     y, ld_fwd = t.forward_and_log_det(x, ctx)
