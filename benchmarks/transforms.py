@@ -32,15 +32,8 @@ for _path in (HERE, ROOT):
         sys.path.insert(0, _path)
 
 import _timing  # noqa: E402
-
-try:  # the optional 'bench' extra
-    import zuko  # noqa: E402
-except ImportError:  # pragma: no cover - depends on the environment
-    zuko = None
-
-import pyro.distributions as dist  # noqa: E402
 import pyro.distributions.transforms as T  # noqa: E402
-from pyro.nn import AutoRegressiveNN  # noqa: E402
+from _peers import pyro_affine_coupling, pyro_autoregressive, zuko, zuko_flow  # noqa: E402
 
 Thunk = Callable[[], object]
 
@@ -163,60 +156,6 @@ def our_builders() -> tuple[dict[str, Callable[..., nn.Module]], str | None]:
         "realnvp": stack(AffineCoupling),
         "nice": stack(AdditiveCoupling, rescale),
     }, reason
-
-
-# ------------------------------------------------------------------------------------------
-# peers
-# ------------------------------------------------------------------------------------------
-def _pyro_stack(D: int, layers: int, make: Callable[[], nn.Module], invert: bool):
-    """A Pyro ``TransformedDistribution`` of ``layers`` layers with ``Permute`` (reverse) in
-    between; ``invert=True`` puts each layer in as ``.inv`` (MAF: density is the cheap pass)."""
-    base = dist.Normal(torch.zeros(D), torch.ones(D)).to_event(1)
-    modules = nn.ModuleList()
-    transforms: list[Any] = []
-    for k in range(layers):
-        t = make()
-        modules.append(t)
-        transforms.append(t.inv if invert else t)
-        if k < layers - 1:
-            transforms.append(T.Permute(torch.arange(D - 1, -1, -1)))
-    return dist.TransformedDistribution(base, transforms), modules
-
-
-def pyro_autoregressive(D: int, layers: int, hidden: Sequence[int], invert: bool):
-    """Pyro ``AffineAutoregressive(AutoRegressiveNN)``: MAF with ``invert=True``, else IAF."""
-
-    def make() -> nn.Module:
-        arn = AutoRegressiveNN(D, list(hidden), param_dims=[1, 1], permutation=torch.arange(D))
-        return T.AffineAutoregressive(arn)
-
-    return _pyro_stack(D, layers, make, invert)
-
-
-def pyro_affine_coupling(D: int, layers: int, hidden: Sequence[int]):
-    """Pyro ``affine_coupling`` (RealNVP); density direction is ``_inverse`` (one pass)."""
-    return _pyro_stack(
-        D, layers, lambda: T.affine_coupling(D, hidden_dims=list(hidden)), invert=False
-    )
-
-
-def zuko_flow(kind: str, D: int, layers: int, hidden: Sequence[int]) -> nn.Module:
-    """zuko's ``MAF``, ``RealNVP``, ``NICE`` (additive couplings) or an IAF: zuko's MAF with
-    every layer inverted (``t.inv``), so sampling is one pass and density ``D`` passes."""
-    assert zuko is not None
-    kw = {"transforms": layers, "hidden_features": tuple(hidden)}
-    if kind == "maf":
-        return zuko.flows.MAF(D, **kw)
-    if kind == "iaf":
-        maf = zuko.flows.MAF(D, **kw)
-        return zuko.flows.Flow([t.inv for t in maf.transform.transforms], maf.base)
-    if kind == "realnvp":
-        return zuko.flows.RealNVP(D, **kw)
-    if kind == "nice":
-        from zuko.transforms import AdditiveTransform
-
-        return zuko.flows.NICE(D, univariate=AdditiveTransform, shapes=((),), **kw)
-    raise ValueError(kind)
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,8 +330,9 @@ def print_table(results: list[Result]) -> None:
             _timing.fmt_ms(r.peers_s.get(p)) if r.peers_s.get(p) is not None else "n/a"
             for p in PEERS
         ]
-        body.append([labels[r.row], str(r.dim), _timing.fmt_ms(r.ours_s), *peers, ratio_s,
-                     name or "-"])
+        body.append(
+            [labels[r.row], str(r.dim), _timing.fmt_ms(r.ours_s), *peers, ratio_s, name or "-"]
+        )
     print(_timing.format_table(header, body))
     for r in results:
         for note in r.notes:
@@ -410,8 +350,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--build-dim", type=int, default=1000, help="MAF size for the build time")
-    p.add_argument("--rows", nargs="+", default=None, choices=ROW_KEYS, metavar="ROW",
-                   help=f"subset of rows: {' '.join(ROW_KEYS)}")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        choices=ROW_KEYS,
+        metavar="ROW",
+        help=f"subset of rows: {' '.join(ROW_KEYS)}",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (CI smoke run)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write results as JSON")
     return p.parse_args(argv)
@@ -434,17 +380,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     env = _timing.environment(threads, "pyro", "zuko")
     v = env["versions"]
-    print(f"torch {v['torch']}  pyro {v['pyro']}  zuko {v['zuko'] or 'not installed'}  "
-          f"python {env['python']}")
+    print(
+        f"torch {v['torch']}  pyro {v['pyro']}  zuko {v['zuko'] or 'not installed'}  "
+        f"python {env['python']}"
+    )
     load = env.get("load_avg")
-    print(f"cores {env['cores']}  torch threads {threads}  ({env['processor']})"
-          + (f"  load avg {load[0]:.1f}" if load else ""))
-    print(f"dims {s.dims}  batch {s.batch}  layers {s.layers}  hidden {s.hidden}  "
-          f"repeats {s.repeats} (median, after {s.warmup} warm-up)  seed {s.seed}"
-          + ("  [quick]" if s.quick else ""))
+    print(
+        f"cores {env['cores']}  torch threads {threads}  ({env['processor']})"
+        + (f"  load avg {load[0]:.1f}" if load else "")
+    )
+    print(
+        f"dims {s.dims}  batch {s.batch}  layers {s.layers}  hidden {s.hidden}  "
+        f"repeats {s.repeats} (median, after {s.warmup} warm-up)  seed {s.seed}"
+        + ("  [quick]" if s.quick else "")
+    )
     if zuko is None:
-        print("note: zuko is not installed (pip install 'pyro-flows[bench]'): zuko columns "
-              "are skipped")
+        print(
+            "note: zuko is not installed (pip install 'pyro-flows[bench]'): zuko columns "
+            "are skipped"
+        )
     ours, fallback = our_builders()
     if fallback:
         print(f"note: {fallback}")
@@ -457,28 +411,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = run_build(s, ours)
     print()
     ok = build["ours"] is not None and build["ours"] < 1.0
-    peer_txt = "  ".join(
-        f"{p} {'n/a' if build[p] is None else f'{build[p]:.3f} s'}" for p in PEERS
+    peer_txt = "  ".join(f"{p} {'n/a' if build[p] is None else f'{build[p]:.3f} s'}" for p in PEERS)
+    print(
+        f"build maf({s.build_dim}), {s.layers} layers: ours {build['ours']:.3f} s "
+        f"({'ok' if ok else 'SLOW'}: goal < 1 s)  {peer_txt}"
     )
-    print(f"build maf({s.build_dim}), {s.layers} layers: ours {build['ours']:.3f} s "
-          f"({'ok' if ok else 'SLOW'}: goal < 1 s)  {peer_txt}")
     if build["pyro"] is None:
         print("  (pyro n/a: AutoRegressiveNN needs hidden sizes >= input_dim)")
 
     slower = [r for r in results if r.ratio is not None and r.ratio > 1.0]
     print()
-    print("ratio = ours / best peer (goal <= 1.0); '!' marks rows where a peer is faster"
-          + (f": {len(slower)} row(s)" if slower else ": none"))
+    print(
+        "ratio = ours / best peer (goal <= 1.0); '!' marks rows where a peer is faster"
+        + (f": {len(slower)} row(s)" if slower else ": none")
+    )
 
     if a.json:
-        _timing.write_json(a.json, {
-            "environment": env,
-            "settings": s,
-            "fallback": fallback,
-            "rows": [r.as_dict() for r in results],
-            "build_s": build,
-            "build_dim": s.build_dim,
-        })
+        _timing.write_json(
+            a.json,
+            {
+                "environment": env,
+                "settings": s,
+                "fallback": fallback,
+                "rows": [r.as_dict() for r in results],
+                "build_s": build,
+                "build_dim": s.build_dim,
+            },
+        )
         print(f"wrote {a.json}")
     return 0
 
