@@ -29,6 +29,8 @@ BUILDERS = {
         d, 3, (16,), context_dim=c, permutation="random"
     ),
     "iaf": lambda d, c=None: flows.iaf(d, 3, (16, 16), context_dim=c),
+    "nsf": lambda d, c=None: flows.nsf(d, 3, (16, 16), context_dim=c),
+    "nsf-coupling": lambda d, c=None: flows.nsf(d, 3, (16, 16), context_dim=c, coupling=True),
     "planar": lambda d, c=None: flows.planar(d, 4, (16,), context_dim=c),
     "radial": lambda d, c=None: flows.radial(d, 4, (16,), context_dim=c),
 }

@@ -7,11 +7,13 @@ from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
 from .linear import InvertibleLinear
+from .logit import Logit
 from .normalization import ActNorm, BatchNorm
 from .permutation import Permute, Reverse
 from .planar import Planar
 from .radial import Radial
 from .rescale import Rescale
+from .spline import InverseSplineAutoregressive, SplineAutoregressive, SplineCoupling
 from .wrapped import WrappedTransform
 
 __all__ = [
@@ -23,12 +25,16 @@ __all__ = [
     "CouplingTransform",
     "FlowTransform",
     "InverseAutoregressive",
+    "InverseSplineAutoregressive",
     "InvertibleLinear",
+    "Logit",
     "MaskedAutoregressive",
     "Permute",
     "Planar",
     "Radial",
     "Rescale",
     "Reverse",
+    "SplineAutoregressive",
+    "SplineCoupling",
     "WrappedTransform",
 ]

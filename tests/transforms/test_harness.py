@@ -35,7 +35,11 @@ def perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 1) -> None:
 
 def data_side(case: Case, n: int = 64, seed: int = 2, dtype=torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (1.5 * torch.randn(n, case.input_dim, generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    y = 1.5 * torch.randn(n, case.input_dim, generator=g, dtype=torch.float64) + 0.5
+    if case.data_bounds is not None:
+        lo, hi = case.data_bounds
+        y = lo + (hi - lo) * torch.sigmoid(y)
+    return y.to(dtype)
 
 
 def contexts(case: Case, n: int = N, seed: int = 3, dtype=torch.float64) -> torch.Tensor | None:
@@ -120,6 +124,10 @@ def test_round_trip_on_arbitrary_inputs(case, data):
     assert torch.isfinite(y).all() and torch.isfinite(ld).all()
     scale = 1.0 + x.abs().max().item()
     assert torch.allclose(t.inverse_and_log_det(y, ctx)[0], x, atol=case.inverse_atol * scale)
+    if case.data_bounds is not None:
+        lo, hi = case.data_bounds
+        y_elements = st.floats(lo, hi, exclude_min=True, exclude_max=True, allow_subnormal=False)
+        x = torch.from_numpy(data.draw(arrays("float64", (n, D), elements=y_elements)))
     x_back, ld_back = t.inverse_and_log_det(x, ctx)
     assert torch.allclose(t.forward_and_log_det(x_back, ctx)[0], x, atol=case.inverse_atol * scale)
     assert torch.allclose(ld_back, -t.forward_and_log_det(x_back, ctx)[1], atol=1e-6)
@@ -277,6 +285,10 @@ def test_float32_is_finite_for_large_inputs(case):
     t = build(case, dtype=torch.float32)
     D = case.input_dim
     values = torch.tensor([-1e3, -30.0, -1.0, 0.0, 1e-3, 2.5, 30.0, 1e3])
+    if case.data_bounds is not None:
+        lo, hi = case.data_bounds
+        frac = torch.tensor([1e-6, 1e-3, 0.1, 0.4, 0.5, 0.9, 1 - 1e-3, 1 - 1e-6])
+        values = (lo + (hi - lo) * frac.double()).float()
     y = values[torch.arange(8 * D) % 8].reshape(8, D)
     y = y[:, torch.randperm(D, generator=torch.Generator().manual_seed(0))]
     y.requires_grad_(True)
@@ -335,12 +347,17 @@ def test_two_dimensional_density_integrates_to_one(case):
     t = build(case)
     t.eval()
     flow = Flow([t]).double()
-    r, n = 10.0, 401
-    grid = torch.linspace(-r, r, n, dtype=torch.float64)
+    if case.data_bounds is None:
+        lo, hi = -10.0, 10.0
+        grid = torch.linspace(lo, hi, 401, dtype=torch.float64)
+    else:  # a bounded data side: the midpoint grid of the open box
+        lo, hi = case.data_bounds
+        grid = lo + (hi - lo) * (torch.arange(400, dtype=torch.float64) + 0.5) / 400
     xx, yy = torch.meshgrid(grid, grid, indexing="ij")
     pts = torch.stack([xx, yy], -1).reshape(-1, 2)
     with torch.no_grad():
         mass = flow.log_prob(pts).exp().sum() * (grid[1] - grid[0]) ** 2
         torch.manual_seed(0)
-        inside = (flow.sample((20000,)).abs() <= r).all(-1).double().mean()
+        samples = flow.sample((20000,))
+        inside = ((samples >= lo) & (samples <= hi)).all(-1).double().mean()
     assert abs(mass - inside) < 0.01, (mass, inside)

@@ -40,6 +40,7 @@ class Case:
     batch_statistics: bool = False
     prepare: Callable[[FlowTransform, Tensor], None] | None = None
     inverse_atol: float = 1e-8
+    data_bounds: tuple[float, float] | None = None
 
 
 def all_cases() -> list[Case]:

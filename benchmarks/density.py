@@ -1,0 +1,365 @@
+#!/usr/bin/env python
+"""Density estimation against the oracle and the peers: same data, parameters and wall time.
+
+Run from the repository root::
+
+    python benchmarks/density.py                       # toys + digits, 45 s per model
+    python benchmarks/density.py --toys moons --budget 20 --no-digits
+    python benchmarks/density.py --quick               # a smoke run for CI (< 90 s)
+
+Part 1 (toys): every model is trained by the *same* loop (Adam, batch 512, a learning rate that
+decays to zero over the wall-time budget by a cosine, the best validation state kept), with a
+hidden width chosen so that its parameter count is as close as possible to ``--params``. It
+prints test NLL (nats), the gap to the toy's oracle NLL (its entropy), parameters, steps and
+seconds.
+
+Part 2 (defaults): pyro_flows' ``fit`` with its default settings on ``flows.nsf(2)``, the targets
+being within 0.05 nats of the oracle on 8 gaussians and moons and 0.15 on checkerboard, each in
+under 2 minutes.
+
+Part 3 (digits): scikit-learn's 8x8 digits (17 levels), uniformly dequantized and logit
+pre-processed the same way for every model; test bits/dim in the data space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _path in (HERE, ROOT):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import _peers  # noqa: E402
+import _timing  # noqa: E402
+
+from pyro_flows import flows  # noqa: E402
+from pyro_flows.data import ORACLE_NLL, TOYS  # noqa: E402
+from pyro_flows.infer import evaluate_nll, fit  # noqa: E402
+
+LogProb = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class Model:
+    """A contender: its log density, its parameters and a way to save/restore its state."""
+
+    name: str
+    log_prob: LogProb
+    module: nn.Module
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters() if p.requires_grad)
+
+
+def _ours(builder: Callable[..., nn.Module], **kw) -> Callable[[int, int, int], Model]:
+    def make(D: int, layers: int, width: int) -> Model:
+        flow = builder(D, num_transforms=layers, hidden_dims=(width, width), **kw)
+        return Model("", flow.log_prob, flow)
+
+    return make
+
+
+def _pyro(builder) -> Callable[[int, int, int], Model]:
+    def make(D: int, layers: int, width: int) -> Model:
+        d, modules = builder(D, layers, (width, width))
+        return Model("", d.log_prob, modules)
+
+    return make
+
+
+def _zuko(kind: str) -> Callable[[int, int, int], Model]:
+    def make(D: int, layers: int, width: int) -> Model:
+        if kind == "nsf":
+            flow = _peers.zuko_nsf(D, layers, (width, width))
+        else:
+            flow = _peers.zuko_flow(kind, D, layers, (width, width))
+        return Model("", lambda x: flow().log_prob(x), flow)
+
+    return make
+
+
+def contenders(include_zuko: bool) -> dict[str, Callable[[int, int, int], Model]]:
+    out = {
+        "pyro_flows nsf": _ours(flows.nsf),
+        "pyro_flows maf": _ours(flows.maf),
+        "pyro_flows realnvp": _ours(flows.realnvp),
+        "pyro_flows nice": _ours(flows.nice),
+        "pyro MAF": _pyro(lambda D, L, h: _peers.pyro_autoregressive(D, L, h, invert=True)),
+        "pyro RealNVP": _pyro(_peers.pyro_affine_coupling),
+        "pyro NSF (AR)": _pyro(_peers.pyro_spline_autoregressive),
+        "pyro NSF (coupling)": _pyro(_peers.pyro_spline_coupling),
+    }
+    if include_zuko and _peers.zuko is not None:
+        out["zuko MAF"] = _zuko("maf")
+        out["zuko NSF"] = _zuko("nsf")
+    return out
+
+
+def match_budget(make, D: int, layers: int, target: int) -> tuple[Model, int]:
+    """The hidden width whose parameter count is closest to ``target``."""
+    best: tuple[int, int] | None = None
+    for width in (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+        try:
+            torch.manual_seed(0)
+            n = make(D, layers, width).num_params
+        except ValueError:  # e.g. Pyro's AutoRegressiveNN refuses hidden < input_dim
+            continue
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (width, n)
+    assert best is not None
+    torch.manual_seed(0)
+    return make(D, layers, best[0]), best[0]
+
+
+def train_for(
+    model: Model, train: Tensor, val: Tensor, budget: float, lr: float = 2e-3, batch: int = 512
+) -> tuple[int, float]:
+    """The shared loop: Adam, cosine decay over the wall-time budget, best validation state."""
+    params = [p for p in model.module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(0)
+    best, best_state = math.inf, None
+    start = time.perf_counter()
+    steps, next_eval = 0, 0.0
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= next_eval or elapsed >= budget:
+            with torch.no_grad():
+                v = -float(model.log_prob(val.clone()).mean())
+            if v < best:
+                best = v
+                best_state = {k: t.clone() for k, t in model.module.state_dict().items()}
+            next_eval = elapsed + max(budget / 20, 0.5)
+        if elapsed >= budget:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(elapsed / budget, 1.0)))
+        idx = torch.randint(0, train.shape[0], (batch,), generator=g)
+        loss = -model.log_prob(train[idx].clone()).mean()
+        if not torch.isfinite(loss):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        steps += 1
+    if best_state is not None:
+        model.module.load_state_dict(best_state)
+    return steps, time.perf_counter() - start
+
+
+@torch.no_grad()
+def test_nll(model: Model, test: Tensor) -> float:
+    total = 0.0
+    for chunk in test.split(4096):
+        total += float(model.log_prob(chunk.clone()).double().sum())
+    return -total / test.shape[0]
+
+
+@dataclass
+class Row:
+    part: str
+    data: str
+    model: str
+    params: int
+    width: int
+    steps: int
+    seconds: float
+    test: float
+    gap: float | None
+
+
+def toy_split(name: str, n: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sampler = TOYS[name]
+    return sampler(n, generator=g), sampler(n // 4, generator=g), sampler(n, generator=g)
+
+
+def run_toys(args, makers) -> list[Row]:
+    rows = []
+    for toy in args.toys:
+        train, val, test = toy_split(toy, args.n)
+        for name, make in makers.items():
+            model, width = match_budget(make, 2, args.layers, args.params)
+            steps, secs = train_for(model, train, val, args.budget)
+            nll = test_nll(model, test)
+            rows.append(
+                Row(
+                    "toys",
+                    toy,
+                    name,
+                    model.num_params,
+                    width,
+                    steps,
+                    secs,
+                    nll,
+                    nll - ORACLE_NLL[toy] if toy in ORACLE_NLL else None,
+                )
+            )
+            print(f"  {toy:12s} {name:22s} test NLL {nll:7.3f}", flush=True)
+    return rows
+
+
+def run_defaults(args) -> list[Row]:
+    rows = []
+    for toy in args.toys:
+        train, _, test = toy_split(toy, args.n)
+        torch.manual_seed(0)
+        flow = flows.nsf(2)
+        start = time.perf_counter()
+        history = fit(flow, train, progress=False, max_time=args.default_time)
+        secs = time.perf_counter() - start
+        nll = evaluate_nll(flow, test)
+        n = sum(p.numel() for p in flow.parameters())
+        rows.append(
+            Row(
+                "defaults",
+                toy,
+                "pyro_flows nsf + fit()",
+                n,
+                64,
+                history.epochs,
+                secs,
+                nll,
+                nll - ORACLE_NLL[toy] if toy in ORACLE_NLL else None,
+            )
+        )
+        print(f"  {toy:12s} fit() defaults: test NLL {nll:.3f} in {secs:.0f} s", flush=True)
+    return rows
+
+
+def digits_data(seed: int = 0):
+    """Digits as (train, val, test) in logit space, plus the per-row log-det to data space."""
+    from pyro_flows.data import load_digits_dataset
+
+    ds = load_digits_dataset()
+    K = ds.num_levels
+    g = torch.Generator().manual_seed(seed)
+    alpha = 0.05
+
+    def prepare(x: Tensor) -> tuple[Tensor, Tensor]:
+        y = (x + torch.rand(x.shape, generator=g)) / K  # uniform dequantization, in (0, 1)
+        s = alpha + (1 - 2 * alpha) * y
+        z = torch.log(s) - torch.log1p(-s)
+        # log |dz/dy| per row, and the dequantization's log K per dim: data-space bits/dim
+        log_det = (math.log(1 - 2 * alpha) - torch.log(s) - torch.log1p(-s)).sum(-1)
+        return z, log_det - x.shape[1] * math.log(K)
+
+    return [prepare(part) for part in (ds.train, ds.val, ds.test)]
+
+
+def run_digits(args, makers) -> list[Row]:
+    (train, _), (val, _), (test, test_ld) = digits_data()
+    D = train.shape[1]
+    rows = []
+    for name, make in makers.items():
+        if "nice" in name:
+            continue
+        model, width = match_budget(make, D, args.layers, args.digits_params)
+        steps, secs = train_for(model, train, val, args.digits_budget, lr=1e-3, batch=256)
+        with torch.no_grad():
+            lp = torch.cat([model.log_prob(c.clone()) for c in test.split(1024)]) + test_ld
+        bpd = float(-lp.double().mean()) / (D * math.log(2))
+        rows.append(Row("digits", "digits", name, model.num_params, width, steps, secs, bpd, None))
+        print(f"  digits       {name:22s} test bits/dim {bpd:.4f}", flush=True)
+    return rows
+
+
+def print_rows(rows: Sequence[Row]) -> None:
+    for part in ("toys", "defaults", "digits"):
+        sel = [r for r in rows if r.part == part]
+        if not sel:
+            continue
+        unit = "bits/dim" if part == "digits" else "NLL nats"
+        print(f"\n== {part} ==")
+        print(
+            f"{'data':12s} {'model':24s} {'params':>7s} {'width':>5s} {'steps':>6s} "
+            f"{'secs':>5s} {unit:>9s} {'gap':>7s}"
+        )
+        for r in sel:
+            gap = "" if r.gap is None else f"{r.gap:+.3f}"
+            print(
+                f"{r.data:12s} {r.model:24s} {r.params:7d} {r.width:5d} {r.steps:6d} "
+                f"{r.seconds:5.0f} {r.test:9.4f} {gap:>7s}"
+            )
+        if part == "toys":
+            for toy in dict.fromkeys(r.data for r in sel):
+                ranked = sorted((r for r in sel if r.data == toy), key=lambda r: r.test)
+                print(f"  best on {toy}: {ranked[0].model} ({ranked[0].test:.3f})")
+        if part == "digits":
+            ranked = sorted(sel, key=lambda r: r.test)
+            ours = min((r for r in sel if r.model.startswith("pyro_flows")), key=lambda r: r.test)
+            peers = [r for r in sel if not r.model.startswith("pyro_flows")]
+            verdict = "beats" if peers and ours.test < min(p.test for p in peers) else "trails"
+            print(
+                f"  best: {ranked[0].model}; pyro_flows' best ({ours.model}) {verdict} every peer"
+            )
+        if part == "defaults":
+            targets = {"moons": 0.05, "8gaussians": 0.05, "checkerboard": 0.15}
+            for r in sel:
+                if r.data in targets and r.gap is not None:
+                    ok = r.gap <= targets[r.data] and r.seconds <= 120
+                    print(
+                        f"  {r.data}: gap {r.gap:+.3f} (target {targets[r.data]}), "
+                        f"{r.seconds:.0f} s (target 120) -> {'ok' if ok else 'MISSED'}"
+                    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--toys", nargs="+", default=["8gaussians", "moons", "checkerboard"])
+    p.add_argument("--n", type=int, default=20000, help="training rows per toy")
+    p.add_argument("--params", type=int, default=20000, help="parameter budget (toys)")
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--budget", type=float, default=45.0, help="seconds per model (toys)")
+    p.add_argument("--default-time", type=float, default=120.0, help="fit() time cap")
+    p.add_argument("--digits-params", type=int, default=100000)
+    p.add_argument("--digits-budget", type=float, default=90.0)
+    p.add_argument("--no-digits", action="store_true")
+    p.add_argument("--no-defaults", action="store_true")
+    p.add_argument("--no-zuko", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="a smoke run for CI")
+    p.add_argument("--json", default=None, help="write the rows here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.toys, args.n, args.params, args.budget = ["moons"], 2000, 3000, 1.5
+        args.default_time, args.digits_params, args.digits_budget = 3.0, 20000, 2.0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = _timing.set_threads(args.threads)
+    env = _timing.environment(threads, "pyro", "zuko")
+    print(f"torch threads {threads}, cores {env['cores']}, versions {env['versions']}")
+    makers = contenders(not args.no_zuko)
+    if args.quick:
+        makers = {
+            k: v for k, v in makers.items() if k in ("pyro_flows nsf", "pyro MAF", "zuko NSF")
+        }
+    rows = run_toys(args, makers)
+    if not args.no_defaults:
+        rows += run_defaults(args)
+    if not args.no_digits:
+        rows += run_digits(args, makers)
+    print_rows(rows)
+    if args.json:
+        _timing.write_json(args.json, {"env": env, "rows": [asdict(r) for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
