@@ -33,6 +33,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/transforms.py
+	$(PY) benchmarks/density.py
 
 clean:
 	rm -rf $(VENV) docs/_build outputs

@@ -3,11 +3,14 @@
 - :mod:`pyro_flows.transforms`: the layers (Pyro ``TransformModule``\\ s).
 - :class:`pyro_flows.Flow`: base distribution + transforms, a fresh Pyro distribution per call.
 - :mod:`pyro_flows.flows`: builders (``nice``, ``realnvp``, ``maf``, ``iaf``, ``planar``,
-  ``radial``) returning a ``Flow``.
+  ``radial``, ``nsf``) returning a ``Flow``.
+- :mod:`pyro_flows.infer`: :func:`~pyro_flows.infer.fit` (maximum likelihood, checkpoints,
+  early stopping, ``torchrun`` data parallelism).
+- :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
 """
 
-from . import flows, nn, transforms
+from . import data, flows, infer, nn, transforms
 from .flow import Flow
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "flows", "nn", "transforms"]
+__all__ = ["Flow", "data", "flows", "infer", "nn", "transforms"]

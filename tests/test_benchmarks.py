@@ -63,3 +63,31 @@ def test_quick_run_json(quick_run) -> None:
             assert r["ratio"] == pytest.approx(r["ours_ms"] / min(timed))
     assert data["build_s"]["ours"] > 0
     assert data["environment"]["torch_threads"] >= 1
+
+
+def test_density_benchmark_quick_run(tmp_path) -> None:
+    """``benchmarks/density.py --quick``: every part runs and reports its rows."""
+    out = tmp_path / "density.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "density.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for heading in ("== toys ==", "== defaults ==", "== digits ==", "best on moons"):
+        assert heading in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["part"] for r in rows} == {"toys", "defaults", "digits"}
+    for r in rows:
+        assert r["params"] > 0 and r["test"] == r["test"]  # finite, not NaN
