@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..nn.made import MADE
 from ._affine import affine_forward, scale_from_raw
+from ._directions import DensityInOnePass, SamplingInOnePass
 from .base import FlowTransform
 
 
@@ -77,7 +78,7 @@ class _AffineAutoregressive(FlowTransform):
         return u, -torch.log(scale).sum(-1)
 
 
-class MaskedAutoregressive(_AffineAutoregressive):
+class MaskedAutoregressive(DensityInOnePass, _AffineAutoregressive):
     r"""MAF layer: the density direction is one MADE pass on the data.
 
     With :math:`y` the data side and :math:`x` the base side,
@@ -114,27 +115,12 @@ class MaskedAutoregressive(_AffineAutoregressive):
     Estimation", NeurIPS 2017; Germain et al., "MADE", ICML 2015.
     """
 
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
-        return self._solve(x, context)
-
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x, context = self._prepare(x, context, "x")
         return self._solve_without_log_det(x, context)[0]
 
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
-        return self._one_pass(y, context)
 
-    def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
-        return -self.inverse_and_log_det(y, context)[1]
-
-
-class InverseAutoregressive(_AffineAutoregressive):
+class InverseAutoregressive(SamplingInOnePass, _AffineAutoregressive):
     r"""IAF layer: the sampling direction is one MADE pass on the base sample.
 
     .. math::
@@ -167,18 +153,6 @@ class InverseAutoregressive(_AffineAutoregressive):
     Inference with Inverse Autoregressive Flow", NeurIPS 2016.
     """
 
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
-        return self._one_pass(x, context)
-
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x, context = self._prepare(x, context, "x")
         return self._one_pass_without_log_det(x, context)
-
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
-        return self._solve(y, context)

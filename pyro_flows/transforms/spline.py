@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .._validation import check_positive_int
 from ..nn.made import MADE
+from ._directions import DensityInOnePass, SamplingInOnePass
 from ._spline import rational_quadratic_spline
 from .base import FlowTransform
 from .coupling import CouplingTransform
@@ -184,7 +185,7 @@ class _SplineAutoregressive(FlowTransform):
         return super().extra_repr() + f", num_bins={self.num_bins}, bound={self.bound}"
 
 
-class SplineAutoregressive(_SplineAutoregressive):
+class SplineAutoregressive(DensityInOnePass, _SplineAutoregressive):
     r"""Autoregressive rational-quadratic spline layer (NSF-AR), MAF direction: the density is one
     MADE pass on the data.
 
@@ -226,23 +227,8 @@ class SplineAutoregressive(_SplineAutoregressive):
     NeurIPS 2017.
     """
 
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
-        return self._solve(x, context)
 
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
-        return self._one_pass(y, context)
-
-    def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
-        return -self.inverse_and_log_det(y, context)[1]
-
-
-class InverseSplineAutoregressive(_SplineAutoregressive):
+class InverseSplineAutoregressive(SamplingInOnePass, _SplineAutoregressive):
     r"""Autoregressive rational-quadratic spline layer, IAF direction: sampling is one MADE pass
     on the base sample.
 
@@ -281,15 +267,3 @@ class InverseSplineAutoregressive(_SplineAutoregressive):
     Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling, "Improved Variational Inference with
     Inverse Autoregressive Flow", NeurIPS 2016.
     """
-
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
-        return self._one_pass(x, context)
-
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
-        return self._solve(y, context)
