@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import FlowTransform
-from .rescale import SOFTPLUS_INV_ONE, expand_log_det, log_softplus, softplus_inverse
+from .rescale import SOFTPLUS_INV_ONE, Rescale, expand_log_det, log_softplus, softplus_inverse
 
 __all__ = ["ActNorm", "BatchNorm"]
 
@@ -22,7 +22,7 @@ def _rows(y: Tensor) -> Tensor:
     return y.reshape(-1, y.shape[-1])
 
 
-class ActNorm(FlowTransform):
+class ActNorm(Rescale):
     r"""Activation normalisation with data-dependent initialisation (Glow; Kingma & Dhariwal, 2018).
 
     .. math::
@@ -72,15 +72,9 @@ class ActNorm(FlowTransform):
     min_std = 1e-6
 
     def __init__(self, input_dim: int) -> None:
-        super().__init__(input_dim)
-        self.raw_scale = nn.Parameter(torch.full((self.input_dim,), SOFTPLUS_INV_ONE))
+        super().__init__(input_dim)  # Rescale: the positive scale softplus(raw_scale), init 1
         self.bias = nn.Parameter(torch.zeros(self.input_dim))
         self.register_buffer("initialized", torch.tensor(False))
-
-    @property
-    def scale(self) -> Tensor:
-        """The positive scale :math:`\\sigma = \\mathrm{softplus}(r)`, shape ``(input_dim,)``."""
-        return F.softplus(self.raw_scale)
 
     @torch.no_grad()
     def initialize(self, data: Tensor) -> None:
@@ -100,9 +94,6 @@ class ActNorm(FlowTransform):
         self.bias.copy_(mean)
         self.raw_scale.copy_(softplus_inverse(std))
         self.initialized.fill_(True)
-
-    def _log_scale_sum(self, x: Tensor) -> Tensor:
-        return expand_log_det(log_softplus(self.raw_scale).sum(), x)
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None

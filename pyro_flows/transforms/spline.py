@@ -118,17 +118,21 @@ class SplineCoupling(CouplingTransform):
             out.unflatten(-1, (self.num_params, self.input_dim - self.split_dim)), self.num_bins
         )
 
+    def _spline(
+        self, v: Tensor, params: tuple[Tensor, ...], inverse: bool
+    ) -> tuple[Tensor, Tensor]:
+        out, log_det = rational_quadratic_spline(v, *params, self.bound, inverse, bin_dim=-2)
+        return out, log_det.sum(-1)
+
     def _elementwise_forward(
         self, x_b: Tensor, params: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor]:
-        y_b, log_det = rational_quadratic_spline(x_b, *params, self.bound, bin_dim=-2)
-        return y_b, log_det.sum(-1)
+        return self._spline(x_b, params, inverse=False)
 
     def _elementwise_inverse(
         self, y_b: Tensor, params: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor]:
-        x_b, log_det = rational_quadratic_spline(y_b, *params, self.bound, inverse=True, bin_dim=-2)
-        return x_b, log_det.sum(-1)
+        return self._spline(y_b, params, inverse=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_bins={self.num_bins}, bound={self.bound}"
