@@ -3,6 +3,7 @@
 One module per family; every class documents the cost of each direction.
 """
 
+from .affine import ElementwiseAffine
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
@@ -23,6 +24,7 @@ __all__ = [
     "BatchNorm",
     "ConditionedTransform",
     "CouplingTransform",
+    "ElementwiseAffine",
     "FlowTransform",
     "InverseAutoregressive",
     "InverseSplineAutoregressive",

@@ -1,10 +1,12 @@
-"""Harness cases: invertible linear maps, permutations, ActNorm, BatchNorm, Rescale."""
+"""Harness cases: invertible linear maps, permutations, ActNorm, BatchNorm, Rescale,
+ElementwiseAffine."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from pyro_flows.transforms.affine import ElementwiseAffine
 from pyro_flows.transforms.base import FlowTransform
 from pyro_flows.transforms.linear import InvertibleLinear
 from pyro_flows.transforms.normalization import ActNorm, BatchNorm
@@ -41,4 +43,5 @@ CASES: list[Case] = [
     Case("batchnorm-d2", lambda: BatchNorm(2, momentum=0.5), 2, batch_statistics=True),
     Case("rescale-d3", lambda: Rescale(3), 3),
     Case("rescale-d1", lambda: Rescale(1), 1),
+    Case("affine-d3", lambda: ElementwiseAffine(3, loc=[0.5, -1.0, 2.0], scale=0.3), 3),
 ]
