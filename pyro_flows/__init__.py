@@ -6,11 +6,13 @@
   ``radial``, ``nsf``) returning a ``Flow``.
 - :mod:`pyro_flows.infer`: :func:`~pyro_flows.infer.fit` (maximum likelihood, checkpoints,
   early stopping, ``torchrun`` data parallelism).
+- :mod:`pyro_flows.targets`: unnormalised targets (U1-U4, funnel, banana, ring, mixture, 100-D
+  Gaussian) with exact facts; ``model_target`` for Pyro models.
 - :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
 """
 
-from . import data, flows, infer, nn, transforms
+from . import data, flows, infer, nn, targets, transforms
 from .flow import Flow
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "data", "flows", "infer", "nn", "transforms"]
+__all__ = ["Flow", "data", "flows", "infer", "nn", "targets", "transforms"]

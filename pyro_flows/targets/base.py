@@ -1,0 +1,226 @@
+r"""The :class:`Target` interface: an unnormalised log density with the facts known about it.
+
+A target is a density :math:`p(z) = \tilde p(z) / Z` on a support :math:`S \subseteq
+\mathbb{R}^D` known through its unnormalised log density :math:`\log \tilde p(z)`
+(:meth:`Target.log_prob`) and, where known, its log normaliser
+
+.. math::
+
+    \log Z = \log \int_S \tilde p(z)\, dz,
+
+its marginal means and standard deviations, and an exact sampler. Reverse-KL training uses
+:math:`\log Z` as the ceiling of the ELBO, :math:`\mathrm{ELBO} = \mathbb{E}_q[\log \tilde p(z)
+- \log q(z)] \le \log Z`, with gap :math:`\mathrm{KL}(q \,\|\, p) = \log Z - \mathrm{ELBO}`;
+MCMC uses :meth:`Target.potential_fn` (:math:`U(z) = -\log \tilde p(z)`) in the dictionary form
+that Pyro's ``HMC``/``NUTS(potential_fn=...)`` take.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import constraints
+
+from .._validation import check_positive_int
+
+__all__ = ["Target", "check_sample_shape"]
+
+
+def check_sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> torch.Size:
+    """``sample_shape`` as a ``torch.Size`` of non-negative ints, or a ``TypeError``/``ValueError``.
+
+    >>> check_sample_shape(3), check_sample_shape((2, 5))
+    (torch.Size([3]), torch.Size([2, 5]))
+    """
+    if isinstance(sample_shape, bool):
+        raise TypeError(f"sample_shape must be an int or a sequence of ints, got {sample_shape!r}")
+    if isinstance(sample_shape, int):
+        sample_shape = (sample_shape,)
+    try:
+        dims = tuple(sample_shape)
+    except TypeError:
+        raise TypeError(
+            "sample_shape must be an int or a sequence of ints, "
+            f"got {type(sample_shape).__name__} ({sample_shape!r})"
+        ) from None
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"sample_shape must contain ints, got {sample_shape!r}")
+        if d < 0:
+            raise ValueError(f"sample_shape must be non-negative, got {tuple(dims)}")
+    return torch.Size(dims)
+
+
+class Target(nn.Module):
+    r"""Base class of the targets: an unnormalised log density on :math:`\mathbb{R}^D` (or a box).
+
+    Subclasses implement ``_log_prob(z)`` (``z`` already checked, shape ``(..., D)``) and, when an
+    exact sampler exists, ``_sample(n) -> (n, D)`` with ``has_exact_samples = True``. The public
+    methods add the checks and the shapes:
+
+    .. math::
+
+        \texttt{log\_prob}(z) = \log \tilde p(z), \qquad
+        \texttt{normalized\_log\_prob}(z) = \log \tilde p(z) - \log Z, \qquad
+        \texttt{potential\_fn}(\{z\}) = -\log \tilde p(z).
+
+    Attributes every target has:
+
+    - ``name``: the short name of the registry (``"u1"``, ``"funnel"``, ...); ``dim``: :math:`D`.
+    - ``log_Z``: :math:`\log \int_S \tilde p`, a float, or ``None`` where unknown.
+    - ``mean``, ``std``: exact marginal means and standard deviations (buffers of shape
+      ``(D,)``), or ``None``.
+    - ``has_exact_samples`` and :meth:`sample` (exact, from torch's global RNG).
+    - ``support``: a ``torch.distributions.constraints`` constraint on the event (``real_vector``
+      unless a box), so ``torch.distributions.biject_to(target.support)`` pushes
+      :math:`\mathbb{R}^D` onto it; :meth:`unconstrained` gives the target pushed back to
+      :math:`\mathbb{R}^D`.
+    - ``bounds``: a plotting box (one ``(low, high)`` per coordinate; the first two for targets
+      with :math:`D > 2`), or ``None``.
+    - ``modes``, ``true_mode_weights``: the centres and weights of well separated modes
+      (:class:`~pyro_flows.targets.mixture.GaussianMixture`), ``None`` elsewhere.
+
+    The target is an ``nn.Module`` without parameters: ``.to(dtype/device)`` moves its buffers,
+    and :meth:`log_prob` computes in the dtype of its input (float32 or float64), so an exact check
+    runs in float64 with ``target.double()``.
+
+    Cost: :meth:`log_prob` is one vectorised pass over the batch, differentiable in ``z``.
+
+    :param dim: the event size :math:`D`.
+
+    Example:
+
+    >>> from pyro_flows.targets.funnel import Funnel
+    >>> target = Funnel(dim=3)
+    >>> target.log_prob(torch.zeros(4, 3)).shape, target.log_Z
+    (torch.Size([4]), 0.0)
+    >>> target.potential_fn(target.initial_params()).shape
+    torch.Size([])
+
+    References:
+
+    - D. J. Rezende, S. Mohamed. *Variational Inference with Normalizing Flows.* ICML 2015
+      (the ELBO bound :math:`\mathrm{ELBO} \le \log Z`). https://arxiv.org/abs/1505.05770
+    - E. Bingham et al. *Pyro: Deep Universal Probabilistic Programming.* JMLR 20, 2019
+      (``potential_fn`` for ``HMC``/``NUTS``).
+    """
+
+    name: str = "target"
+    has_exact_samples: bool = False
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.log_Z: float | None = None
+        self.bounds: tuple[tuple[float, float], ...] | None = None
+        self.register_buffer("mean", None)
+        self.register_buffer("std", None)
+        self.register_buffer("modes", None)
+        self.register_buffer("true_mode_weights", None)
+        # tracks the dtype/device the target was moved to (samples come out in it)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    # -- the density -------------------------------------------------------------------------
+    @property
+    def support(self) -> constraints.Constraint:
+        """The event's support; ``constraints.real_vector`` unless a subclass says otherwise."""
+        return constraints.real_vector
+
+    def _check(self, z: Tensor) -> Tensor:
+        owner = type(self).__name__
+        if not isinstance(z, Tensor):
+            raise TypeError(
+                f"{owner}.log_prob expected a torch.Tensor of shape (..., {self.dim}), "
+                f"got {type(z).__name__}"
+            )
+        if not z.is_floating_point():
+            raise ValueError(
+                f"{owner}.log_prob expected a floating-point tensor (float32 or float64), "
+                f"got dtype {z.dtype}"
+            )
+        if z.dim() == 0 or z.shape[-1] != self.dim:
+            raise ValueError(
+                f"{owner}.log_prob expected z of shape (..., {self.dim}) (dim={self.dim}), "
+                f"got shape {tuple(z.shape)}"
+            )
+        return z
+
+    def _log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _log_prob")
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r"""The unnormalised log density :math:`\log \tilde p(z)`, shape ``z.shape[:-1]``.
+
+        ``-inf`` outside the support; differentiable in ``z`` (with finite gradients inside the
+        support); computed in ``z``'s dtype.
+        """
+        return self._log_prob(self._check(z))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Same as :meth:`log_prob`, so the target can be called like a module."""
+        return self.log_prob(z)
+
+    def normalized_log_prob(self, z: Tensor) -> Tensor:
+        r""":math:`\log p(z) = \log \tilde p(z) - \log Z`; ``NotImplementedError`` without
+        ``log_Z``."""
+        if self.log_Z is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no known log_Z, so its normalised density is unknown"
+            )
+        return self.log_prob(z) - self.log_Z
+
+    # -- samples -----------------------------------------------------------------------------
+    def _sample(self, n: int) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, sample_shape: int | Sequence[int] | torch.Size = ()) -> Tensor:
+        """Exact samples of shape ``(*sample_shape, dim)`` from torch's global RNG.
+
+        Raises ``NotImplementedError`` for targets without an exact sampler
+        (``has_exact_samples`` is ``False``).
+        """
+        shape = check_sample_shape(sample_shape)
+        if not self.has_exact_samples:
+            raise NotImplementedError(
+                f"{type(self).__name__} ({self.name!r}) has no exact sampler "
+                "(has_exact_samples is False); use MCMC on target.potential_fn instead"
+            )
+        n = math.prod(shape)
+        with torch.no_grad():
+            x = self._sample(n) if n > 0 else torch.zeros(0, self.dim, dtype=torch.float64)
+        return x.to(self._anchor).reshape(*shape, self.dim)
+
+    # -- MCMC --------------------------------------------------------------------------------
+    def potential_fn(self, params: dict[str, Tensor]) -> Tensor:
+        r"""The potential energy :math:`U(z) = -\log \tilde p(z)` of ``params["z"]``.
+
+        This is the form ``pyro.infer.HMC``/``NUTS(potential_fn=...)`` accept, with
+        ``initial_params=target.initial_params()``.
+        """
+        if not isinstance(params, dict) or "z" not in params:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"potential_fn expects a dict with the key 'z', got {got}")
+        return -self.log_prob(params["z"])
+
+    def _initial_point(self) -> Tensor:
+        return torch.zeros(self.dim, dtype=self._anchor.dtype, device=self._anchor.device)
+
+    def initial_params(self) -> dict[str, Tensor]:
+        """A point of high density to start MCMC from, as ``{"z": tensor of shape (dim,)}``."""
+        return {"z": self._initial_point()}
+
+    def unconstrained(self) -> Target:
+        r"""This target on :math:`\mathbb{R}^D` (itself if its support is already
+        ``real_vector``); see :class:`~pyro_flows.targets.unconstrained.UnconstrainedTarget`."""
+        if self.support is constraints.real_vector:
+            return self
+        from .unconstrained import UnconstrainedTarget
+
+        return UnconstrainedTarget(self)
+
+    def extra_repr(self) -> str:
+        log_z = "None" if self.log_Z is None else f"{self.log_Z:.6f}"
+        return f"name={self.name!r}, dim={self.dim}, log_Z={log_z}"
