@@ -1,9 +1,25 @@
 """Inference: maximum likelihood (``fit``), reverse KL (``fit_target``), flow guides
-(``AutoFlow``), and the tools around them."""
+(``AutoFlow``), MCMC baselines, NeuTra, and diagnostics."""
 
 from .autoflow import FLOW_BUILDERS, AutoFlow
+from .diagnostics import (
+    ess_fraction,
+    flow_diagnostics,
+    guide_psis_khat,
+    importance_log_Z,
+    log_mean_exp,
+    mcmc_diagnostics,
+    moment_errors,
+    psis_khat,
+    reference_moment_errors,
+)
 from .fit import FitHistory, NonFiniteLossError, evaluate_nll, fit
 from .fit_target import TargetError, TargetFitHistory, fit_target
+from .importance import importance_sample, systematic_resample
+from .mcmc import hmc, nuts, nuts_model
+from .neutra import flow_forward, neutra, neutra_log_prob, neutra_model
+from .results import SampleResult, TargetDensity
+from .samplers import langevin, mala, random_walk_metropolis, ula
 from .support import onto_support
 
 __all__ = [
@@ -11,10 +27,34 @@ __all__ = [
     "AutoFlow",
     "FitHistory",
     "NonFiniteLossError",
+    "SampleResult",
+    "TargetDensity",
     "TargetError",
     "TargetFitHistory",
+    "ess_fraction",
     "evaluate_nll",
     "fit",
     "fit_target",
+    "flow_diagnostics",
+    "flow_forward",
+    "guide_psis_khat",
+    "hmc",
+    "importance_log_Z",
+    "importance_sample",
+    "langevin",
+    "log_mean_exp",
+    "mala",
+    "mcmc_diagnostics",
+    "moment_errors",
+    "neutra",
+    "neutra_log_prob",
+    "neutra_model",
+    "nuts",
+    "nuts_model",
     "onto_support",
+    "psis_khat",
+    "random_walk_metropolis",
+    "reference_moment_errors",
+    "systematic_resample",
+    "ula",
 ]
