@@ -90,7 +90,8 @@ def _log_density(target: Any) -> tuple[LogDensity, int | None, Any]:
 def _check_support(support: Any, flow: nn.Module, name: str) -> None:
     if support is None or support is constraints.real_vector or support is constraints.real:
         return
-    if getattr(flow, "support", None) is support:
+    pushed = getattr(flow, "support", None)
+    if pushed is support or (pushed is not None and repr(pushed) == repr(support)):
         return
     raise ValueError(
         f"target {name} lives on {support}, not on R^D: train a flow onto that support with "
@@ -313,14 +314,15 @@ def fit_target(
         while step < steps:
             beta = float(beta_at(step))
             x, log_q = flow.rsample_and_log_prob((batch_size,))
-            log_p = evaluate_target(log_prob, x)
-            if not bool(torch.isfinite(log_q).all()):
+            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
                 flow.load_state_dict(last_good)
                 raise NonFiniteLossError(
-                    f"fit_target: the flow's log density became non-finite at step {step}; the "
-                    "flow holds the last good parameters (lower lr or clip_grad_norm)",
+                    "fit_target: the flow's samples or log density became non-finite at step "
+                    f"{step}; the flow holds the last good parameters (lower lr or "
+                    "clip_grad_norm)",
                     history,  # type: ignore[arg-type]
                 )
+            log_p = evaluate_target(log_prob, x)
             loss = (log_q - beta * log_p).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

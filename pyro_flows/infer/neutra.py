@@ -218,7 +218,6 @@ def neutra_model(
     guide.requires_grad_(False)
     reparam = NeuTraReparam(guide)
     reparam_model = reparam.reparam(model)
-    latent_name = f"_{guide._pyro_name}_shared_latent"
     result = nuts_model(
         reparam_model,
         *model_args,
@@ -230,9 +229,12 @@ def neutra_model(
         **model_kwargs,
     )
     constrained = result.extra.get("constrained", {})
-    base = constrained.get(latent_name)
-    if base is None:
-        raise RuntimeError(f"NeuTra run did not record the latent site {latent_name!r}")
+    shared = [name for name in constrained if name.endswith("_shared_latent")]
+    if len(shared) != 1:
+        raise RuntimeError(
+            f"NeuTra run should record one '<site>_shared_latent' site, got {sorted(constrained)}"
+        )
+    base = constrained[shared[0]]
     with torch.no_grad():
         flat = base.reshape(-1, base.shape[-1])
         sites = reparam.transform_sample(flat)
