@@ -33,3 +33,24 @@ def test_has_maths_and_references(obj):
     module_doc = inspect.getdoc(inspect.getmodule(obj)) or ""
     assert ":math:" in doc or ".. math::" in doc or ".. math::" in module_doc, obj.__name__
     assert "Reference" in doc or "Reference" in module_doc, f"{obj.__name__} cites nothing"
+
+
+# Records and exceptions document themselves by their fields; every function and model class of
+# the inference and target packages needs the full treatment.
+RECORDS = {"FitHistory", "NonFiniteLossError", "TargetError", "TargetFitHistory", "SampleResult",
+           "TargetDensity", "FLOW_BUILDERS", "TARGETS"}
+INFERENCE = [
+    getattr(module, n)
+    for module in (pyro_flows.infer, pyro_flows.targets)
+    for n in module.__all__
+    if n not in RECORDS and callable(getattr(module, n))
+]
+
+
+@pytest.mark.parametrize("obj", INFERENCE, ids=lambda o: o.__name__)
+def test_inference_and_targets_have_examples_maths_and_references(obj):
+    doc = inspect.getdoc(obj) or ""
+    module_doc = inspect.getdoc(inspect.getmodule(obj)) or ""
+    assert ">>>" in doc or ">>>" in module_doc, f"{obj.__name__} has no doctest example"
+    assert ":math:" in doc or ".. math::" in doc or ".. math::" in module_doc, obj.__name__
+    assert "Reference" in doc or "Reference" in module_doc, f"{obj.__name__} cites nothing"
