@@ -1,6 +1,7 @@
 """Inference: maximum likelihood (``fit``), reverse KL (``fit_target``), flow guides
 (``AutoFlow``), MCMC baselines, NeuTra, and diagnostics."""
 
+from .amortized import AmortizedFlow, AmortizedFlowDistribution
 from .autoflow import FLOW_BUILDERS, AutoFlow
 from .diagnostics import (
     ess_fraction,
@@ -16,6 +17,7 @@ from .diagnostics import (
 from .fit import FitHistory, NonFiniteLossError, evaluate_nll, fit
 from .fit_target import TargetError, TargetFitHistory, fit_target
 from .importance import importance_sample, systematic_resample
+from .iwae import iwae_log_likelihood, log_importance_weights
 from .mcmc import hmc, nuts, nuts_model
 from .neutra import flow_forward, neutra, neutra_log_prob, neutra_model
 from .results import SampleResult, TargetDensity
@@ -24,6 +26,8 @@ from .support import onto_support
 
 __all__ = [
     "FLOW_BUILDERS",
+    "AmortizedFlow",
+    "AmortizedFlowDistribution",
     "AutoFlow",
     "FitHistory",
     "NonFiniteLossError",
@@ -41,7 +45,9 @@ __all__ = [
     "hmc",
     "importance_log_Z",
     "importance_sample",
+    "iwae_log_likelihood",
     "langevin",
+    "log_importance_weights",
     "log_mean_exp",
     "mala",
     "mcmc_diagnostics",
