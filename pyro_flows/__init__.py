@@ -11,8 +11,8 @@
 - :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
 """
 
-from . import data, flows, infer, nn, targets, transforms
+from . import data, distributions, flows, infer, nn, targets, transforms
 from .flow import Flow
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "data", "flows", "infer", "nn", "targets", "transforms"]
+__all__ = ["Flow", "data", "distributions", "flows", "infer", "nn", "targets", "transforms"]

@@ -1,13 +1,15 @@
 r"""Base distributions for flows, as modules so that ``.to()`` and ``state_dict`` carry them.
 
 A base is an ``nn.Module`` whose call ``base(context)`` returns a
-``torch.distributions.Distribution`` with event shape ``(input_dim,)``. The context lets a base be
+``torch.distributions.Distribution`` with event shape ``(input_dim,)`` (vector flows) or
+``(C, H, W)`` (image flows). The context lets a base be
 conditional (its location and scale from an encoder, as in amortized inference).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
@@ -20,28 +22,43 @@ from ._validation import check_positive_int
 class StandardNormal(nn.Module):
     r"""The standard Normal :math:`\mathcal{N}(0, I_D)` with its tensors as buffers.
 
+    :param input_dim: the event size ``D``, or an event shape such as ``(C, H, W)`` for image
+        flows (then :math:`D = CHW` and the event shape is kept).
+
     Example::
 
         >>> StandardNormal(2)().sample((3,)).shape
         torch.Size([3, 2])
+        >>> StandardNormal((1, 4, 4))().event_shape
+        torch.Size([1, 4, 4])
     """
 
-    def __init__(self, input_dim: int) -> None:
+    def __init__(self, input_dim: int | Sequence[int]) -> None:
         super().__init__()
-        self.input_dim = check_positive_int(input_dim, "input_dim")
-        self.register_buffer("loc", torch.zeros(input_dim))
-        self.register_buffer("scale", torch.ones(input_dim))
+        if isinstance(input_dim, int) or not isinstance(input_dim, Sequence | torch.Size):
+            shape: tuple[int, ...] = (check_positive_int(input_dim, "input_dim"),)
+        else:
+            shape = tuple(input_dim)
+            if not shape:
+                raise ValueError("StandardNormal needs a non-empty event shape, got ()")
+            for i, d in enumerate(shape):
+                check_positive_int(d, f"input_dim[{i}]")
+        self.shape = torch.Size(shape)
+        self.input_dim = math.prod(shape)
+        self.register_buffer("loc", torch.zeros(shape))
+        self.register_buffer("scale", torch.ones(shape))
 
     @property
     def event_shape(self) -> torch.Size:
-        return torch.Size([self.input_dim])
+        return self.shape
 
     def forward(self, context: Tensor | None = None) -> Distribution:
-        return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
+        return dist.Normal(self.loc, self.scale, validate_args=False).to_event(len(self.shape))
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         r"""Fast path: :math:`-\tfrac12 \|z\|^2 - \tfrac{D}{2} \log 2\pi` (two kernels)."""
-        return z.square().sum(-1).mul(-0.5) - 0.5 * self.input_dim * math.log(2 * math.pi)
+        dims = tuple(range(-len(self.shape), 0))
+        return z.square().sum(dims).mul(-0.5) - 0.5 * self.input_dim * math.log(2 * math.pi)
 
 
 class DistributionBase(nn.Module):
@@ -89,8 +106,11 @@ class DistributionBase(nn.Module):
         return d
 
 
-def as_base(base: Distribution | nn.Module | None, input_dim: int | None) -> nn.Module:
-    """Turn ``base`` (``None``, a distribution, or a module) into a base module."""
+def as_base(
+    base: Distribution | nn.Module | None, input_dim: int | Sequence[int] | None
+) -> nn.Module:
+    """Turn ``base`` (``None``, a distribution, or a module) into a base module; the default
+    base is a :class:`StandardNormal` of size (or event shape) ``input_dim``."""
     if base is None:
         if input_dim is None:
             raise ValueError("cannot infer input_dim for the default base: pass base= explicitly")

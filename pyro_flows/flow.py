@@ -13,6 +13,7 @@ a fresh Pyro distribution built for that call, so nothing stale survives an opti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from itertools import chain
 
@@ -26,6 +27,12 @@ from .transforms.base import FlowTransform
 from .transforms.wrapped import WrappedTransform
 
 SampleShape = Sequence[int] | torch.Size | int
+
+
+def _event_shape(t: FlowTransform) -> torch.Size:
+    """The event shape a pyro_flows transform acts on: ``(input_dim,)`` for vector layers."""
+    shape = getattr(t, "event_shape", None)
+    return torch.Size(shape) if shape is not None else torch.Size([t.input_dim])
 
 
 def _as_size(sample_shape: SampleShape) -> torch.Size:
@@ -50,6 +57,9 @@ class Flow(nn.Module):
 
     Shapes: with context of shape ``(*B, C)`` and ``sample_shape`` ``S``, samples have shape
     ``(*S, *B, D)``; ``log_prob(x, context)`` broadcasts ``x.shape[:-1]`` against ``B``.
+    Image flows (built from :mod:`pyro_flows.transforms.image` layers, e.g. by
+    ``flows.glow``) have events of shape ``(C, H, W)`` instead of ``(D,)`` (``event_shape``;
+    ``input_dim`` is then :math:`D = CHW`), and every shape above ends in ``(C, H, W)``.
 
     Example::
 
@@ -71,20 +81,52 @@ class Flow(nn.Module):
     ) -> None:
         super().__init__()
         transforms = list(transforms)
-        flow_dims = {t.input_dim for t in transforms if isinstance(t, FlowTransform)}
-        base_module = as_base(base, min(flow_dims) if flow_dims else None)
+        shapes = []
+        for i, t in enumerate(transforms):
+            if not isinstance(t, FlowTransform):
+                continue
+            shape = _event_shape(t)
+            out = getattr(t, "output_shape", shape)
+            if torch.Size(out) != shape:
+                raise ValueError(
+                    f"transform {i} ({type(t).__name__}) maps event shape {tuple(shape)} to "
+                    f"{tuple(out)}: every layer of a Flow keeps one event shape (put squeezes "
+                    "inside pyro_flows.transforms.image.MultiScale)"
+                )
+            shapes.append(shape)
+        default = min(shapes, key=lambda s: (len(s), math.prod(s))) if shapes else None
+        if default is not None and len(default) == 1:
+            default_arg: int | torch.Size | None = default[0]
+        else:
+            default_arg = default
+        base_module = as_base(base, default_arg)
         base_event = getattr(base_module, "event_shape", None)
         if base_event is None:
             base_event = base_module(None).event_shape
-        if len(base_event) != 1:
+        base_event = torch.Size(base_event)
+        if len(base_event) not in (1, 3):
             raise ValueError(
-                f"Flow needs a base with event shape (input_dim,), got {tuple(base_event)}"
+                "Flow needs a base with event shape (input_dim,) (vectors) or (C, H, W) "
+                f"(images), got {tuple(base_event)}"
             )
-        self.input_dim = int(base_event[0])
-        if flow_dims - {self.input_dim}:
+        self.event_shape = base_event
+        self.input_dim = math.prod(base_event)
+        if {s for s in shapes} - {base_event}:
+            if len(base_event) == 1 and all(len(s) == 1 for s in shapes):
+                dims = sorted({math.prod(s) for s in shapes})
+                raise ValueError(
+                    f"all transforms must act on input_dim={self.input_dim} (the base event "
+                    f"size), got input_dims {dims}"
+                )
             raise ValueError(
-                f"all transforms must act on input_dim={self.input_dim} (the base event size), "
-                f"got input_dims {sorted(flow_dims)}"
+                f"all transforms must act on the base's event shape {tuple(base_event)}, got "
+                f"event shapes {sorted({tuple(s) for s in shapes})}"
+            )
+        if len(base_event) > 1 and not all(isinstance(t, FlowTransform) for t in transforms):
+            bad = next(t for t in transforms if not isinstance(t, FlowTransform))
+            raise TypeError(
+                f"image flows take pyro_flows transforms only (event shape "
+                f"{tuple(base_event)}), got {type(bad).__name__}"
             )
         layers = [
             t if isinstance(t, FlowTransform) else WrappedTransform(t, self.input_dim)
@@ -126,7 +168,14 @@ class Flow(nn.Module):
 
     def _check_x(self, x: object) -> Tensor:
         x_t = as_tensor(x, "x", self._reference())
-        check_event(x_t, self.input_dim, "x", "Flow")
+        if len(self.event_shape) == 1:
+            check_event(x_t, self.input_dim, "x", "Flow")
+        elif x_t.dim() < len(self.event_shape) or x_t.shape[-3:] != self.event_shape:
+            dims = ", ".join(map(str, self.event_shape))
+            raise ValueError(
+                f"Flow expected x of shape (..., {dims}) (event shape {tuple(self.event_shape)}), "
+                f"got shape {tuple(x_t.shape)}"
+            )
         self._check_like_flow(x_t, "x")
         if not bool(torch.isfinite(x_t).all()):
             bad = (~torch.isfinite(x_t)).reshape(-1, self.input_dim).any(-1).nonzero().flatten()
@@ -139,9 +188,10 @@ class Flow(nn.Module):
     def base_dist(self, context: Tensor | None = None) -> Distribution:
         """The base distribution for ``context`` (batch shape ``context.shape[:-1]``)."""
         d = self.base(context)
-        if d.event_shape != (self.input_dim,):
+        if d.event_shape != self.event_shape:
             raise ValueError(
-                f"base returned event shape {tuple(d.event_shape)}, expected ({self.input_dim},)"
+                f"base returned event shape {tuple(d.event_shape)}, expected "
+                f"{tuple(self.event_shape)}"
             )
         if context is not None and d.batch_shape != context.shape[:-1]:
             d = d.expand(torch.broadcast_shapes(d.batch_shape, context.shape[:-1]))
@@ -175,6 +225,7 @@ class Flow(nn.Module):
         """Reparametrised samples and their log density in one base -> data pass (no inverse)."""
         context = self._check_context(context)
         d = self.base_dist(context)
+        self._check_reparametrized(d)
         z = d.rsample(_as_size(sample_shape))
         log_q = self._base_log_prob(z, context)
         x = z
@@ -184,17 +235,34 @@ class Flow(nn.Module):
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
-        """Reparametrised samples of shape ``(*sample_shape, *B, D)`` (no log-dets computed)."""
+        """Reparametrised samples of shape ``(*sample_shape, *B, *event_shape)`` (no log-dets
+        computed)."""
         context = self._check_context(context)
-        x = self.base_dist(context).rsample(_as_size(sample_shape))
+        d = self.base_dist(context)
+        self._check_reparametrized(d)
+        return self._push(d.rsample(_as_size(sample_shape)), context)
+
+    def _push(self, x: Tensor, context: Tensor | None) -> Tensor:
         for t in self.transforms:
             x = t.forward_without_log_det(x, context if t.context_dim else None)
         return x
 
+    @staticmethod
+    def _check_reparametrized(d: Distribution) -> None:
+        if not d.has_rsample:
+            raise NotImplementedError(
+                f"the base distribution ({type(d).__name__}) has no reparametrised sampler "
+                "(a discrete base, e.g. an integer discrete flow): use flow.sample"
+            )
+
     @torch.no_grad()
     def sample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
-        """Samples without gradient, shape ``(*sample_shape, *B, D)``."""
-        return self.rsample(sample_shape, context)
+        """Samples without gradient, shape ``(*sample_shape, *B, *event_shape)``; works for
+        discrete bases too (integer discrete flows return integers)."""
+        context = self._check_context(context)
+        d = self.base_dist(context)
+        shape = _as_size(sample_shape)
+        return self._push(d.rsample(shape) if d.has_rsample else d.sample(shape), context)
 
     def forward(self, context: Tensor | None = None) -> Distribution:
         """A fresh Pyro distribution for ``context`` (batch shape ``context.shape[:-1]``)."""
@@ -203,4 +271,6 @@ class Flow(nn.Module):
         return FlowDistribution(self, self._check_context(context))
 
     def extra_repr(self) -> str:
+        if len(self.event_shape) > 1:
+            return f"event_shape={tuple(self.event_shape)}, context_dim={self.context_dim}"
         return f"input_dim={self.input_dim}, context_dim={self.context_dim}"

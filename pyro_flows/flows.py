@@ -35,7 +35,19 @@ from .transforms import (
     SplineCoupling,
 )
 
-__all__ = ["nice", "realnvp", "maf", "iaf", "nsf", "planar", "radial"]
+__all__ = [
+    "nice",
+    "realnvp",
+    "maf",
+    "iaf",
+    "nsf",
+    "planar",
+    "radial",
+    "glow",
+    "realnvp_image",
+    "mintnet",
+    "idf",
+]
 
 _PERMUTATIONS = ("reverse", "random", None)
 _NORMALIZATIONS = (None, "actnorm", "batchnorm")
@@ -321,3 +333,7 @@ def radial(
         base=base,
         context_dim=context_dim,
     )
+
+
+# image builders live in their own module (one idea per file); re-exported here
+from .flows_image import glow, idf, mintnet, realnvp_image  # noqa: E402

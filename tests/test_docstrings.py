@@ -9,7 +9,13 @@ import pytest
 import pyro_flows
 from pyro_flows import flows, nn, transforms
 
-ABSTRACT = {"FlowTransform", "ConditionedTransform", "CouplingTransform", "WrappedTransform"}
+ABSTRACT = {
+    "FlowTransform",
+    "ConditionedTransform",
+    "CouplingTransform",
+    "WrappedTransform",
+    "ImageTransform",
+}
 LAYERS = [getattr(transforms, n) for n in transforms.__all__ if n not in ABSTRACT]
 BUILDERS = [getattr(flows, n) for n in flows.__all__]
 PUBLIC = [*LAYERS, *BUILDERS, pyro_flows.Flow, nn.MADE, nn.MLP]

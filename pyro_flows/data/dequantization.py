@@ -358,23 +358,45 @@ class DequantizedModel(nn.Module):
         self.logit = pre
         self.input_dim = input_dim
         self.num_levels = num_levels
+        shape = getattr(flow, "event_shape", None)
+        #: the flow's event shape: ``(input_dim,)``, or ``(C, H, W)`` for image flows, whose
+        #: data may be passed as images ``(..., C, H, W)`` or as rows ``(..., C*H*W)``
+        self.event_shape = torch.Size(shape) if shape is not None else torch.Size([input_dim])
+
+    @property
+    def _is_image(self) -> bool:
+        return len(self.event_shape) > 1
+
+    def _rows(self, x: Tensor) -> Tensor:
+        """Images ``(..., *event_shape)`` of an image flow as rows ``(..., D)``."""
+        if self._is_image and isinstance(x, Tensor) and x.dim() >= len(self.event_shape):
+            if x.shape[-len(self.event_shape) :] == self.event_shape:
+                return x.flatten(-len(self.event_shape))
+        return x
+
+    def _flow_events(self, z: Tensor) -> Tensor:
+        """Rows ``(..., D)`` in the flow's event shape."""
+        return z.reshape(*z.shape[:-1], *self.event_shape) if self._is_image else z
 
     def data_log_prob(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         r"""The continuous density :math:`\log p(y)` on :math:`[0, 1]^D` (the data space), the
-        :class:`~pyro_flows.transforms.logit.Logit` log-det included."""
+        :class:`~pyro_flows.transforms.logit.Logit` log-det included. For image flows ``y``
+        may be images or rows."""
+        y = self._rows(y)
         if self.logit is None:
-            return self.flow.log_prob(y, context)
+            return self.flow.log_prob(self._flow_events(y), context)
         z, log_det = self.logit.inverse_and_log_det(y)
-        return self.flow.log_prob(z, context) + log_det
+        return self.flow.log_prob(self._flow_events(z), context) + log_det
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, num_samples: int = 1) -> Tensor:
-        r"""Lower bound on :math:`\log P(x)` (nats) for integer ``x`` of shape ``(..., D)``.
+        r"""Lower bound on :math:`\log P(x)` (nats) for integer ``x`` of shape ``(..., D)``
+        (or ``(..., C, H, W)`` for an image flow).
 
         With ``num_samples = S > 1``: :math:`\log \frac1S \sum_s p(y_s)/q(y_s \mid x)`, a
         tighter bound (importance weighted), exact as :math:`S \to \infty`.
         """
         check_positive_int(num_samples, "num_samples")
-        x = check_discrete(x, self.num_levels, self.input_dim, type(self).__name__)
+        x = check_discrete(self._rows(x), self.num_levels, self.input_dim, type(self).__name__)
         if num_samples > 1:
             x = x.expand(num_samples, *x.shape)
             if context is not None:
@@ -394,10 +416,11 @@ class DequantizedModel(nn.Module):
         self, sample_shape: Sequence[int] | int = (), context: Tensor | None = None
     ) -> Tensor:
         r"""Discrete samples: :math:`y` from the flow (and the Logit layer), then
-        :math:`x = \min(\lfloor K y \rfloor, K - 1)` clamped at 0."""
-        z = self.flow.sample(sample_shape, context)
+        :math:`x = \min(\lfloor K y \rfloor, K - 1)` clamped at 0; in the flow's event shape
+        (images for image flows)."""
+        z = self._rows(self.flow.sample(sample_shape, context))
         y = z if self.logit is None else self.logit.forward_without_log_det(z)
-        return torch.floor(y * self.num_levels).clamp(0, self.num_levels - 1)
+        return self._flow_events(torch.floor(y * self.num_levels).clamp(0, self.num_levels - 1))
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, num_levels={self.num_levels}"

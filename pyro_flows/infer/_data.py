@@ -20,15 +20,26 @@ class Split:
     val_c: Tensor | None
 
 
-def _rows(value: object, name: str, like: Tensor | None) -> Tensor:
+def _rows(
+    value: object, name: str, like: Tensor | None, event_shape: tuple[int, ...] | None = None
+) -> Tensor:
+    """``value`` as a tensor of rows ``(N, features)``, or of images ``(N, *event_shape)`` when
+    ``event_shape`` is given (image models)."""
     t = as_tensor(value, name, like)
     if like is not None:
         t = t.to(dtype=like.dtype)
-    if t.dim() != 2:
+    if event_shape is not None:
+        if t.dim() != 1 + len(event_shape) or tuple(t.shape[1:]) != tuple(event_shape):
+            dims = ", ".join(map(str, event_shape))
+            raise ValueError(
+                f"{name} must have shape (rows, {dims}) (the model's event shape "
+                f"{tuple(event_shape)}), got shape {tuple(t.shape)}"
+            )
+    elif t.dim() != 2:
         raise ValueError(f"{name} must have shape (rows, features), got shape {tuple(t.shape)}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): nothing to fit")
-    bad = (~torch.isfinite(t)).any(-1).nonzero().flatten()
+    bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1).nonzero().flatten()
     if bad.numel():
         shown = bad[:10].tolist()
         more = f" and {bad.numel() - 10} more" if bad.numel() > 10 else ""
@@ -46,10 +57,12 @@ def check_pair(
     context_dim: int | None,
     like: Tensor | None,
     name: str = "data",
+    event_shape: tuple[int, ...] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Validate ``data`` (and its ``context`` rows) against the model's sizes."""
-    x = _rows(data, name, like)
-    if input_dim is not None and x.shape[1] != input_dim:
+    """Validate ``data`` (and its ``context`` rows) against the model's sizes; with
+    ``event_shape`` (image models), ``data`` holds images ``(N, *event_shape)``."""
+    x = _rows(data, name, like, event_shape)
+    if event_shape is None and input_dim is not None and x.shape[1] != input_dim:
         raise ValueError(
             f"{name} has {x.shape[1]} columns but the model's input_dim is {input_dim} "
             f"(expected shape (rows, {input_dim}), got {tuple(x.shape)})"
@@ -85,6 +98,7 @@ def split(
     input_dim: int | None,
     context_dim: int | None,
     seed: int,
+    event_shape: tuple[int, ...] | None = None,
 ) -> Split:
     """Hold out validation rows: a fraction of ``x`` (fixed by ``seed``), or given data."""
     if validation is None or (isinstance(validation, (int, float)) and validation == 0):
@@ -109,5 +123,7 @@ def split(
         v_data, v_ctx = validation
     else:
         v_data, v_ctx = validation, None
-    vx, vc = check_pair(v_data, v_ctx, input_dim, context_dim, x, name="validation data")
+    vx, vc = check_pair(
+        v_data, v_ctx, input_dim, context_dim, x, name="validation data", event_shape=event_shape
+    )
     return Split(x, c, vx, vc)

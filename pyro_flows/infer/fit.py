@@ -150,7 +150,8 @@ def fit(
 
     :param model: a :class:`~pyro_flows.Flow`, or any ``nn.Module`` with
         ``log_prob(x, context=None)`` (e.g. a dequantized model).
-    :param data: training rows, shape ``(N, D)``.
+    :param data: training rows, shape ``(N, D)``; for models with image events
+        (``model.event_shape == (C, H, W)``, e.g. ``flows.glow``), images ``(N, C, H, W)``.
     :param context: for conditional models, one context row per data row, ``(N, C)``.
     :param epochs: passes over the training rows.
     :param batch_size: rows per optimiser step (the global batch when distributed).
@@ -212,10 +213,12 @@ def fit(
     where = setup(ref.device)
     input_dim = getattr(model, "input_dim", None)
     context_dim = getattr(model, "context_dim", None)
-    x, c = check_pair(data, context, input_dim, context_dim, ref)
+    event_shape = getattr(model, "event_shape", None)
+    image_shape = tuple(event_shape) if event_shape is not None and len(event_shape) > 1 else None
+    x, c = check_pair(data, context, input_dim, context_dim, ref, event_shape=image_shape)
     x = x.to(ref.device)
     c = None if c is None else c.to(ref.device)
-    parts = split(x, c, validation, input_dim, context_dim, seed)
+    parts = split(x, c, validation, input_dim, context_dim, seed, image_shape)
     n_train = parts.train_x.shape[0]
     n_batches = max(1, math.ceil(n_train / batch_size))
     if n_train - (n_batches - 1) * batch_size < where.world_size and n_batches > 1:

@@ -7,6 +7,19 @@ from .affine import ElementwiseAffine
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
+from .image import (
+    ChannelActNorm,
+    ChannelPermute,
+    ImageAffineCoupling,
+    ImageSequential,
+    ImageTransform,
+    IntegerAdditiveCoupling,
+    InvertibleConv1x1,
+    MintNetLayer,
+    MultiScale,
+    Squeeze,
+    Unsqueeze,
+)
 from .linear import InvertibleLinear
 from .logit import Logit
 from .normalization import ActNorm, BatchNorm
@@ -22,15 +35,24 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BatchNorm",
+    "ChannelActNorm",
+    "ChannelPermute",
     "ConditionedTransform",
     "CouplingTransform",
     "ElementwiseAffine",
     "FlowTransform",
+    "ImageAffineCoupling",
+    "ImageSequential",
+    "ImageTransform",
+    "IntegerAdditiveCoupling",
     "InverseAutoregressive",
     "InverseSplineAutoregressive",
+    "InvertibleConv1x1",
     "InvertibleLinear",
     "Logit",
     "MaskedAutoregressive",
+    "MintNetLayer",
+    "MultiScale",
     "Permute",
     "Planar",
     "Radial",
@@ -38,5 +60,7 @@ __all__ = [
     "Reverse",
     "SplineAutoregressive",
     "SplineCoupling",
+    "Squeeze",
+    "Unsqueeze",
     "WrappedTransform",
 ]

@@ -30,6 +30,13 @@ class Case:
     :param prepare: called once as ``prepare(transform, data)`` with data-side samples before the
         checks (ActNorm's data-dependent initialisation).
     :param inverse_atol: absolute tolerance of the round trip (numerical inverses).
+    :param data_bounds: the data side is the open box ``(lo, hi)`` in every coordinate.
+    :param event_shape: the event shape of the input (base side), default ``(input_dim,)``;
+        image layers use ``(C, H, W)``.
+    :param output_shape: the event shape of the output (data side), default ``event_shape``
+        (differs for squeezes).
+    :param discrete: the layer rounds (integer discrete flows): its outputs are piecewise
+        constant in the parameters, so "a small optimiser step changes the output" does not apply.
     """
 
     id: str
@@ -41,6 +48,19 @@ class Case:
     prepare: Callable[[FlowTransform, Tensor], None] | None = None
     inverse_atol: float = 1e-8
     data_bounds: tuple[float, float] | None = None
+    event_shape: tuple[int, ...] | None = None
+    output_shape: tuple[int, ...] | None = None
+    discrete: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The input (base-side) event shape."""
+        return self.event_shape if self.event_shape is not None else (self.input_dim,)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The output (data-side) event shape."""
+        return self.output_shape if self.output_shape is not None else self.shape
 
 
 def all_cases() -> list[Case]:

@@ -1,0 +1,235 @@
+r"""The discretised logistic distribution on the integers: the base of integer discrete flows.
+
+A logistic variable :math:`L \sim \mathrm{Logistic}(\mu, s)` rounded to the nearest integer has
+the probability mass
+
+.. math::
+
+    P(z) = \sigma\Big(\frac{z + \frac12 - \mu}{s}\Big)
+         - \sigma\Big(\frac{z - \frac12 - \mu}{s}\Big), \qquad z \in \mathbb{Z},
+
+which sums to one over :math:`\mathbb{Z}` (a telescoping sum). It is evaluated stably as
+
+.. math::
+
+    \log P(z) = \log\sigma(a) + \log\sigma(-b) + \log\big(1 - e^{-1/s}\big), \qquad
+    a = \frac{z + \frac12 - \mu}{s},\ b = \frac{z - \frac12 - \mu}{s},
+
+using :math:`\sigma(a) - \sigma(b) = \sigma(a)\,\sigma(-b)\,(1 - e^{b - a})` and
+:math:`a - b = 1/s`, so no difference of nearly equal numbers is ever formed.
+
+References:
+
+- T. Salimans, A. Karpathy, X. Chen, D. P. Kingma. *PixelCNN++: Improving the PixelCNN with
+  Discretized Logistic Mixture Likelihood and Other Modifications.* ICLR, 2017.
+  https://arxiv.org/abs/1701.05517
+- E. Hoogeboom, J. W. T. Peters, R. van den Berg, M. Welling. *Integer Discrete Flows and
+  Lossless Compression.* NeurIPS, 2019. https://arxiv.org/abs/1905.07376
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, constraints
+
+from .._validation import check_positive_int
+
+__all__ = ["DiscretizedLogistic", "DiscretizedLogisticBase"]
+
+
+class _Integer(constraints.Constraint):
+    r"""All of :math:`\mathbb{Z}` (torch ships only bounded and non-negative integer
+    constraints)."""
+
+    is_discrete = True
+
+    def check(self, value: Tensor) -> Tensor:
+        return value == torch.round(value)
+
+
+integer = _Integer()
+
+
+def _check_integers(z: Tensor, owner: str) -> None:
+    with torch.no_grad():
+        bad = ~torch.isfinite(z) | (z != torch.round(z))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{owner} is a distribution on the integers: expected integer-valued z, got "
+                f"{int(bad.sum())} non-integer value(s), e.g. {z[bad][:3].tolist()}"
+            )
+
+
+def discretized_logistic_log_prob(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    r"""Elementwise :math:`\log P(z)` of the discretised logistic (see the module docs); no
+    integer check.
+
+    Example:
+
+    >>> z = torch.arange(-30.0, 31.0)
+    >>> p = discretized_logistic_log_prob(z, torch.tensor(0.3), torch.tensor(2.0)).exp()
+    >>> round(float(p.sum()), 4)  # the tails beyond +-30 hold ~2e-7
+    1.0
+    """
+    a = (z + 0.5 - loc) / scale
+    b = (z - 0.5 - loc) / scale
+    return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(-1.0 / scale))
+
+
+class DiscretizedLogistic(Distribution):
+    r"""Independent discretised logistics on :math:`\mathbb{Z}`, one per entry of ``loc``.
+
+    .. math::
+
+        P(z) = \sigma\big((z + \tfrac12 - \mu)/s\big) - \sigma\big((z - \tfrac12 - \mu)/s\big).
+
+    ``log_prob`` raises ``ValueError`` for non-integer values (it is a mass function, not a
+    density); ``sample`` rounds a logistic sample. Not reparametrisable (``has_rsample`` is
+    ``False``).
+
+    Cost: :math:`O(1)` per entry in both ``log_prob`` and ``sample``.
+
+    :param loc: location :math:`\mu`.
+    :param scale: scale :math:`s > 0`.
+
+    Example:
+
+    >>> d = DiscretizedLogistic(torch.zeros(3), torch.ones(3))
+    >>> z = d.sample((4,))
+    >>> z.shape, bool((z == z.round()).all())
+    (torch.Size([4, 3]), True)
+    >>> d.log_prob(torch.zeros(3)).exp()
+    tensor([0.2449, 0.2449, 0.2449])
+
+    References:
+
+    - T. Salimans, A. Karpathy, X. Chen, D. P. Kingma. *PixelCNN++.* ICLR, 2017.
+      https://arxiv.org/abs/1701.05517
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = integer
+    has_rsample = False
+
+    def __init__(self, loc: Tensor, scale: Tensor, validate_args: bool | None = False) -> None:
+        self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape: torch.Size, _instance: object = None) -> DiscretizedLogistic:
+        shape = torch.Size(batch_shape)
+        return DiscretizedLogistic(self.loc.expand(shape), self.scale.expand(shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        _check_integers(value, type(self).__name__)
+        return discretized_logistic_log_prob(value, self.loc, self.scale)
+
+    @torch.no_grad()
+    def sample(self, sample_shape: Sequence[int] | torch.Size = ()) -> Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
+        tiny = torch.finfo(u.dtype).tiny
+        u = u.clamp(tiny, 1 - torch.finfo(u.dtype).eps)
+        return torch.round(self.loc + self.scale * (torch.log(u) - torch.log1p(-u)))
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc  # symmetric about loc up to the rounding's half-integer ties
+
+    @property
+    def variance(self) -> Tensor:
+        return self.scale.square() * math.pi**2 / 3 + 1.0 / 12  # Sheppard's correction
+
+
+class DiscretizedLogisticBase(nn.Module):
+    r"""A learnable factorised discretised-logistic base on integer tensors of a fixed shape.
+
+    .. math::
+
+        P_Z(z) = \prod_{i} \Big[\sigma\big((z_i + \tfrac12 - \mu_i)/s_i\big)
+            - \sigma\big((z_i - \tfrac12 - \mu_i)/s_i\big)\Big], \qquad
+        s_i = \mathrm{softplus}(r_i) + 10^{-3},
+
+    with one learnable :math:`(\mu_i, r_i)` per entry (per pixel and channel for images). As a
+    :class:`~pyro_flows.Flow` base it makes ``flow.log_prob`` a log probability *mass* (exact, no
+    dequantization bound) and ``flow.sample`` return integers.
+
+    *Data-dependent initialisation* (as ActNorm): the first ``log_prob`` call in training mode on
+    at least 2 samples sets :math:`\mu_i` to the batch mean of :math:`z_i` and :math:`s_i` to the
+    logistic scale of its standard deviation, :math:`\sqrt{3}\,\mathrm{sd}/\pi`, floored at
+    0.1; the ``initialized`` buffer records it. Without it the locations would have to travel up
+    to :math:`K/2` levels at the optimiser's step size.
+
+    Cost: :math:`O(D)` per sample to score or to draw.
+
+    :param shape: event shape, e.g. ``(C, H, W)`` or ``(D,)``.
+    :param loc: initial location (e.g. the middle level :math:`(K - 1)/2`).
+    :param scale: initial scale.
+
+    Example:
+
+    >>> base = DiscretizedLogisticBase((1, 2, 2), loc=7.5, scale=3.0)
+    >>> z = base().sample((5,))
+    >>> z.shape, base.log_prob(z).shape
+    (torch.Size([5, 1, 2, 2]), torch.Size([5]))
+
+    References:
+
+    - E. Hoogeboom, J. W. T. Peters, R. van den Berg, M. Welling. *Integer Discrete Flows and
+      Lossless Compression.* NeurIPS, 2019. https://arxiv.org/abs/1905.07376
+    """
+
+    min_scale = 1e-3
+    initialized: Tensor
+
+    def __init__(self, shape: Sequence[int], loc: float = 0.0, scale: float = 1.0) -> None:
+        super().__init__()
+        dims = tuple(shape) if not isinstance(shape, int) else (shape,)
+        for i, d in enumerate(dims):
+            check_positive_int(d, f"shape[{i}]")
+        if not (isinstance(scale, int | float) and scale > self.min_scale):
+            raise ValueError(f"scale must be a number > {self.min_scale}, got {scale!r}")
+        self.event_shape = torch.Size(dims)
+        self.loc = nn.Parameter(torch.full(dims, float(loc)))
+        raw = math.log(math.expm1(float(scale) - self.min_scale))
+        self.raw_scale = nn.Parameter(torch.full(dims, raw))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialize(self, z: Tensor) -> None:
+        """Set locations and scales from samples ``z`` (shape ``(..., *event_shape)``, at least 2
+        samples) and mark the base initialised."""
+        rows = z.detach().reshape(-1, *self.event_shape).to(self.loc)
+        if rows.shape[0] < 2:
+            raise ValueError(
+                f"initialize needs at least 2 samples, got z of shape {tuple(z.shape)}"
+            )
+        sd = rows.var(0, unbiased=False).sqrt()
+        scale = (sd * math.sqrt(3) / math.pi).clamp_min(0.1)
+        self.loc.copy_(rows.mean(0))
+        excess = scale - self.min_scale  # softplus(raw) = excess
+        self.raw_scale.copy_(excess + torch.log(-torch.expm1(-excess)))
+        self.initialized.fill_(True)
+
+    @property
+    def scale(self) -> Tensor:
+        """The positive scales :math:`s`, shape ``event_shape``."""
+        return F.softplus(self.raw_scale) + self.min_scale
+
+    def forward(self, context: Tensor | None = None) -> Distribution:
+        """The distribution (event shape ``event_shape``); the context is ignored."""
+        return Independent(DiscretizedLogistic(self.loc, self.scale), len(self.event_shape))
+
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        r""":math:`\log P_Z(z)` summed over the event; raises ``ValueError`` for non-integers."""
+        _check_integers(z, type(self).__name__)
+        n_event = len(self.event_shape)
+        if self.training and not bool(self.initialized) and z.dim() > n_event:
+            if z.reshape(-1, *self.event_shape).shape[0] >= 2:
+                self.initialize(z)
+        lp = discretized_logistic_log_prob(z, self.loc, self.scale)
+        return lp.sum(tuple(range(-len(self.event_shape), 0)))
