@@ -49,3 +49,15 @@ def test_readme_snippet_runs():
     assert namespace["samples"].shape == (1000, 2)
     data = namespace["data"]
     assert namespace["flow"].log_prob(data).mean() > -3.5  # trained beyond the base's fit
+
+
+@pytest.mark.slow
+def test_readme_target_snippet_runs():
+    """The second README snippet: fit_target, NeuTra and NUTS on the funnel."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.findall(r"```python\n(.*?)```", readme, re.S)[1]
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    neutra_d = namespace["draws"].diagnostics(namespace["target"])
+    nuts_d = namespace["baseline"].diagnostics(namespace["target"])
+    assert neutra_d["ess_per_grad"] > nuts_d["ess_per_grad"]
