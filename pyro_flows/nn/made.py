@@ -77,6 +77,7 @@ class MADE(nn.Module):
             raise ValueError("param_dims must not be empty")
         # ReLU is applied in place on each layer's fresh output (saves an allocation per layer)
         self.activation = torch.relu_ if activation is F.relu else activation
+        self._in_place = activation is F.relu
         num_params = sum(self.param_dims)
         D = self.input_dim
 
@@ -123,6 +124,9 @@ class MADE(nn.Module):
             self.layers[-1].weight.mul_(out_scale)
             self.layers[-1].bias.zero_()
 
+    def _traced_relu(self) -> bool:
+        return self._in_place and torch.jit.is_tracing()
+
     @staticmethod
     def _check_order(order: Sequence[int] | Tensor | None, D: int) -> Tensor:
         if order is None:
@@ -164,7 +168,8 @@ class MADE(nn.Module):
         for i, (w, b) in enumerate(weights):
             h = F.linear(h, w, b)
             if i < last:
-                h = self.activation(h)
+                # in place saves an allocation, but a JIT trace (JitTrace_ELBO) rejects it
+                h = torch.relu(h) if self._traced_relu() else self.activation(h)
         # parameter-major layout: each parameter is a contiguous block of D outputs
         h = h.unflatten(-1, (sum(self.param_dims), self.input_dim))
         if all(d == 1 for d in self.param_dims):

@@ -302,3 +302,15 @@ def test_flow_attribute_is_a_flow_and_moves_with_the_guide():
     assert isinstance(guide.flow, Flow)
     guide.to(torch.float64)
     assert guide.get_posterior().sample().dtype == torch.float64
+
+
+@pytest.mark.parametrize("flow", ["iaf", "realnvp"])
+def test_jit_trace_elbo_works(flow):
+    """JIT tracing rejects in-place activations on some graphs: the networks fall back to
+    out-of-place ReLU while traced."""
+    from pyro.infer import JitTrace_ELBO
+
+    y = torch.randn(10)
+    guide = AutoFlow(conjugate_model, flow, num_transforms=2, hidden_dims=(8,))
+    losses = train(conjugate_model, guide, y, steps=3, elbo=JitTrace_ELBO())
+    assert all(math.isfinite(loss) for loss in losses)
