@@ -8,11 +8,13 @@
   early stopping, ``torchrun`` data parallelism).
 - :mod:`pyro_flows.targets`: unnormalised targets (U1-U4, funnel, banana, ring, mixture, 100-D
   Gaussian) with exact facts; ``model_target`` for Pyro models.
+- :mod:`pyro_flows.ebm`: energy-based models trained by contrastive divergence, score matching,
+  NCE, flow contrastive estimation and adversarially with an IAF sampler.
 - :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
 """
 
-from . import data, distributions, flows, infer, nn, targets, transforms
+from . import data, distributions, ebm, flows, infer, nn, targets, transforms
 from .flow import Flow
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "data", "distributions", "flows", "infer", "nn", "targets", "transforms"]
+__all__ = ["Flow", "data", "distributions", "ebm", "flows", "infer", "nn", "targets", "transforms"]
