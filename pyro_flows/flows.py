@@ -47,6 +47,7 @@ __all__ = [
     "realnvp_image",
     "mintnet",
     "idf",
+    "cnf",
 ]
 
 _PERMUTATIONS = ("reverse", "random", None)
@@ -336,4 +337,5 @@ def radial(
 
 
 # image builders live in their own module (one idea per file); re-exported here
+from .flows_continuous import cnf  # noqa: E402
 from .flows_image import glow, idf, mintnet, realnvp_image  # noqa: E402

@@ -6,6 +6,7 @@ One module per family; every class documents the cost of each direction.
 from .affine import ElementwiseAffine
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
+from .continuous import ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
 from .image import (
     ChannelActNorm,
@@ -38,6 +39,7 @@ __all__ = [
     "ChannelActNorm",
     "ChannelPermute",
     "ConditionedTransform",
+    "ContinuousFlow",
     "CouplingTransform",
     "ElementwiseAffine",
     "FlowTransform",
