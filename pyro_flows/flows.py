@@ -48,6 +48,7 @@ __all__ = [
     "mintnet",
     "idf",
     "cnf",
+    "gaussianization",
 ]
 
 _PERMUTATIONS = ("reverse", "random", None)
@@ -338,4 +339,5 @@ def radial(
 
 # image builders live in their own module (one idea per file); re-exported here
 from .flows_continuous import cnf  # noqa: E402
+from .flows_gaussianization import gaussianization  # noqa: E402
 from .flows_image import glow, idf, mintnet, realnvp_image  # noqa: E402

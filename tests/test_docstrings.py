@@ -44,7 +44,7 @@ def test_has_maths_and_references(obj):
 # Records and exceptions document themselves by their fields; every function and model class of
 # the inference and target packages needs the full treatment.
 RECORDS = {"FitHistory", "NonFiniteLossError", "TargetError", "TargetFitHistory", "SampleResult",
-           "TargetDensity", "FLOW_BUILDERS", "TARGETS"}
+           "TargetDensity", "FLOW_BUILDERS", "TARGETS", "DistillHistory"}
 INFERENCE = [
     getattr(module, n)
     for module in (pyro_flows.infer, pyro_flows.targets)

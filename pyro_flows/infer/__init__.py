@@ -14,6 +14,7 @@ from .diagnostics import (
     psis_khat,
     reference_moment_errors,
 )
+from .distill import DistillHistory, distill, distillation_kl
 from .fit import FitHistory, NonFiniteLossError, evaluate_nll, fit
 from .fit_target import TargetError, TargetFitHistory, fit_target
 from .importance import importance_sample, systematic_resample
@@ -29,12 +30,15 @@ __all__ = [
     "AmortizedFlow",
     "AmortizedFlowDistribution",
     "AutoFlow",
+    "DistillHistory",
     "FitHistory",
     "NonFiniteLossError",
     "SampleResult",
     "TargetDensity",
     "TargetError",
     "TargetFitHistory",
+    "distill",
+    "distillation_kl",
     "ess_fraction",
     "evaluate_nll",
     "fit",

@@ -8,6 +8,7 @@ from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .continuous import ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
+from .gaussianization import MarginalGaussianization
 from .image import (
     ChannelActNorm,
     ChannelPermute,
@@ -52,6 +53,7 @@ __all__ = [
     "InvertibleConv1x1",
     "InvertibleLinear",
     "Logit",
+    "MarginalGaussianization",
     "MaskedAutoregressive",
     "MintNetLayer",
     "MultiScale",
