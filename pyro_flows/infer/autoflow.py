@@ -32,6 +32,7 @@ import pyro
 import torch
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.params.param_store import param_with_module_name
 from torch import Tensor
 from torch.distributions import biject_to
 
@@ -217,6 +218,7 @@ class AutoFlow(AutoContinuous):
         layers = identity_init_(self._build_flow(self.latent_dim))
         affine = ElementwiseAffine(self.latent_dim, loc=init_loc, scale=self._init_scale)
         self.flow = Flow([*layers.transforms, affine], base=layers.base).to(init_loc)
+        self._store_checked = False
 
     def _build_flow(self, latent_dim: int) -> Flow:
         spec = self._flow_spec
@@ -266,8 +268,25 @@ class AutoFlow(AutoContinuous):
         flow = self._modules["flow"]
         with self._pyro_context:
             name = self._pyro_get_fullname("flow")
+        if not self._store_checked:
+            self._check_param_store(name, flow)
         pyro.module(name, flow, update_module_params=True)
         return flow  # type: ignore[return-value]
+
+    def _check_param_store(self, name: str, flow: Flow) -> None:
+        """Refuse stale param-store entries of another model under this guide's names (Pyro
+        would otherwise bind tensors of the wrong shape)."""
+        store = pyro.get_param_store()
+        for param_name, param in flow.named_parameters():
+            full = param_with_module_name(name, param_name)
+            if full in store and store[full].shape != param.shape:
+                raise ValueError(
+                    f"Pyro's param store already holds {full!r} with shape "
+                    f"{tuple(store[full].shape)}, but this AutoFlow needs {tuple(param.shape)}: "
+                    "it belongs to another guide of the same name. Call "
+                    "pyro.clear_param_store() first, or name the guide differently."
+                )
+        self._store_checked = True
 
     # -- summaries --------------------------------------------------------------------------------
     @torch.no_grad()

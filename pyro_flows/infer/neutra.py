@@ -235,6 +235,7 @@ def neutra_model(
     >>> from pyro_flows.infer import AutoFlow
     >>> def model():
     ...     pyro.sample("x", dist.LogNormal(0.0, 1.0))
+    >>> pyro.clear_param_store()
     >>> guide = AutoFlow(model, num_transforms=1, hidden_dims=(8,))
     >>> r = neutra_model(model, guide, num_samples=20, warmup=20, num_chains=1, progress=False)
     >>> r.extra["constrained"]["x"].shape[:2], bool((r.extra["constrained"]["x"] > 0).all())

@@ -313,3 +313,10 @@ def test_jit_trace_elbo_works(flow):
     guide = AutoFlow(constrained_model, flow, num_transforms=2, hidden_dims=(8,))
     losses = train(constrained_model, guide, steps=3, elbo=JitTrace_ELBO())
     assert all(math.isfinite(loss) for loss in losses)
+
+
+def test_stale_param_store_entries_of_another_model_are_a_clear_error():
+    AutoFlow(conjugate_model, num_transforms=1, hidden_dims=(8,))(torch.randn(5))
+    other = AutoFlow(constrained_model, num_transforms=1, hidden_dims=(8,))
+    with pytest.raises(ValueError, match="already holds.*clear_param_store"):
+        other()
