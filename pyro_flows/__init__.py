@@ -13,8 +13,19 @@
 - :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
 """
 
-from . import data, distributions, ebm, flows, infer, nn, targets, transforms
+from . import compare, data, distributions, ebm, flows, infer, nn, targets, transforms
 from .flow import Flow
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "data", "distributions", "ebm", "flows", "infer", "nn", "targets", "transforms"]
+__all__ = [
+    "Flow",
+    "compare",
+    "data",
+    "distributions",
+    "ebm",
+    "flows",
+    "infer",
+    "nn",
+    "targets",
+    "transforms",
+]

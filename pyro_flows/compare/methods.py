@@ -1,0 +1,432 @@
+r"""The six methods of ``pyro-flows compare``, each run on a target with its per-target budget.
+
+========  ===============================================================================
+method    what runs
+========  ===============================================================================
+flow      reverse-KL flow :math:`q` (:func:`~pyro_flows.infer.fit_target`), then fresh
+          draws :math:`x_i \sim q` with their importance weights
+          :math:`w_i = \tilde p(x_i)/q(x_i)`
+nuts      Pyro's NUTS on :math:`\log\tilde p` (:func:`~pyro_flows.infer.nuts`)
+neutra    NUTS on the flow's pulled-back density :math:`\tilde p(f(\varepsilon))
+          |\det J_f(\varepsilon)|`, draws mapped by :math:`f` (:func:`~pyro_flows.infer.neutra`)
+mh        random-walk Metropolis, vectorised chains
+          (:func:`~pyro_flows.infer.random_walk_metropolis`)
+mala      Metropolis-adjusted Langevin, vectorised chains (:func:`~pyro_flows.infer.mala`)
+is        importance sampling with the trained flow as the proposal, resampled
+          (:func:`~pyro_flows.infer.importance_sample`)
+========  ===============================================================================
+
+``flow``, ``neutra`` and ``is`` share one trained flow; each of them is charged the training's
+wall time and its ``steps * batch_size`` target gradients, so their costs compare honestly with
+the samplers that need no training. A box target (U2-U4) is handled on :math:`\mathbb R^D`: the
+flow is pushed onto the box with :func:`~pyro_flows.infer.onto_support`, the samplers run on
+``target.unconstrained()`` (density :math:`\tilde p(T(u))|\det J_T(u)|`) and their draws are
+mapped back by :math:`z = T(u)`; NeuTra uses the flow before the push, which approximates the
+unconstrained target.
+
+References:
+
+- M. D. Hoffman, A. Gelman. *The No-U-Turn Sampler.* JMLR 15, 2014.
+- M. D. Hoffman, P. Sountsov, J. V. Dillon, I. Langmore, D. Tran, S. Vasudevan.
+  *NeuTra-lizing Bad Geometry in Hamiltonian Monte Carlo Using Neural Transport.* 2019.
+  https://arxiv.org/abs/1903.03704
+- G. O. Roberts, R. L. Tweedie. *Exponential convergence of Langevin distributions and their
+  discrete approximations.* Bernoulli 2(4), 1996.
+- A. B. Owen. *Monte Carlo theory, methods and examples*, 2013, chapter 9.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import biject_to, constraints
+
+from ..flow import Flow
+from ..infer import (
+    SampleResult,
+    TargetFitHistory,
+    fit_target,
+    importance_sample,
+    mala,
+    neutra,
+    nuts,
+    onto_support,
+    random_walk_metropolis,
+)
+from ..targets import Target
+from .settings import FlowSettings, TargetSettings
+
+__all__ = [
+    "METHODS",
+    "FLOW_METHODS",
+    "MethodRun",
+    "TrainedFlow",
+    "box_starts",
+    "parse_methods",
+    "run_method",
+    "run_methods",
+    "train_flow",
+]
+
+#: Every method, in the order of the table.
+METHODS: tuple[str, ...] = ("flow", "nuts", "neutra", "mh", "mala", "is")
+#: The methods that need the trained flow.
+FLOW_METHODS: frozenset[str] = frozenset({"flow", "neutra", "is"})
+
+
+def parse_methods(methods: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Method names from ``"flow,nuts"`` or a sequence, checked, duplicates dropped, in the
+    order given; ``None`` means all of :data:`METHODS`.
+
+    >>> parse_methods("nuts, neutra"), parse_methods(None) == METHODS
+    (('nuts', 'neutra'), True)
+
+    References: the method names of :mod:`pyro_flows.infer` (see the module docstring).
+    """
+    if methods is None:
+        return METHODS
+    if isinstance(methods, str):
+        names = [m.strip().lower() for m in methods.split(",")]
+    else:
+        try:
+            names = [str(m).strip().lower() for m in methods]
+        except TypeError:
+            raise TypeError(
+                f"methods must be a comma-separated str or a sequence of names, got "
+                f"{type(methods).__name__}"
+            ) from None
+    names = [m for m in names if m]
+    if not names:
+        raise ValueError(f"no method given; valid methods: {', '.join(METHODS)}")
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: "
+            f"{', '.join(METHODS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class TrainedFlow:
+    r"""A flow fitted to a target by reverse KL, as ``flow``, ``neutra`` and ``is`` share it.
+
+    :ivar flow: the flow on the target's support (sampled and scored by ``flow`` and ``is``).
+    :ivar base_flow: the same layers on :math:`\mathbb R^D` (before the push onto a box);
+        ``flow`` itself for targets on :math:`\mathbb R^D`. NeuTra runs in its base space.
+    :ivar history: the :class:`~pyro_flows.infer.TargetFitHistory` (ELBO per step, ...).
+    :ivar wall_time: training seconds, flow construction included.
+    :ivar settings: the :class:`~pyro_flows.compare.settings.FlowSettings` used.
+
+    Its cost, charged to every flow-based method, is ``history.grad_evals`` :math:`=
+    \texttt{steps} \times \texttt{batch\_size}` target gradients and ``wall_time`` seconds.
+
+    Example: see :func:`train_flow`.
+
+    References: Rezende & Mohamed, ICML 2015; Hoffman et al., 2019.
+    """
+
+    flow: Flow
+    base_flow: Flow
+    history: TargetFitHistory
+    wall_time: float
+    settings: FlowSettings
+
+    @property
+    def grad_evals(self) -> int:
+        """Target gradients spent on training (``steps * batch_size``)."""
+        return int(self.history.grad_evals)
+
+
+def _boxed(target: Target) -> bool:
+    return target.support is not constraints.real_vector
+
+
+def train_flow(
+    target: Target, settings: FlowSettings, *, seed: int = 0, progress: bool = True
+) -> TrainedFlow:
+    r"""Build the flow of ``settings`` (weights from ``torch.manual_seed(seed)``) and fit it to
+    ``target`` by reverse KL,
+
+    .. math::
+
+        \max_\theta\ \mathbb E_{q_\theta}[\log\tilde p(z) - \log q_\theta(z)],
+
+    pushing it onto the target's support first when that is a box.
+
+    Example:
+
+    >>> from pyro_flows.targets import get_target
+    >>> s = FlowSettings("realnvp", {"num_transforms": 1, "hidden_dims": (8,)}, steps=5,
+    ...                  batch_size=16)
+    >>> trained = train_flow(get_target("u2"), s, progress=False)
+    >>> trained.grad_evals, trained.flow is trained.base_flow
+    (80, False)
+
+    References: D. J. Rezende, S. Mohamed. *Variational Inference with Normalizing Flows.*
+    ICML 2015.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    base_flow = settings.build(target.dim)
+    flow = onto_support(base_flow, target.support) if _boxed(target) else base_flow
+    history = fit_target(
+        flow,
+        target,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        anneal=settings.anneal,
+        eval_every=0,
+        eval_samples=1024,
+        progress=progress,
+        seed=seed,
+    )
+    flow.eval()
+    return TrainedFlow(flow, base_flow, history, time.perf_counter() - start, settings)
+
+
+@dataclass
+class MethodRun:
+    r"""What one method produced on one target, in the target's own coordinates.
+
+    :ivar method: one of :data:`METHODS`.
+    :ivar kind: ``"mcmc"`` (nuts, neutra, mh, mala: chains of correlated draws), ``"flow"``
+        (independent draws of :math:`q`, unweighted) or ``"is"`` (resampled importance draws).
+    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for ``flow``/``is``).
+    :ivar wall_time: seconds, training included for the flow-based methods.
+    :ivar grad_evals: target gradients (training included for the flow-based methods).
+    :ivar log_prob_evals: target log-density evaluations without a gradient (MH, IS).
+    :ivar divergences: divergent transitions (NUTS, NeuTra), else ``None``.
+    :ivar proposal: raw flow draws ``(n, dim)`` behind ``flow``/``is`` (``None`` for MCMC).
+    :ivar log_weights: their :math:`\log w_i = \log\tilde p(x_i) - \log q(x_i)`.
+    :ivar stats: importance-sampling statistics (``elbo``, ``log_Z_hat``, ``log_Z_stderr``,
+        ``ess``, ``ess_fraction``, ``khat``) for ``flow``/``is``.
+    :ivar history: the flow's training history for the flow-based methods.
+    :ivar result: the underlying :class:`~pyro_flows.infer.SampleResult`.
+    :ivar settings: a one-line description of the budget.
+
+    ESS per gradient of a run is :math:`\mathrm{ESS}/\texttt{grad\_evals}`
+    (:func:`~pyro_flows.compare.metrics.row_for`).
+
+    Example:
+
+    >>> import torch
+    >>> run = MethodRun("mh", "mcmc", torch.zeros(4, 100, 2), wall_time=0.5, grad_evals=0)
+    >>> run.samples.shape[0], run.divergences
+    (4, None)
+
+    References: see the module docstring.
+    """
+
+    method: str
+    kind: str
+    samples: Tensor
+    wall_time: float
+    grad_evals: int
+    log_prob_evals: int = 0
+    divergences: int | None = None
+    proposal: Tensor | None = None
+    log_weights: Tensor | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    history: TargetFitHistory | None = None
+    result: SampleResult | None = None
+    settings: str = ""
+
+
+def _mcmc_run(
+    method: str,
+    result: SampleResult,
+    target: Target,
+    *,
+    settings: str,
+    wall_time: float | None = None,
+    history: TargetFitHistory | None = None,
+) -> MethodRun:
+    samples = result.samples.detach()
+    if _boxed(target):
+        unconstrained = target.unconstrained()
+        samples = unconstrained.to_support(samples.to(torch.float64))  # type: ignore[attr-defined]
+    return MethodRun(
+        method=method,
+        kind="mcmc",
+        samples=samples,
+        wall_time=float(result.wall_time if wall_time is None else wall_time),
+        grad_evals=int(result.num_grad_evals),
+        log_prob_evals=int(result.num_log_prob_evals),
+        divergences=result.divergences,
+        history=history,
+        result=result,
+        settings=settings,
+    )
+
+
+_IS_KEYS = ("elbo", "log_Z_hat", "log_Z_stderr", "ess", "ess_fraction", "khat")
+
+
+def _importance_run(
+    method: str, target: Target, trained: TrainedFlow, num_samples: int, seed: int
+) -> MethodRun:
+    result = importance_sample(
+        trained.flow, target, num_samples=num_samples, resample=method == "is", seed=seed
+    )
+    proposal = result.extra["proposal_samples"].detach()
+    samples = result.samples.detach() if method == "is" else proposal.unsqueeze(0)
+    return MethodRun(
+        method=method,
+        kind=method,
+        samples=samples,
+        wall_time=trained.wall_time + float(result.wall_time),
+        grad_evals=trained.grad_evals,
+        log_prob_evals=int(result.num_log_prob_evals),
+        proposal=proposal,
+        log_weights=result.log_weights.detach() if result.log_weights is not None else None,
+        stats={k: float(result.extra[k]) for k in _IS_KEYS},
+        history=trained.history,
+        result=result,
+        settings=f"{trained.settings.describe()}; {num_samples} draws",
+    )
+
+
+def run_method(
+    method: str,
+    target: Target,
+    settings: TargetSettings,
+    *,
+    trained: TrainedFlow | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> MethodRun:
+    r"""Run one method of :data:`METHODS` on ``target`` with the budget of ``settings``.
+
+    The flow-based methods need ``trained`` (from :func:`train_flow`); the MCMC methods run on
+    :math:`\mathbb R^D` (``target.unconstrained()`` for a box) and map their draws back. Every
+    run is seeded by ``seed``.
+
+    Example:
+
+    >>> from pyro_flows.compare.settings import SamplerSettings, settings_for
+    >>> from pyro_flows.targets import get_target
+    >>> from dataclasses import replace
+    >>> s = replace(settings_for("banana", quick=True), mh=SamplerSettings(100, 100, 2))
+    >>> run = run_method("mh", get_target("banana"), s, progress=False)
+    >>> run.kind, tuple(run.samples.shape), run.grad_evals
+    ('mcmc', (2, 100, 2), 0)
+
+    References: see the module docstring.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if method in FLOW_METHODS and trained is None:
+        raise ValueError(f"method {method!r} needs the trained flow: pass trained=train_flow(...)")
+    if method in ("flow", "is"):
+        n = settings.flow_samples if method == "flow" else settings.is_samples
+        return _importance_run(method, target, trained, n, seed)  # type: ignore[arg-type]
+    sampler = settings.sampler(method)
+    mcmc_target = target.unconstrained()
+    kwargs: dict[str, Any] = dict(sampler.kwargs(), progress=progress, seed=seed)
+    if method == "neutra":
+        assert trained is not None
+        result = neutra(
+            trained.base_flow,
+            mcmc_target,
+            training_grad_evals=trained.grad_evals,
+            **kwargs,
+        )
+        return _mcmc_run(
+            method,
+            result,
+            target,
+            settings=f"{sampler.describe()} in the base space of the trained flow",
+            wall_time=trained.wall_time + result.wall_time,
+            history=trained.history,
+        )
+    runner: Callable[..., SampleResult] = {
+        "nuts": nuts,
+        "mh": random_walk_metropolis,
+        "mala": mala,
+    }[method]
+    if _boxed(target):
+        kwargs["init"] = box_starts(target, sampler.num_chains, seed)
+    return _mcmc_run(method, runner(mcmc_target, **kwargs), target, settings=sampler.describe())
+
+
+def box_starts(target: Target, num_chains: int, seed: int = 0, radius: float = 1.0) -> Tensor:
+    r"""Starting points on :math:`\mathbb R^D` for MCMC on a box target's unconstrained version.
+
+    The target's ``initial_params()`` point :math:`z_0` is pulled a tenth of the way towards
+    the box's centre :math:`c` (a mode found on the box's edge would map to
+    :math:`T^{-1}(z_0) = \pm\infty`, or to :math:`-87` in float64), mapped by
+    :math:`T^{-1}`, and jittered per chain,
+
+    .. math::
+
+        u^{(k)}_0 = T^{-1}\bigl(c + 0.9\,(z_0 - c)\bigr) + \xi^{(k)}, \qquad
+        \xi^{(k)} \sim U(-r, r)^D,
+
+    from a generator seeded by ``seed`` (Stan's convention of uniform starts, here around a
+    good point).
+
+    Example:
+
+    >>> from pyro_flows.targets import get_target
+    >>> u0 = box_starts(get_target("u3"), 4)
+    >>> tuple(u0.shape), bool(u0.abs().max() < 5)
+    ((4, 2), True)
+
+    References: Stan Development Team, *Stan Reference Manual*, section "Initialization"
+    (uniform starts on the unconstrained scale).
+    """
+    transform = biject_to(target.support)
+    z0 = target.initial_params()["z"].to(torch.float64)
+    lo = transform(torch.full_like(z0, -40.0))
+    hi = transform(torch.full_like(z0, 40.0))
+    bounded = bool(torch.isfinite(hi - lo).all()) and float((hi - lo).max()) < 1e6
+    centre = 0.5 * (lo + hi) if bounded else z0  # only a bounded box has a centre to pull to
+    u0 = transform.inv(centre + 0.9 * (z0 - centre))
+    g = torch.Generator().manual_seed(seed)
+    xi = radius * (2.0 * torch.rand(num_chains, z0.shape[-1], generator=g, dtype=torch.float64) - 1)
+    return (u0 + xi).to(torch.get_default_dtype())
+
+
+def run_methods(
+    target: Target,
+    methods: Iterable[str],
+    settings: TargetSettings,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    on_done: Callable[[MethodRun], None] | None = None,
+) -> tuple[dict[str, MethodRun], TrainedFlow | None]:
+    r"""Run ``methods`` on ``target`` in order, training the shared flow first when one of them
+    needs it; returns ``({method: MethodRun}, trained flow or None)``.
+
+    Example:
+
+    >>> from dataclasses import replace
+    >>> from pyro_flows.compare.settings import SamplerSettings, settings_for
+    >>> from pyro_flows.targets import get_target
+    >>> s = replace(settings_for("banana", quick=True), mala=SamplerSettings(50, 50, 2))
+    >>> runs, trained = run_methods(get_target("banana"), ["mala"], s, progress=False)
+    >>> list(runs), trained is None
+    (['mala'], True)
+
+    References: see the module docstring.
+    """
+    names = parse_methods(list(methods))
+    trained = None
+    if FLOW_METHODS.intersection(names):
+        trained = train_flow(target, settings.flow, seed=seed, progress=progress)
+    runs: dict[str, MethodRun] = {}
+    for name in names:
+        runs[name] = run_method(
+            name, target, settings, trained=trained, seed=seed, progress=progress
+        )
+        if on_done is not None:
+            on_done(runs[name])
+    return runs, trained

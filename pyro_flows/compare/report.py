@@ -1,0 +1,173 @@
+r"""The report folder of a comparison: ``report.md`` with the table, the checks and the figures,
+the PNGs, and ``results.json`` with every number.
+
+Layout of ``out/``:
+
+- ``report.md``: settings, the Markdown table, mass per mode (mixture), PASS/FAIL lines, links
+  to the figures and how each column is computed.
+- ``samples.png`` (draws over the target, or pair plots), ``traces.png`` (MCMC chains),
+  ``elbo.png`` (flow training), ``modes.png`` (mixture).
+- ``results.json``: the rows, the checks, the settings (non-finite numbers as strings).
+
+References:
+
+- A. Gelman, J. B. Carlin, H. S. Stern, D. B. Dunson, A. Vehtari, D. B. Rubin. *Bayesian Data
+  Analysis*, 3rd ed., 2013, chapter 11 (what a sampler's report should show).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .figures import plot_elbo, plot_mode_masses, plot_samples, plot_traces
+
+if TYPE_CHECKING:
+    from .run import Comparison
+
+__all__ = ["write_report", "jsonable"]
+
+_COLUMN_NOTES = """\
+How the columns are computed (details: `docs/compare.rst`):
+
+- **wall s**, **grad evals**: the run's seconds and target gradients; `flow`, `neutra` and `is`
+  include the flow's training (`steps x batch_size` gradients). MH and IS take no gradient.
+- **ESS bulk / tail (min)**: MCMC: the smallest rank-normalised bulk / tail ESS over the
+  coordinates (ArviZ). `is`: Kish's ESS of the weights. `flow`: not a sampler of p, `-`.
+- **ESS/s**, **ESS/grad**: ESS bulk per wall second and per gradient.
+- **R-hat max**: largest rank-normalised split R-hat (MCMC).
+- **max |mean err| (sd)**, **max sd rel err**: against the target's exact means and sds;
+  `flow` shows q's own moments, `is` self-normalised weighted ones.
+- **log Z hat**, **log Z err**, **log Z - ELBO**, **IS ESS frac**, **k-hat**: importance weights
+  w = p~(x)/q(x) of fresh flow draws: log mean w, its error, log Z - mean log w (~ KL(q||p)),
+  Kish ESS / n, PSIS k-hat.
+"""
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tensors as lists and non-finite floats as strings (strict JSON).
+
+    >>> import math, torch
+    >>> jsonable({"a": torch.tensor([1.0, 2.0]), "b": -math.inf, "c": (1, None)})
+    {'a': [1.0, 2.0], 'b': '-inf', 'c': [1, None]}
+
+    References: RFC 8259, *The JavaScript Object Notation (JSON) Data Interchange Format*
+    (no NaN or infinity in JSON numbers).
+    """
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    return str(value)
+
+
+def write_report(comparison: Comparison, out: str | Path) -> Path:
+    r"""Write the report folder of ``comparison`` to ``out`` and return ``out/report.md``.
+
+    The figures: ``samples.png`` (every method's draws over the target density for
+    :math:`D = 2`, pair plots of :math:`z_0, z_1, z_2` otherwise), ``traces.png`` (MCMC),
+    ``elbo.png`` (when a flow was trained), ``modes.png`` (mixture).
+
+    Example:
+
+    >>> import tempfile
+    >>> from dataclasses import replace
+    >>> from pyro_flows.compare.run import compare
+    >>> from pyro_flows.compare.settings import SamplerSettings, settings_for
+    >>> s = replace(settings_for("banana", quick=True), mh=SamplerSettings(100, 100, 2))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     c = compare("banana", "mh", settings=s, progress=False, out=d)
+    ...     sorted(p.name for p in c.report.parent.iterdir())
+    ['report.md', 'results.json', 'samples.png', 'traces.png']
+
+    References: Gelman et al., *Bayesian Data Analysis*, chapter 11.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    c = comparison
+    target = c.target
+    figures: dict[str, Path] = {}
+    figures["samples"] = plot_samples(target, c.runs, out / "samples.png", seed=c.seed)
+    traces = plot_traces(c.runs, out / "traces.png")
+    if traces is not None:
+        figures["traces"] = traces
+    if c.trained is not None:
+        figures["elbo"] = plot_elbo(c.trained.history, target.log_Z, out / "elbo.png")
+    masses = {r.method: r.mode_masses for r in c.rows if r.mode_masses is not None}
+    if masses and target.true_mode_weights is not None:
+        figures["modes"] = plot_mode_masses(
+            masses, target.true_mode_weights.tolist(), out / "modes.png"
+        )
+    c.figures = figures
+
+    log_z = "unknown" if target.log_Z is None else f"{target.log_Z:.4f}"
+    lines = [
+        f"# pyro-flows compare {c.target_name}",
+        "",
+        f"Target `{c.target_name}`: `{target!r}` (dimension {target.dim}, log Z = {log_z}). "
+        f"Seed {c.seed}, {'quick' if c.quick else 'full'} budget, {c.wall_time:.0f} s in all.",
+        "",
+        "## Results",
+        "",
+        c.table(markdown=True),
+        "",
+    ]
+    modes = c.mode_table(markdown=True)
+    if modes is not None:
+        lines += [
+            "## Mass per mode",
+            "",
+            "A mode counts as found when a method puts at least half its true weight near it.",
+            "",
+            modes,
+            "",
+            "![mass per mode](modes.png)",
+            "",
+        ]
+    lines += ["## Targets", ""]
+    if c.checks:
+        lines += [
+            f"- **{ch.status}** {ch.name}" + (f": {ch.detail}" if ch.detail else "")
+            for ch in c.checks
+        ]
+    else:
+        lines.append("No fixed requirements for this target; the table is the result.")
+    lines += ["", "## Figures", ""]
+    captions = {
+        "samples": "Draws of each method over the target"
+        + (" density." if target.dim == 2 else " (pair plots of the first coordinates)."),
+        "traces": "Trace plots of every MCMC chain (first coordinates).",
+        "elbo": "Reverse-KL training of the flow: ELBO per step against log Z.",
+    }
+    for key, caption in captions.items():
+        if key in figures:
+            lines += [f"{caption}", "", f"![{key}]({figures[key].name})", ""]
+    lines += ["## Settings", ""]
+    for method in c.methods:
+        lines.append(f"- `{method}`: {c.runs[method].settings}")
+    lines += ["", _COLUMN_NOTES]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    data = {
+        "target": c.target_name,
+        "dim": target.dim,
+        "log_Z": target.log_Z,
+        "quick": c.quick,
+        "seed": c.seed,
+        "wall_time": c.wall_time,
+        "rows": [r.as_dict() for r in c.rows],
+        "checks": [{"name": ch.name, "status": ch.status, "detail": ch.detail} for ch in c.checks],
+        "settings": {m: c.runs[m].settings for m in c.methods},
+        "true_mode_weights": target.true_mode_weights,
+    }
+    (out / "results.json").write_text(json.dumps(jsonable(data), indent=2))
+    c.report = report
+    return report

@@ -1,0 +1,214 @@
+r"""Rows of numbers as an aligned text table (for the terminal) and as a Markdown table.
+
+Each column has a header, the :class:`~pyro_flows.compare.metrics.Row` field it shows and a
+format; a missing value prints as ``-``. Numbers are right-aligned so that magnitudes line up:
+
+.. math::
+
+    \text{width}_j = \max\bigl(|\text{header}_j|, \max_i |\text{cell}_{ij}|\bigr).
+
+Example:
+
+>>> from pyro_flows.compare.metrics import Row
+>>> print(format_table([Row("nuts", 1.5, 1200, ess_bulk=80.0)], columns=("method", "wall s",
+...                    "grad evals", "ESS bulk (min)", "k-hat")))
+method  wall s  grad evals  ESS bulk (min)  k-hat
+------  ------  ----------  --------------  -----
+nuts       1.5       1,200              80      -
+
+References:
+
+- J. Gruber. *Markdown* (2004) and the GitHub Flavored Markdown specification (tables).
+  https://github.github.com/gfm/#tables-extension-
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .metrics import Row
+
+__all__ = ["COLUMNS", "format_table", "markdown_table", "mode_mass_table", "format_value"]
+
+
+def _num(fmt: str) -> Callable[[Any], str]:
+    def show(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and math.isinf(value):
+            return "-inf" if value < 0 else "inf"
+        if isinstance(value, float) and math.isnan(value):
+            return "nan"
+        return format(value, fmt)
+
+    return show
+
+
+#: ``(header, Row field, formatter)`` of every column, in order.
+COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("method", "method", str),
+    ("wall s", "wall_time", _num(".1f")),
+    ("grad evals", "grad_evals", _num(",d")),
+    ("ESS bulk (min)", "ess_bulk", _num(".0f")),
+    ("ESS tail (min)", "ess_tail", _num(".0f")),
+    ("ESS/s", "ess_per_second", _num(".3g")),
+    ("ESS/grad", "ess_per_grad", _num(".2e")),
+    ("R-hat max", "rhat", _num(".3f")),
+    ("divergences", "divergences", _num("d")),
+    ("max |mean err| (sd)", "mean_error", _num(".3f")),
+    ("max sd rel err", "sd_error", _num(".3f")),
+    ("log Z hat", "log_Z_hat", _num(".4f")),
+    ("log Z err", "log_Z_error", _num("+.4f")),
+    ("log Z - ELBO", "kl", _num(".4f")),
+    ("IS ESS frac", "ess_fraction", _num(".3f")),
+    ("k-hat", "khat", _num(".2f")),
+)
+
+_BY_HEADER = {header: (key, fmt) for header, key, fmt in COLUMNS}
+
+
+def format_value(header: str, value: Any) -> str:
+    """``value`` formatted as in the column ``header`` (``-`` for ``None``).
+
+    >>> format_value("ESS/grad", 0.00812), format_value("log Z err", -0.0021)
+    ('8.12e-03', '-0.0021')
+    """
+    if header not in _BY_HEADER:
+        raise ValueError(f"unknown column {header!r}; columns: {', '.join(_BY_HEADER)}")
+    return _BY_HEADER[header][1](value)
+
+
+def _select(
+    rows: Sequence[Row], columns: Sequence[str] | None
+) -> tuple[list[str], list[list[str]]]:
+    headers = list(columns) if columns is not None else [h for h, _, _ in COLUMNS]
+    for h in headers:
+        if h not in _BY_HEADER:
+            raise ValueError(f"unknown column {h!r}; columns: {', '.join(_BY_HEADER)}")
+    for row in rows:
+        if not isinstance(row, Row):
+            raise TypeError(f"rows must be Row objects, got {type(row).__name__}")
+    cells = [[format_value(h, getattr(row, _BY_HEADER[h][0])) for h in headers] for row in rows]
+    return headers, cells
+
+
+def _aligned(headers: list[str], cells: list[list[str]]) -> str:
+    widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        parts = [
+            v.ljust(w) if j == 0 else v.rjust(w)
+            for j, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def format_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    r"""An aligned plain-text table of ``rows`` (all :data:`COLUMNS`, or the headers given).
+
+    :param rows: :class:`~pyro_flows.compare.metrics.Row` objects, one line each.
+    :param columns: headers of :data:`COLUMNS` to show, in order (default: all).
+    :raises ValueError: for an unknown column, listing the valid ones.
+
+    Example:
+
+    >>> print(format_table([Row("mh", 0.52, 0, ess_bulk=110.0)], columns=("method", "ESS/grad")))
+    method  ESS/grad
+    ------  --------
+    mh             -
+
+    References: see the module docstring.
+    """
+    headers, cells = _select(rows, columns)
+    return _aligned(headers, cells)
+
+
+def markdown_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    r"""The same table in GitHub-flavoured Markdown (numbers right-aligned).
+
+    >>> print(markdown_table([Row("mh", 0.5, 0, ess_bulk=12.0)], columns=("method", "ESS/grad")))
+    | method | ESS/grad |
+    | :--- | ---: |
+    | mh | - |
+
+    References: see the module docstring.
+    """
+    headers, cells = _select(rows, columns)
+    return _markdown(headers, cells)
+
+
+def _markdown(headers: list[str], cells: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    align = [":---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(map(esc, headers)) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def mode_mass_table(
+    rows: Sequence[Row],
+    true_weights: Sequence[float],
+    *,
+    found_fraction: float = 0.5,
+    markdown: bool = False,
+) -> str:
+    r"""Mass per mode of every method against the true weights, and the modes each one found.
+
+    Mode :math:`k` counts as found when :math:`\hat m_k \ge f\,\pi_k` (``found_fraction``
+    :math:`f`, default one half of its true weight).
+
+    :param rows: rows whose ``mode_masses`` are set (others are skipped).
+    :param true_weights: :math:`\pi_k`.
+    :param found_fraction: :math:`f`.
+    :param markdown: Markdown instead of aligned text.
+
+    Example:
+
+    >>> rows = [Row("flow", 1.0, 10, mode_masses=[0.3, 0.7]), Row("nuts", 1.0, 10,
+    ...         mode_masses=[0.0, 1.0])]
+    >>> print(mode_mass_table(rows, [0.25, 0.75]))
+    mode          true   flow   nuts
+    -----------  -----  -----  -----
+    1            0.250  0.300  0.000
+    2            0.750  0.700  1.000
+    modes found      2    2/2    1/2
+
+    References: T. Minka. *Divergence measures and message passing.* 2005 (reverse KL is mode
+    seeking).
+    """
+    weights = [float(w) for w in true_weights]
+    used = [r for r in rows if r.mode_masses is not None]
+    for r in used:
+        if len(r.mode_masses) != len(weights):  # type: ignore[arg-type]
+            raise ValueError(
+                f"row {r.method!r} has {len(r.mode_masses)} mode masses, "  # type: ignore[arg-type]
+                f"expected {len(weights)} (one per true weight)"
+            )
+    headers = ["mode", "true"] + [r.method for r in used]
+    cells = [
+        [str(k + 1), f"{w:.3f}"] + [f"{r.mode_masses[k]:.3f}" for r in used]  # type: ignore[index]
+        for k, w in enumerate(weights)
+    ]
+    found = [
+        sum(m >= found_fraction * w for m, w in zip(r.mode_masses, weights, strict=True))  # type: ignore[arg-type]
+        for r in used
+    ]
+    cells.append(["modes found", str(len(weights))] + [f"{n}/{len(weights)}" for n in found])
+    if markdown:
+        return _markdown(headers, cells)
+    widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
+    widths = [max(w, 5) for w in widths]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if j == 0 else v.rjust(w)
+            for j, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])

@@ -1,0 +1,174 @@
+"""The ``pyro-flows`` command line: help on every subcommand, clear errors, exit codes, the
+demo's report folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pyro_flows import demo
+from pyro_flows.cli import build_parser, main
+from pyro_flows.compare import bayesian, settings
+from pyro_flows.compare.settings import FlowSettings, SamplerSettings
+from pyro_flows.targets import TARGETS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["compare", "--help"]])
+def test_help_on_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: pyro-flows")
+    if argv[0] == "compare":
+        for flag in ("--methods", "--quick", "--out", "--seed", "--quiet", "--list"):
+            assert flag in text
+    elif argv[0] == "demo":
+        assert "--quick" in text and "--out" in text
+    else:
+        assert "demo" in text and "compare" in text
+
+
+def test_console_entry_point_runs_as_a_module():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "pyro_flows.cli", "compare", "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert listed == list(TARGETS)
+    assert re.search(r"funnel\s+Funnel\s+dim 10", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "u7"], r"unknown target 'u7'; valid targets: u1, u2, u3, u4, funnel"),
+        (["compare"], r"the target is required; valid targets: u1"),
+        (["compare", "u1", "--methods", "flow,hmc"], r"unknown method\(s\) 'hmc'; valid methods"),
+        (["compare", "u1", "--methods", ","], r"no method given"),
+        (["compare", "u1", "--seed", "x"], r"invalid int value: 'x'"),
+        (["demo", "--toy", "spiral"], r"invalid choice: 'spiral'"),
+        (["bench"], r"invalid choice: 'bench'"),
+    ],
+)
+def test_bad_input_exits_with_status_2_and_says_what_is_valid(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(SystemExit, match="--threads must be >= 1, got 0"):
+        main(["compare", "--list", "--threads", "0"])
+
+
+def test_parser_defaults():
+    args = build_parser().parse_args(["compare", "Funnel"])
+    assert (args.target, args.methods, args.quick, args.out, args.seed) == (
+        "Funnel",
+        "flow,nuts,neutra,mh,mala,is",
+        False,
+        None,
+        0,
+    )
+    args = build_parser().parse_args(["demo"])
+    assert (args.out, args.quick, args.steps, args.toy) == ("outputs/demo", False, None, "moons")
+
+
+def test_compare_writes_the_report_where_asked(tmp_path, capsys):
+    out = tmp_path / "banana"
+    assert (
+        main(
+            [
+                "compare",
+                "BANANA",
+                "--methods",
+                "mh,mala",
+                "--quick",
+                "--quiet",
+                "--out",
+                str(out),
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.startswith("pyro-flows compare banana: Banana, dim 2")
+    assert "seed 3" in printed and "no fixed targets for this target" in printed
+    assert f"report: {out / 'report.md'}" in printed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.md",
+        "results.json",
+        "samples.png",
+        "traces.png",
+    ]
+
+
+def test_strict_exit_status_when_a_check_fails(tmp_path, capsys, monkeypatch):
+    # a flow trained for 100 steps is far from U1: the 0.02-nat bar fails
+    short = replace(
+        settings.QUICK_SETTINGS["u1"],
+        flow=replace(settings.QUICK_SETTINGS["u1"].flow, steps=100),
+        flow_samples=1000,
+    )
+    monkeypatch.setitem(settings.QUICK_SETTINGS, "u1", short)
+    argv = ["compare", "u1", "--methods", "flow", "--quick", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0  # without --strict a failed check is reported, not an error
+    assert main([*argv, "--strict"]) == 1
+    assert "[FAIL] u1: flow log Z - ELBO < 0.02 nats" in capsys.readouterr().out
+
+
+def test_demo_writes_its_report_folder(tmp_path, capsys, monkeypatch):
+    """The demo's three parts on tiny budgets: the summary and README.md with working links."""
+    tiny_guides = bayesian.GuideSettings(
+        nuts_samples=40, nuts_warmup=40, steps=30, particles=2, draws=100
+    )
+    monkeypatch.setattr(bayesian, "GUIDE_QUICK_SETTINGS", tiny_guides)
+    funnel = settings.QUICK_SETTINGS["funnel"]
+    tiny = replace(
+        funnel,
+        flow=FlowSettings(
+            "iaf", {"num_transforms": 2, "hidden_dims": (16,)}, steps=50, batch_size=32
+        ),
+        nuts=SamplerSettings(40, 40, 2, {"max_tree_depth": 5}),
+        neutra=SamplerSettings(40, 40, 2, {"max_tree_depth": 4}),
+        flow_samples=500,
+    )
+    monkeypatch.setitem(settings.QUICK_SETTINGS, "funnel", tiny)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--quiet", "--out", str(out), "--steps", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"moons: test NLL \d+\.\d+ nats, oracle 2\.395", printed)
+    for part in ("1. density estimation", "2. eight schools", "3. funnel (10-D)"):
+        assert part in printed
+    assert re.search(r"^AutoFlow\s+\d", printed, re.M) and re.search(r"^neutra\s+\d", printed, re.M)
+    assert "funnel: NeuTra ESS/grad >= 3x NUTS" in printed
+    readme = (out / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert {
+        "moons_maf.png",
+        "eight_schools.png",
+        "funnel/report.md",
+        "funnel/samples.png",
+        "funnel/traces.png",
+        "funnel/elbo.png",
+    } <= set(links)
+    for link in links:
+        assert (out / link).exists(), link
+    assert demo.ENERGY_TARGET == ("funnel", ("flow", "nuts", "neutra"))
