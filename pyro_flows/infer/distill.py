@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._validation import as_tensor
-from ._checkpoint import load, rng_state, save_atomic, set_rng_state
+from ._steps import StepTraining, check_step_args
 from .fit import NonFiniteLossError
 
 __all__ = ["DistillHistory", "distill", "distillation_kl"]
@@ -261,18 +261,12 @@ def distill(
     - G. Papamakarios, T. Pavlakou, I. Murray. *Masked Autoregressive Flow for Density
       Estimation.* NeurIPS, 2017 (MAF as the inverse of IAF).
     """
-    for name, value in (
-        ("steps", steps), ("batch_size", batch_size), ("eval_samples", eval_samples),
-        ("checkpoint_every", checkpoint_every),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_step_args(
+        lr, resume, checkpoint, steps=steps, batch_size=batch_size, eval_samples=eval_samples,
+        checkpoint_every=checkpoint_every,
+    )
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ValueError(f"eval_every must be a non-negative int, got {eval_every!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint= (the file to resume from)")
     params = [p for p in student.parameters() if p.requires_grad]
     ref = params[0] if params else None
     if context is not None:
@@ -281,43 +275,11 @@ def distill(
     if not params:
         raise ValueError("the student has no trainable parameters")
 
-    optimiser = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    run = StepTraining(
+        student, params, kind="distill", steps=steps, lr=lr, history=DistillHistory(),
+        checkpoint=checkpoint, resume=resume, seed=seed,
     )
-    history = DistillHistory()
-    step = 0
-    torch.manual_seed(seed)
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load(checkpoint)
-        if state.get("kind") != "distill" or state.get("steps") != steps:
-            raise ValueError(
-                f"checkpoint {checkpoint} was written by a different set-up "
-                f"(kind={state.get('kind')!r}, steps={state.get('steps')!r}; now "
-                f"kind='distill', steps={steps}): delete it or pass resume=False"
-            )
-        student.load_state_dict(state["student"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        history = DistillHistory(**state["history"])
-        step = state["step"]
-        set_rng_state(state["rng"])
-
-    def save() -> None:
-        if checkpoint is not None:
-            save_atomic(
-                {
-                    "kind": "distill",
-                    "steps": steps,
-                    "step": step,
-                    "student": student.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "history": history.as_dict(),
-                    "rng": rng_state(),
-                },
-                checkpoint,
-            )
+    history = run.history
 
     def evaluate() -> None:
         student.eval()
@@ -325,14 +287,14 @@ def distill(
             kl, se = distillation_kl(teacher, student, eval_samples, context=context)
         finally:
             student.train()
-        history.eval_steps.append(step)
+        history.eval_steps.append(run.step)
         history.eval_kl.append(kl)
         history.eval_kl_se.append(se)
 
     def fail(what: str) -> NonFiniteLossError:
         student.load_state_dict(last_good)
         return NonFiniteLossError(
-            f"distill: {what} at step {step}; the student holds the last good parameters "
+            f"distill: {what} at step {run.step}; the student holds the last good parameters "
             f"(lower lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
             history,  # type: ignore[arg-type]
         )
@@ -347,9 +309,9 @@ def distill(
     last_good = {k: v.detach().clone() for k, v in student.state_dict().items()}
     started = time.perf_counter() - history.time
     student.train()
-    bar = tqdm(total=steps, initial=step, desc="distill", disable=not progress, leave=False)
+    bar = tqdm(total=steps, initial=run.step, desc="distill", disable=not progress, leave=False)
     try:
-        while step < steps:
+        while run.step < steps:
             if context is None:
                 x, log_q = student.rsample_and_log_prob((batch_size,))
                 if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
@@ -364,15 +326,9 @@ def distill(
             if not bool(torch.isfinite(log_p).all()):
                 raise fail("the teacher's log density of the student's samples is non-finite")
             loss = (log_q - log_p).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+            if not run.update(loss, clip_grad_norm):
                 raise fail("non-finite gradients")
-            optimiser.step()
-            schedule.step()
-            step += 1
+            step = run.step
             kl = float(loss.detach())
             history.kl.append(kl)
             history.time = time.perf_counter() - started
@@ -384,17 +340,17 @@ def distill(
                 paused = time.perf_counter()
                 evaluate()
                 started += time.perf_counter() - paused
-            if checkpoint is not None and step % checkpoint_every == 0:
-                save()
+            if step % checkpoint_every == 0:
+                run.save()
             if callback is not None:
                 callback(step, history)
             if max_time is not None and history.time >= max_time:
                 history.stopped = "max_time"
                 break
         evaluate()
-        save()
+        run.save()
     except KeyboardInterrupt:
-        save()
+        run.save()
         raise
     finally:
         bar.close()

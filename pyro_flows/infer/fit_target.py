@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
-from ._checkpoint import load, rng_state, save_atomic, set_rng_state
+from ._steps import StepTraining, check_step_args
 from .fit import NonFiniteLossError
 
 __all__ = ["TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
@@ -235,15 +235,9 @@ def fit_target(
       https://arxiv.org/abs/1912.02762
     """
     log_prob, dim, support = _log_density(target)
-    for name, value in (
-        ("steps", steps), ("batch_size", batch_size), ("eval_samples", eval_samples)
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint= (the file to resume from)")
+    check_step_args(
+        lr, resume, checkpoint, steps=steps, batch_size=batch_size, eval_samples=eval_samples
+    )
     if not hasattr(flow, "rsample_and_log_prob"):
         raise TypeError(
             f"flow must have rsample_and_log_prob (a pyro_flows.Flow), got {type(flow).__name__}"
@@ -260,58 +254,28 @@ def fit_target(
         raise ValueError("the flow has no trainable parameters")
 
     beta_at = _beta_schedule(anneal, steps)
-    optimiser = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    run = StepTraining(
+        flow, params, kind="fit_target", steps=steps, lr=lr, history=TargetFitHistory(),
+        checkpoint=checkpoint, resume=resume, seed=seed,
     )
-    history = TargetFitHistory()
-    step = 0
-    torch.manual_seed(seed)
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load(checkpoint)
-        if state.get("kind") != "fit_target" or state.get("steps") != steps:
-            raise ValueError(
-                f"checkpoint {checkpoint} was written by a different set-up "
-                f"(kind={state.get('kind')!r}, steps={state.get('steps')!r}; now steps={steps})"
-            )
-        flow.load_state_dict(state["flow"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        history = TargetFitHistory(**state["history"])
-        step = state["step"]
-        set_rng_state(state["rng"])
-
-    def save() -> None:
-        if checkpoint is not None:
-            save_atomic(
-                {
-                    "kind": "fit_target",
-                    "steps": steps,
-                    "step": step,
-                    "flow": flow.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "history": history.as_dict(),
-                    "rng": rng_state(),
-                },
-                checkpoint,
-            )
+    history = run.history
 
     def evaluate() -> None:
         _, log_w = importance_weights(flow, log_prob, eval_samples)
         n = log_w.numel()
         log_Z = torch.logsumexp(log_w, 0) - math.log(n)
         ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
-        history.eval_steps.append(step)
+        history.eval_steps.append(run.step)
         history.log_Z.append(float(log_Z))
         history.ess_fraction.append(float(ess))
 
     last_good = {k: v.detach().clone() for k, v in flow.state_dict().items()}
     started = time.perf_counter() - history.time
     flow.train()
-    bar = tqdm(total=steps, initial=step, desc="fit_target", disable=not progress, leave=False)
+    bar = tqdm(total=steps, initial=run.step, desc="fit_target", disable=not progress, leave=False)
     try:
-        while step < steps:
+        while run.step < steps:
+            step = run.step
             beta = float(beta_at(step))
             x, log_q = flow.rsample_and_log_prob((batch_size,))
             if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
@@ -323,21 +287,14 @@ def fit_target(
                     history,  # type: ignore[arg-type]
                 )
             log_p = evaluate_target(log_prob, x)
-            loss = (log_q - beta * log_p).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+            if not run.update((log_q - beta * log_p).mean(), clip_grad_norm):
                 flow.load_state_dict(last_good)
                 raise NonFiniteLossError(
                     f"fit_target: non-finite gradients at step {step}; the flow holds the last "
                     "good parameters (lower lr or clip_grad_norm)",
                     history,  # type: ignore[arg-type]
                 )
-            optimiser.step()
-            schedule.step()
-            step += 1
+            step = run.step
             elbo = float((log_p - log_q).detach().mean())
             history.elbo.append(elbo)
             history.beta.append(beta)
@@ -351,19 +308,19 @@ def fit_target(
                 elapsed = time.perf_counter()
                 evaluate()
                 started += time.perf_counter() - elapsed
-            if checkpoint is not None and step % checkpoint_every == 0:
-                save()
+            if step % checkpoint_every == 0:
+                run.save()
             if callback is not None:
                 callback(step, history)
             if max_time is not None and history.time >= max_time:
                 history.stopped = "max_time"
                 break
     except KeyboardInterrupt:
-        save()
+        run.save()
         raise
     finally:
         bar.close()
     flow.eval()
     evaluate()
-    save()
+    run.save()
     return history

@@ -165,7 +165,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
                 raise KeyboardInterrupt
 
         if resume:
-            student.load_state_dict(torch.load(path, weights_only=False)["student"])
+            student.load_state_dict(torch.load(path, weights_only=False)["module"])
         history = distill(
             teacher,
             student,
