@@ -228,9 +228,7 @@ def importance_sample(
             log_Z_error=log_Z_hat - density.log_Z,
             kl_q_p=density.log_Z - elbo,
         )
-    for key, value in (("target_mean", density.mean), ("target_std", density.std)):
-        if value is not None:
-            extra[key] = value
+    extra.update(density.facts())
     return SampleResult(
         method="is",
         samples=samples.unsqueeze(0),

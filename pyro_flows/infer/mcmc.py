@@ -188,13 +188,7 @@ def _sample_target(
         "warmup": warmup,
         "seed": seed,
     }
-    for key, value in (
-        ("target_mean", density.mean),
-        ("target_std", density.std),
-        ("target_log_Z", density.log_Z),
-    ):
-        if value is not None:
-            extra[key] = value
+    extra.update(density.facts())
     return SampleResult(
         method=method,
         samples=samples,

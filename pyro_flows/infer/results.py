@@ -195,6 +195,16 @@ class TargetDensity:
         self.num_grad_evals += z.shape[:-1].numel()
         return lp.detach(), grad.detach()
 
+    def facts(self) -> dict[str, Any]:
+        """The target's known facts for a result's ``extra``: ``target_mean``, ``target_std``
+        and ``target_log_Z``, where known."""
+        known = {
+            "target_mean": self.mean,
+            "target_std": self.std,
+            "target_log_Z": self.log_Z,
+        }
+        return {key: value for key, value in known.items() if value is not None}
+
     def potential_fn(self, params: dict[str, Tensor]) -> Tensor:
         r"""Pyro's potential energy :math:`U = -\log\tilde p(\text{params["z"]})`; calls made
         with gradients on count as gradient evaluations."""

@@ -262,13 +262,7 @@ def _run(
     if method != "ula":
         extra["accept_prob"] = accept_probs
         accept_rate = float(accepted.sum()) / (num_chains * num_samples)
-    for key, value in (
-        ("target_mean", density.mean),
-        ("target_std", density.std),
-        ("target_log_Z", density.log_Z),
-    ):
-        if value is not None:
-            extra[key] = value
+    extra.update(density.facts())
     return SampleResult(
         method=method,
         samples=samples,
