@@ -55,7 +55,55 @@ def checkerboard_mask(height: int, width: int, parity: int = 0) -> Tensor:
     return ((h + w + parity) % 2).float()[None]
 
 
-class ImageAffineCoupling(ImageTransform):
+class MaskedSplit:
+    """The split shared by image couplings: a checkerboard mask (conditioning pixels ``m = 1``)
+    or a channel split (the first or second half of the channels conditions, by ``parity``)."""
+
+    mask: Tensor
+    event_shape: ImageShape
+
+    def _init_split(self, mask: str, parity: int) -> tuple[int, int]:
+        """Validate ``mask``/``parity``, set the split, and return the conditioner's
+        ``(input channels, transformed channels)``."""
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if parity not in (0, 1) or isinstance(parity, bool):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+        c, h, w = self.event_shape
+        self.mask_type = mask
+        self.parity = parity
+        if mask == "checkerboard":
+            self.split = 0
+            self.register_buffer("mask", checkerboard_mask(h, w, parity), persistent=False)  # type: ignore[attr-defined]
+            return c, c
+        if c < 2:
+            raise ValueError(
+                f"a channel mask needs at least 2 channels, got shape {(c, h, w)}: use "
+                "mask='checkerboard' or squeeze first"
+            )
+        half = c // 2 if parity == 0 else c - c // 2
+        # conditioning channels [0, half) for parity 0, [half, c) for parity 1
+        self.split = half
+        self.register_buffer("mask", torch.zeros(0), persistent=False)  # type: ignore[attr-defined]
+        return (half, c - half) if parity == 0 else (c - half, half)
+
+    def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(conditioning part, transformed part) of a ``(N, C, H, W)`` tensor."""
+        if self.mask_type == "checkerboard":
+            m = self.mask.to(x)
+            return x * m, x
+        a, b = x[:, : self.split], x[:, self.split :]
+        return (a, b) if self.parity == 0 else (b, a)
+
+    def _join(self, cond: Tensor, new: Tensor) -> Tensor:
+        """Put the conditioning part and the transformed part back together."""
+        if self.mask_type == "checkerboard":
+            m = self.mask.to(new)
+            return cond + (1 - m) * new
+        return torch.cat([cond, new] if self.parity == 0 else [new, cond], 1)
+
+
+class ImageAffineCoupling(MaskedSplit, ImageTransform):
     r"""RealNVP/Glow affine coupling on ``(C, H, W)`` images with a convolutional conditioner.
 
     .. math::
@@ -106,45 +154,10 @@ class ImageAffineCoupling(ImageTransform):
         context_dim: int | None = None,
     ) -> None:
         super().__init__(shape, context_dim)
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        if parity not in (0, 1) or isinstance(parity, bool):
-            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
-        c, h, w = self.event_shape
-        self.mask_type = mask
-        self.parity = parity
-        if mask == "channel":
-            if c < 2:
-                raise ValueError(
-                    f"a channel mask needs at least 2 channels, got shape {(c, h, w)}: use "
-                    "mask='checkerboard' or squeeze first"
-                )
-            half = c // 2 if parity == 0 else c - c // 2
-            # conditioning channels [0, half) for parity 0, [half, c) for parity 1
-            self.split = half
-            cond, out = (half, c - half) if parity == 0 else (c - half, half)
-            self.register_buffer("mask", torch.zeros(0), persistent=False)
-        else:
-            cond, out = c, c
-            self.split = 0
-            self.register_buffer("mask", checkerboard_mask(h, w, parity), persistent=False)
+        cond, out = self._init_split(mask, parity)
         self.conditioner = ConvResNet(cond, hidden_channels, 2 * out, num_blocks, context_dim)
 
     # -- the shared pieces --------------------------------------------------------------------
-    def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(conditioning part, transformed part) of a ``(N, C, H, W)`` tensor."""
-        if self.mask_type == "checkerboard":
-            m = self.mask.to(x)
-            return x * m, x
-        a, b = x[:, : self.split], x[:, self.split :]
-        return (a, b) if self.parity == 0 else (b, a)
-
-    def _join(self, cond: Tensor, new: Tensor) -> Tensor:
-        if self.mask_type == "checkerboard":
-            m = self.mask.to(new)
-            return cond + (1 - m) * new
-        return torch.cat([cond, new] if self.parity == 0 else [new, cond], 1)
-
     def _params(self, cond: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         shift, raw = self.conditioner(cond, context).chunk(2, 1)
         return shift, raw

@@ -46,7 +46,7 @@ from .base import (
     restore_batch,
     zeros_image_log_det,
 )
-from .coupling import MASKS, checkerboard_mask
+from .coupling import MaskedSplit
 
 __all__ = ["IntegerAdditiveCoupling", "round_ste"]
 
@@ -66,7 +66,7 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-class IntegerAdditiveCoupling(ImageTransform):
+class IntegerAdditiveCoupling(MaskedSplit, ImageTransform):
     r"""Additive coupling with a rounded translation: a bijection of integer images (IDF).
 
     .. math::
@@ -124,44 +124,18 @@ class IntegerAdditiveCoupling(ImageTransform):
         output_scale: float = 1.0,
     ) -> None:
         super().__init__(shape)
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        if parity not in (0, 1) or isinstance(parity, bool):
-            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
         for name, value in (("input_scale", input_scale), ("output_scale", output_scale)):
             if not (isinstance(value, int | float) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        c, h, w = self.event_shape
-        self.mask_type, self.parity = mask, parity
         self.input_scale, self.output_scale = float(input_scale), float(output_scale)
-        if mask == "channel":
-            if c < 2:
-                raise ValueError(
-                    f"a channel mask needs at least 2 channels, got shape {(c, h, w)}: use "
-                    "mask='checkerboard' or squeeze first"
-                )
-            half = c // 2 if parity == 0 else c - c // 2
-            self.split = half
-            cond, out = (half, c - half) if parity == 0 else (c - half, half)
-            self.register_buffer("mask", torch.zeros(0), persistent=False)
-        else:
-            cond, out = c, c
-            self.split = 0
-            self.register_buffer("mask", checkerboard_mask(h, w, parity), persistent=False)
+        cond, out = self._init_split(mask, parity)
         self.conditioner = ConvResNet(cond, hidden_channels, out, num_blocks)
 
     def _translate(self, x: Tensor, sign: float) -> Tensor:
         flat, batch = as_batch_of_images(x)
-        if self.mask_type == "checkerboard":
-            m = self.mask.to(flat)
-            t = self.conditioner(self.input_scale * flat * m)
-            y = flat + sign * (1 - m) * round_ste(self.output_scale * t)
-        else:
-            a, b = flat[:, : self.split], flat[:, self.split :]
-            cond, free = (a, b) if self.parity == 0 else (b, a)
-            t = round_ste(self.output_scale * self.conditioner(self.input_scale * cond))
-            free = free + sign * t
-            y = torch.cat([cond, free] if self.parity == 0 else [free, cond], 1)
+        cond, free = self._parts(flat)
+        t = round_ste(self.output_scale * self.conditioner(self.input_scale * cond))
+        y = self._join(cond, free + sign * t)
         limit = 2.0 / torch.finfo(y.dtype).eps  # 2**24 in float32, 2**53 in float64
         if y.numel() and float(y.detach().abs().max()) >= limit:
             raise OverflowError(
