@@ -201,6 +201,34 @@ class Flow(nn.Module):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``log q(x | context)`` by the inverse pass (data -> base); shape ``x.shape[:-1]``
         broadcast with the context's batch shape."""
+        return self.base_and_log_prob(x, context)[1]
+
+    def base_and_log_prob(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""The base point :math:`z = f^{-1}(x)` and :math:`\log q(x \mid c)` from one inverse
+        pass (data -> base):
+
+        .. math::
+
+            \log q(x \mid c) = \log p_Z(f^{-1}(x) \mid c)
+                + \log\left|\det \frac{\partial f^{-1}(x)}{\partial x}\right|.
+
+        ``log_prob`` is its second half; the first is what
+        :func:`~pyro_flows.infer.distill.distill`'s ``"sampling_map"`` objective regresses on.
+
+        Example::
+
+            >>> from pyro_flows import flows
+            >>> flow = flows.realnvp(2, num_transforms=2, hidden_dims=(8,))
+            >>> x = flow.sample((4,))
+            >>> z, log_q = flow.base_and_log_prob(x)
+            >>> torch.allclose(log_q, flow.log_prob(x)) and z.shape == x.shape
+            True
+
+        References: L. Dinh, J. Sohl-Dickstein, S. Bengio, *Density estimation using Real NVP*,
+        ICLR 2017 (the change of variables).
+        """
         x = self._check_x(x)
         context = self._check_context(context)
         z, log_det = x, None
@@ -208,7 +236,7 @@ class Flow(nn.Module):
             z, ld = t.inverse_and_log_det(z, context if t.context_dim else None)
             log_det = ld if log_det is None else log_det + ld
         log_q = self._base_log_prob(z, context)
-        return log_q if log_det is None else log_q + log_det
+        return z, (log_q if log_det is None else log_q + log_det)
 
     def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:
         fast = getattr(self.base, "log_prob", None)

@@ -18,6 +18,21 @@ teacher's one density pass. Gradients are pathwise: they reach :math:`\phi` thro
 :math:`\log q_\phi` and through the samples :math:`x_b` inside the (frozen) teacher. Unlike
 maximum likelihood on teacher samples, this never calls the teacher's slow sampler nor the
 student's slow inverse.
+
+The second objective, ``"sampling_map"``, uses the same two cheap passes differently: the
+teacher's density pass also returns the base point :math:`g_T(x) = f_T^{-1}(x)` its sampler
+would have started from, and the student regresses its sampling map onto the teacher's,
+
+.. math::
+
+    L(\phi) = \mathbb E_{\varepsilon \sim \mathcal N(0, I)}
+        \big\| g_T(f_\phi(\varepsilon)) - \varepsilon \big\|^2 ,
+
+which is zero exactly when :math:`f_\phi = f_T` on the base distribution's support, and then
+:math:`q_\phi = p` (both flows push the same base forward). It is a :math:`D`-dimensional
+residual per draw rather than one scalar, and its gradient noise vanishes at the optimum (the
+reverse KL's does not): on 64-D digits it reaches a KL 3x lower than the reverse KL in half
+the steps (``docs/distillation.rst``).
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._validation import as_tensor
+from ..flow import Flow
 from ._steps import StepTraining, check_step_args
 from .fit import NonFiniteLossError
 
@@ -44,6 +60,9 @@ __all__ = ["DistillHistory", "distill", "distillation_kl"]
 class DistillHistory:
     r"""What :func:`distill` did.
 
+    :ivar objective: ``"kl"`` or ``"sampling_map"``, what the steps minimised.
+    :ivar loss: per step, the minimised objective on that step's batch (before its update): the
+        batch KL for ``"kl"``, the mean squared sampling-map residual for ``"sampling_map"``.
     :ivar kl: per step, the batch estimate :math:`\frac1B\sum_b[\log q(x_b) - \log p(x_b)]` of
         :math:`\mathrm{KL}(\text{student}\,\|\,\text{teacher})` in nats (before that step's update).
     :ivar eval_steps: the steps at which the KL was estimated on ``eval_samples`` fresh draws.
@@ -53,6 +72,8 @@ class DistillHistory:
     :ivar stopped: ``"completed"`` or ``"max_time"``.
     """
 
+    objective: str = "kl"
+    loss: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     eval_kl: list[float] = field(default_factory=list)
@@ -126,6 +147,49 @@ def distillation_kl(
     return float(d.mean()), se
 
 
+_OBJECTIVES = ("kl", "sampling_map")
+
+
+def _student_draws(
+    student: Flow, batch_size: int, context: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Base noise ``eps``, the student's samples ``x = f(eps)`` and ``log q(x)`` in one pass."""
+    if context is None:
+        d = student.base_dist()
+        eps = d.rsample((batch_size,))
+    else:
+        d = student.base_dist(context)
+        eps = d.rsample()
+    log_q = student._base_log_prob(eps, context)
+    x = eps
+    for t in student.transforms:
+        x, ld = t.forward_and_log_det(x, context if t.context_dim else None)
+        log_q = log_q - ld
+    return eps, x, log_q
+
+
+def _check_same_base(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> None:
+    """The ``"sampling_map"`` objective compares base points: both flows need the same base."""
+    for who, flow in (("teacher", teacher), ("student", student)):
+        if not isinstance(flow, Flow):
+            raise TypeError(
+                f"objective='sampling_map' needs the {who} to be a pyro_flows.Flow (its base "
+                f"points are compared), got {type(flow).__name__}: use objective='kl'"
+            )
+    ctx = None if context is None else context[:8]
+    with torch.no_grad():
+        eps = student.base_dist(ctx).sample(() if ctx is not None else (8,))
+        same = torch.allclose(
+            teacher._base_log_prob(eps, ctx), student._base_log_prob(eps, ctx), atol=1e-5
+        )
+    if not same:
+        raise ValueError(
+            "objective='sampling_map' needs the teacher and the student to have the same base "
+            f"distribution, got {teacher.base_dist(ctx)} and {student.base_dist(ctx)}: use "
+            "objective='kl'"
+        )
+
+
 def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> None:
     if not callable(getattr(teacher, "log_prob", None)):
         raise TypeError(f"teacher must have log_prob (a pyro_flows.Flow), got {type(teacher)}")
@@ -188,10 +252,12 @@ def distill(
     seed: int = 0,
     max_time: float | None = None,
     callback: Callable[[int, DistillHistory], None] | None = None,
+    objective: str = "kl",
 ) -> DistillHistory:
-    r"""Train ``student`` to match ``teacher`` by minimising
-    :math:`\mathrm{KL}(\text{student}\,\|\,\text{teacher})` on the student's own samples
-    (probability density distillation; van den Oord et al., 2018).
+    r"""Train ``student`` to match ``teacher`` on the student's own samples: by minimising
+    :math:`\mathrm{KL}(\text{student}\,\|\,\text{teacher})` (``objective="kl"``, probability
+    density distillation; van den Oord et al., 2018) or by regressing the student's sampling map
+    onto the teacher's (``objective="sampling_map"``).
 
     Each step draws ``batch_size`` samples with their log densities from the student in one
     base -> data pass, scores them with the teacher (one pass for a MAF), and takes an Adam step
@@ -201,6 +267,22 @@ def distill(
     restored at the end); only the student's parameters change. Every ``eval_every`` steps and
     at the end, :func:`distillation_kl` on ``eval_samples`` fresh draws gives the KL with its
     standard error.
+
+    *The objectives.* With :math:`x_b = f_\phi(\varepsilon_b)` and the teacher's one density
+    pass giving both :math:`\log p(x_b)` and the base point :math:`g_T(x_b)`:
+
+    .. math::
+
+        L_{\mathrm{kl}} = \frac1B \sum_b \big[\log q_\phi(x_b) - \log p(x_b)\big], \qquad
+        L_{\mathrm{map}} = \frac1B \sum_b \big\| g_T(x_b) - \varepsilon_b \big\|^2 .
+
+    :math:`L_{\mathrm{map}} = 0` iff the student's sampler *is* the teacher's (so
+    :math:`q_\phi = p`); it needs a teacher that is a :class:`~pyro_flows.Flow` (for
+    :meth:`~pyro_flows.Flow.base_and_log_prob`) with the same base distribution as the student.
+    Its gradient noise vanishes at the optimum, so it gets much closer than the reverse KL,
+    whose estimator stays noisy: on 64-D digits (``examples/distillation.py``) 8,000
+    ``"sampling_map"`` steps reach a KL of 0.075 nats where 6,000 ``"kl"`` steps stop at
+    0.25. The reverse KL is the only choice for a teacher that is just a density.
 
     *Choosing the student.* Any flow whose sampling direction is one pass (IAF, coupling). A
     student built like the teacher works well: for ``teacher = flows.maf(D, num_transforms=L,
@@ -227,11 +309,15 @@ def distill(
     :param seed: seeds the sampling noise.
     :param max_time: stop after this many seconds of training.
     :param callback: called as ``callback(step, history)`` after every step.
+    :param objective: ``"kl"`` (reverse KL, any teacher with ``log_prob``) or
+        ``"sampling_map"`` (the squared base-space residual above; a
+        :class:`~pyro_flows.Flow` teacher with the student's base distribution).
     :returns: a :class:`DistillHistory`.
     :raises TypeError: a teacher without ``log_prob`` or a student without
         ``rsample_and_log_prob``.
-    :raises ValueError: bad arguments, mismatched sizes, or a student sharing parameters with
-        the teacher.
+    :raises ValueError: bad arguments, mismatched sizes, a student sharing parameters with
+        the teacher, an unknown ``objective``, or (``"sampling_map"``) different base
+        distributions.
     :raises NonFiniteLossError: the student's samples or densities, or the teacher's density of
         them, became non-finite; the student holds the last good parameters.
 
@@ -249,6 +335,11 @@ def distill(
     >>> history = distill(teacher, student, steps=150, batch_size=128, lr=1e-2,
     ...                   eval_samples=1024, progress=False)
     >>> bool(before > 2.0 and history.eval_kl[-1] < 0.1)  # measured 0.04
+    True
+    >>> student = flows.iaf(2, num_transforms=2, hidden_dims=(32,))
+    >>> history = distill(teacher, student, steps=150, batch_size=128, lr=1e-2,
+    ...                   eval_samples=1024, progress=False, objective="sampling_map")
+    >>> bool(history.eval_kl[-1] < 0.1)  # measured 0.07
     True
 
     References:
@@ -274,12 +365,22 @@ def distill(
     _check(teacher, student, context)
     if not params:
         raise ValueError("the student has no trainable parameters")
+    if objective not in _OBJECTIVES:
+        raise ValueError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
+    if objective == "sampling_map":
+        _check_same_base(teacher, student, context)
 
     run = StepTraining(
         student, params, kind="distill", steps=steps, lr=lr, history=DistillHistory(),
         checkpoint=checkpoint, resume=resume, seed=seed,
     )
     history = run.history
+    if resume and history.steps and history.objective != objective:
+        raise ValueError(
+            f"the checkpoint was trained with objective={history.objective!r}, "
+            f"got objective={objective!r}"
+        )
+    history.objective = objective
 
     def evaluate() -> None:
         student.eval()
@@ -312,24 +413,33 @@ def distill(
     bar = tqdm(total=steps, initial=run.step, desc="distill", disable=not progress, leave=False)
     try:
         while run.step < steps:
-            if context is None:
-                x, log_q = student.rsample_and_log_prob((batch_size,))
-                if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                    raise fail("the student's samples or log densities became non-finite")
-                log_p = teacher.log_prob(x)
-            else:
+            ctx = None
+            if context is not None:
                 ctx = context[torch.randint(0, len(context), (batch_size,), device=context.device)]
-                x, log_q = student.rsample_and_log_prob((), context=ctx)
-                if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                    raise fail("the student's samples or log densities became non-finite")
-                log_p = teacher.log_prob(x, ctx)
+            if objective == "kl":
+                eps = None
+                shape = (batch_size,) if ctx is None else ()
+                x, log_q = student.rsample_and_log_prob(shape, context=ctx)
+            else:
+                eps, x, log_q = _student_draws(student, batch_size, ctx)
+            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
+                raise fail("the student's samples or log densities became non-finite")
+            if objective == "kl":
+                log_p = teacher.log_prob(x) if ctx is None else teacher.log_prob(x, ctx)
+            else:
+                z, log_p = teacher.base_and_log_prob(x, ctx)
             if not bool(torch.isfinite(log_p).all()):
                 raise fail("the teacher's log density of the student's samples is non-finite")
-            loss = (log_q - log_p).mean()
+            batch_kl = (log_q - log_p).mean()
+            if objective == "kl":
+                loss = batch_kl
+            else:
+                loss = (z - eps).pow(2).flatten(1).sum(-1).mean()
             if not run.update(loss, clip_grad_norm):
                 raise fail("non-finite gradients")
             step = run.step
-            kl = float(loss.detach())
+            kl = float(batch_kl.detach())
+            history.loss.append(float(loss.detach()))
             history.kl.append(kl)
             history.time = time.perf_counter() - started
             if step % 50 == 0 or step == steps:
