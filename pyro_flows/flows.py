@@ -177,10 +177,13 @@ def maf(
     permutation: str | None = "reverse",
     normalization: str | None = None,
     base: Any = None,
+    scale: str = "softplus",
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017), for density estimation.
 
     Cost: density ``num_transforms`` MADE passes; sampling ``num_transforms * input_dim``.
+    ``scale``: the layers' scale parametrisation, ``"softplus"`` or ``"exp"`` (see
+    :class:`~pyro_flows.transforms.MaskedAutoregressive`).
 
     Example::
 
@@ -191,7 +194,9 @@ def maf(
     return _stack(
         input_dim,
         num_transforms,
-        lambda: MaskedAutoregressive(input_dim, hidden_dims, context_dim=context_dim),
+        lambda: MaskedAutoregressive(
+            input_dim, hidden_dims, context_dim=context_dim, scale=scale
+        ),
         permutation,
         normalization,
         base,
@@ -207,11 +212,15 @@ def iaf(
     *,
     permutation: str | None = "reverse",
     base: Any = None,
+    scale: str = "softplus",
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016), for variational inference.
 
     Cost: sampling (and scoring own samples) ``num_transforms`` MADE passes; density of external
-    points ``num_transforms * input_dim``.
+    points ``num_transforms * input_dim``. ``scale``: the layers' scale parametrisation,
+    ``"softplus"`` or ``"exp"`` (log-scale linear in the network output, for posteriors whose
+    scales are exponential in other coordinates, e.g. hierarchical models; see
+    :class:`~pyro_flows.transforms.InverseAutoregressive`).
 
     Example::
 
@@ -223,7 +232,9 @@ def iaf(
     return _stack(
         input_dim,
         num_transforms,
-        lambda: InverseAutoregressive(input_dim, hidden_dims, context_dim=context_dim),
+        lambda: InverseAutoregressive(
+            input_dim, hidden_dims, context_dim=context_dim, scale=scale
+        ),
         permutation,
         None,
         base,

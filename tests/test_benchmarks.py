@@ -91,3 +91,17 @@ def test_density_benchmark_quick_run(tmp_path) -> None:
     assert {r["part"] for r in rows} == {"toys", "defaults", "digits"}
     for r in rows:
         assert r["params"] > 0 and r["test"] == r["test"]  # finite, not NaN
+    toys = {r["model"]: r for r in rows if r["part"] == "toys"}
+    digits = {r["model"]: r for r in rows if r["part"] == "digits"}
+    # the Gaussianization flow and the CNF are rows of the toys, each trained for some steps
+    for name in ("pyro_flows gaussianization", "pyro_flows cnf"):
+        assert name in toys, f"no {name!r} row in the toys part: {sorted(toys)}"
+        assert toys[name]["steps"] > 0
+    # the Gaussianization flow gets its data-driven initialisation, timed inside its budget
+    gf = toys["pyro_flows gaussianization"]
+    assert 0 < gf["prepare_seconds"] < gf["seconds"]
+    assert all(r["prepare_seconds"] == 0 for n, r in toys.items() if "gaussianization" not in n)
+    # on digits the Gaussianization flow runs; the CNF is left out with a printed reason
+    assert "pyro_flows gaussianization" in digits
+    assert "pyro_flows cnf" not in digits
+    assert "pyro_flows cnf: skipped" in proc.stdout

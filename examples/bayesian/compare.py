@@ -125,13 +125,14 @@ SETTINGS: dict[str, dict[str, Settings]] = {
         "default": Settings(
             steps=3000, lr=0.01, num_particles=64, eval_draws=1_000_000, chunk=100_000
         ),
+        # the exponential scale: the funnel's scales exp(x0 / 2) are linear in its log-scale
         "AutoFlow": Settings(
-            steps=1300,
+            steps=2000,
             lr=0.01,
             num_particles=64,
             eval_draws=1_000_000,
             chunk=100_000,
-            guide_options={"num_transforms": 4, "hidden_dims": (32, 32)},
+            guide_options={"num_transforms": 6, "hidden_dims": (32, 32), "scale": "exp"},
         ),
     },
     "stochastic_volatility": {
@@ -159,17 +160,20 @@ def settings_for(model: str, guide: str, quick: bool = False) -> Settings:
     return replace(chosen, jit=chosen.jit and guide != "AutoIAFNormal")
 
 
-def iaf_flow(num_transforms: int, hidden_dims: tuple[int, ...]) -> Any:
+def iaf_flow(num_transforms: int, hidden_dims: tuple[int, ...], scale: str = "softplus") -> Any:
     """``latent_dim -> Flow``: IAF layers with reversals between them, as ``flows.iaf`` builds,
     but with an out-of-place ReLU so that ``JitTrace_ELBO`` can trace it (MADE's default
-    in-place ReLU fails under ``torch.jit.trace``)."""
+    in-place ReLU fails under ``torch.jit.trace``). ``scale``: the layers' scale
+    parametrisation (``"exp"`` for the funnel)."""
 
     def build(latent_dim: int) -> Flow:
         layers: list[Any] = []
         for k in range(num_transforms):
             if k:
                 layers.append(Reverse(latent_dim))
-            layers.append(InverseAutoregressive(latent_dim, hidden_dims, activation=torch.relu))
+            layers.append(
+                InverseAutoregressive(latent_dim, hidden_dims, activation=torch.relu, scale=scale)
+            )
         return Flow(layers)
 
     return build
@@ -187,7 +191,11 @@ def make_guide(name: str, spec: BayesModel, settings: Settings) -> Any:
         return AutoIAFNormal(spec.model, num_transforms=2, init_loc_fn=init_to_median)
     if name == "AutoFlow":
         if options.pop("flow", "iaf") == "iaf":
-            flow = iaf_flow(options.pop("num_transforms"), tuple(options.pop("hidden_dims")))
+            flow = iaf_flow(
+                options.pop("num_transforms"),
+                tuple(options.pop("hidden_dims")),
+                options.pop("scale", "softplus"),
+            )
             return AutoFlow(spec.model, flow=flow, init_loc_fn=init_to_median, **options)
         return AutoFlow(spec.model, init_loc_fn=init_to_median, **options)
     raise ValueError(f"unknown guide: expected one of {GUIDES}, got {name!r}")

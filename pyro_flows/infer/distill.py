@@ -444,7 +444,10 @@ def distill(
             history.time = time.perf_counter() - started
             if step % 50 == 0 or step == steps:
                 last_good = {k: v.detach().clone() for k, v in student.state_dict().items()}
-                bar.set_postfix(kl=f"{kl:.4f}", refresh=False)
+                shown = {"kl": f"{kl:.4f}"}
+                if objective != "kl":
+                    shown["map"] = f"{history.loss[-1]:.4f}"
+                bar.set_postfix(shown, refresh=False)
             bar.update(1)
             if eval_every and step % eval_every == 0 and step < steps:
                 paused = time.perf_counter()

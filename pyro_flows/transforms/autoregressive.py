@@ -12,7 +12,9 @@ The one-pass direction is a multiply-add. The sequential direction solves
 :math:`u = (v - \mu(u)) / \sigma(u)` by :math:`D` passes of that fixed-point iteration (the
 first :math:`k` dimensions are exact after :math:`k` passes), computing the masked weights once per
 call and the log-determinant once, after the last pass. The scale is
-:math:`\sigma = \mathrm{softplus}(s + c_0) + 10^{-3}` with :math:`\sigma(0)=1`, and
+:math:`\sigma = \mathrm{softplus}(s + c_0) + 10^{-3}` with :math:`\sigma(0)=1` by default, or
+with ``scale="exp"`` :math:`\sigma = \exp(8\tanh(s/8))` (log-scale linear in the network
+output: for scales exponential in earlier coordinates, as in Neal's funnel), and
 :math:`\log|\det \partial v/\partial u| = \sum_i \log\sigma_i`.
 """
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.made import MADE
-from ._affine import affine_forward, scale_from_raw
+from ._affine import affine_forward, check_scale_kind, scale_from_raw
 from ._directions import DensityInOnePass, SamplingInOnePass
 from .base import FlowTransform
 
@@ -40,8 +42,10 @@ class _AffineAutoregressive(FlowTransform):
         context_dim: int | None = None,
         input_order: Sequence[int] | None = None,
         activation: Callable[[Tensor], Tensor] = F.relu,
+        scale: str = "softplus",
     ) -> None:
         super().__init__(input_dim, context_dim)
+        self.scale_kind = check_scale_kind(scale)
         self.made = MADE(
             input_dim,
             hidden_dims,
@@ -54,11 +58,11 @@ class _AffineAutoregressive(FlowTransform):
     def _one_pass(self, u: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``v`` and ``log|dv/du|`` in one MADE pass."""
         shift, raw_scale = self.made(u, context)
-        return affine_forward(u, shift, raw_scale)
+        return affine_forward(u, shift, raw_scale, self.scale_kind)
 
     def _one_pass_without_log_det(self, u: Tensor, context: Tensor | None) -> Tensor:
         shift, raw_scale = self.made(u, context)
-        return torch.addcmul(shift, u, scale_from_raw(raw_scale))
+        return torch.addcmul(shift, u, scale_from_raw(raw_scale, self.scale_kind))
 
     def _solve_without_log_det(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes, and the last pass's scales."""
@@ -67,7 +71,7 @@ class _AffineAutoregressive(FlowTransform):
         scale = torch.ones_like(v)
         for _ in range(self.input_dim):
             shift, raw_scale = self.made(u, context, weights)
-            scale = scale_from_raw(raw_scale)
+            scale = scale_from_raw(raw_scale, self.scale_kind)
             u = (v - shift) / scale
         # the last pass read u_{<D}, all exact by then, so its scales are the final ones
         return u, scale
@@ -102,6 +106,8 @@ class MaskedAutoregressive(DensityInOnePass, _AffineAutoregressive):
     :param context_dim: context size for a conditional layer.
     :param input_order: autoregressive order of the MADE (default natural).
     :param activation: MADE activation function.
+    :param scale: ``"softplus"`` (default) or ``"exp"`` (soft-clamped, log-scale linear in the
+        network output; see the module docstring).
 
     Example::
 
@@ -140,6 +146,8 @@ class InverseAutoregressive(SamplingInOnePass, _AffineAutoregressive):
     :param context_dim: context size for a conditional layer (amortized IAF posterior).
     :param input_order: autoregressive order of the MADE (default natural).
     :param activation: MADE activation function.
+    :param scale: ``"softplus"`` (default) or ``"exp"`` (soft-clamped, log-scale linear in the
+        network output; see the module docstring).
 
     Example::
 

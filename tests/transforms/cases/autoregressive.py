@@ -30,4 +30,9 @@ CASES = [
         lambda: MaskedAutoregressive(4, (8,), input_order=[2, 0, 3, 1]),
         4,
     ),
+    # the exponential scale (log-scale linear in the network output)
+    Case("maf-d5-exp", lambda: MaskedAutoregressive(5, (8, 8), scale="exp"), 5,
+         lower_triangular=True),
+    Case("iaf-d4-ctx3-exp", lambda: InverseAutoregressive(4, (8,), context_dim=3, scale="exp"),
+         4, 3, lower_triangular=True),
 ]
