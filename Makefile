@@ -34,6 +34,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/transforms.py
 	$(PY) benchmarks/density.py
+	$(PY) benchmarks/amortized.py
 
 clean:
 	rm -rf $(VENV) docs/_build outputs

@@ -158,15 +158,22 @@ class MADE(nn.Module):
         """Return the parameters for every dimension (see ``param_dims``).
 
         :param x: inputs of shape ``(..., D)``.
-        :param context: context of shape ``(..., C)`` with the same batch shape as ``x``.
+        :param context: context of shape ``(..., C)`` whose batch shape broadcasts with
+            ``x``'s: its share of the first layer is computed once per context row.
         :param weights: pre-computed :meth:`masked_weights` (for repeated sequential passes).
         """
         if weights is None:
             weights = self.masked_weights()
-        h = x if context is None else torch.cat([x, context], -1)
         last = len(weights) - 1
+        h = x
         for i, (w, b) in enumerate(weights):
-            h = F.linear(h, w, b)
+            if i == 0 and context is not None:
+                # [x, context] @ W^T = x @ W_x^T + context @ W_c^T, the second broadcast
+                d = x.shape[-1]
+                h, shared = F.linear(x, w[:, :d]), F.linear(context, w[:, d:], b)
+                h = h + shared if torch.jit.is_tracing() else h.add_(shared)
+            else:
+                h = F.linear(h, w, b)
             if i < last:
                 # in place saves an allocation, but a JIT trace (JitTrace_ELBO) rejects it
                 h = torch.relu(h) if self._traced_relu() else self.activation(h)

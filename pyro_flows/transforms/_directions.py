@@ -23,13 +23,13 @@ class DensityInOnePass:
     def forward_and_log_det(
         self: Any, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
+        x, context = self._prepare_shared_context(x, context, "x")
         return self._solve(x, context)
 
     def inverse_and_log_det(
         self: Any, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
+        y, context = self._prepare_shared_context(y, context, "y")
         return self._one_pass(y, context)
 
     def forward_log_det(self: Any, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
@@ -43,11 +43,11 @@ class SamplingInOnePass:
     def forward_and_log_det(
         self: Any, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
+        x, context = self._prepare_shared_context(x, context, "x")
         return self._one_pass(x, context)
 
     def inverse_and_log_det(
         self: Any, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
+        y, context = self._prepare_shared_context(y, context, "y")
         return self._solve(y, context)

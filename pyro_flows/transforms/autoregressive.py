@@ -122,7 +122,7 @@ class MaskedAutoregressive(DensityInOnePass, _AffineAutoregressive):
     """
 
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        x, context = self._prepare(x, context, "x")
+        x, context = self._prepare_shared_context(x, context, "x")
         return self._solve_without_log_det(x, context)[0]
 
 
@@ -162,5 +162,5 @@ class InverseAutoregressive(SamplingInOnePass, _AffineAutoregressive):
     """
 
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        x, context = self._prepare(x, context, "x")
+        x, context = self._prepare_shared_context(x, context, "x")
         return self._one_pass_without_log_det(x, context)

@@ -83,6 +83,18 @@ class FlowTransform(TransformModule, ConditionalTransform):
             x, context = broadcast_batch(x, context)
         return x, context
 
+    def _prepare_shared_context(
+        self, x: Tensor, context: Tensor | None, name: str
+    ) -> tuple[Tensor, Tensor | None]:
+        """As :meth:`_prepare`, but only ``x`` is expanded to the joint batch shape: the context
+        keeps its own (broadcastable) batch shape, so a conditioner that reads the context runs
+        once per context row, not once per draw (``K`` draws per row at IWAE time)."""
+        check_event(x, self.input_dim, name, type(self).__name__)
+        context = check_context(context, self.context_dim, type(self).__name__)
+        if context is not None:
+            x = broadcast_batch(x, context)[0]  # (the expanded context is a view, dropped)
+        return x, context
+
     # -- Pyro / torch.distributions glue -------------------------------------------------------
     def _bound_context(self) -> Tensor | None:
         if self.context_dim is not None:

@@ -230,13 +230,13 @@ class Planar(FlowTransform):
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare(x, context, "x")
+        x, context = self._prepare_shared_context(x, context, "x")
         return planar_forward(x, *self._params(context))
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare(y, context, "y")
+        y, context = self._prepare_shared_context(y, context, "y")
         return planar_inverse(y, *self._params(context))
 
     def extra_repr(self) -> str:
