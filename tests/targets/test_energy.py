@@ -204,3 +204,19 @@ def test_samples_are_seeded():
     a = U4().sample(100)
     torch.manual_seed(3)
     torch.testing.assert_close(U4().sample(100), a)
+
+
+@pytest.mark.parametrize("cls", [U2, U3, U4])
+@pytest.mark.parametrize("boundary", ["box", "prior"])
+def test_initial_point_is_high_and_inside_the_box(cls, boundary):
+    """U3 and U4 peak on the box's edge (where their curves meet): the start must not sit there,
+    since it maps to -inf on the unconstrained scale NUTS works on."""
+    t = cls(boundary=boundary)
+    z = t.initial_params()["z"]
+    assert bool((z.abs() < 0.95 * 4.0).all()), z
+    g = torch.linspace(-4, 4, 161, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    best = float(t.log_prob(grid.to(z)).max())
+    assert float(t.log_prob(z)) > best - 0.75, (float(t.log_prob(z)), best)
+    u = t.unconstrained().initial_params()["z"]
+    assert bool(u.abs().max() < 3.0), u
