@@ -282,7 +282,8 @@ def distill(
     Its gradient noise vanishes at the optimum, so it gets much closer than the reverse KL,
     whose estimator stays noisy: on 64-D digits (``examples/distillation.py``) 12,000
     ``"sampling_map"`` steps reach a KL of 0.091 nats (0.075-0.090 in other runs) where the
-    ``"kl"`` objective stalls at 0.25. The reverse KL is the only choice for a teacher that is just a density.
+    ``"kl"`` objective stalls at 0.25. The reverse KL is the only choice for a teacher that is
+    just a density.
 
     *Choosing the student.* Any flow whose sampling direction is one pass (IAF, coupling). A
     student built like the teacher works well: for ``teacher = flows.maf(D, num_transforms=L,
