@@ -1,10 +1,12 @@
 """The step-based training state shared by ``fit_target`` and ``distill``: argument checks, Adam
-with a cosine decay to zero, one guarded optimiser step, and checkpoints that resume exactly."""
+with a cosine decay to zero, one guarded optimiser step, the last good parameters, a training
+clock that pauses for evaluations, and checkpoints that resume exactly."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,53 @@ class StepTraining:
         torch.manual_seed(seed)
         if resume and checkpoint is not None and Path(checkpoint).exists():
             self._restore(load(checkpoint))
+        self.last_good = self._snapshot()
+        self._started = time.perf_counter() - float(self.history.time)
+
+    # -- the last good parameters and the clock --------------------------------------------------
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore_last_good(self) -> None:
+        """Put the module back to the parameters of the last snapshot (after a failure)."""
+        self.module.load_state_dict(self.last_good)
+
+    def record_step(self) -> bool:
+        """After a successful step: update ``history.time`` (training time, evaluations
+        excluded) and, every 50 steps and at the last, snapshot the parameters as the last good
+        ones. Returns whether it snapshotted (the moment to refresh a progress bar)."""
+        self.history.time = time.perf_counter() - self._started
+        if self.step % 50 == 0 or self.step == self.steps:
+            self.last_good = self._snapshot()
+            return True
+        return False
+
+    def after_step(
+        self,
+        *,
+        eval_every: int,
+        evaluate: Callable[[], None],
+        checkpoint_every: int,
+        callback: Callable[[int, Any], None] | None,
+        max_time: float | None,
+    ) -> bool:
+        """The rest of a step's bookkeeping: an evaluation every ``eval_every`` steps (not
+        before the last, whose evaluation the caller runs; its time is not training time), a
+        checkpoint every ``checkpoint_every``, the callback, and the time limit. Returns
+        ``True`` when ``max_time`` is reached (``history.stopped`` says so)."""
+        step = self.step
+        if eval_every and step % eval_every == 0 and step < self.steps:
+            paused = time.perf_counter()
+            evaluate()
+            self._started += time.perf_counter() - paused
+        if step % checkpoint_every == 0:
+            self.save()
+        if callback is not None:
+            callback(step, self.history)
+        if max_time is not None and self.history.time >= max_time:
+            self.history.stopped = "max_time"
+            return True
+        return False
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.kind or state.get("steps") != self.steps:

@@ -38,7 +38,6 @@ stalls at 0.25 (``docs/distillation.rst``).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,7 +393,7 @@ def distill(
         history.eval_kl_se.append(se)
 
     def fail(what: str) -> NonFiniteLossError:
-        student.load_state_dict(last_good)
+        run.restore_last_good()
         return NonFiniteLossError(
             f"distill: {what} at step {run.step}; the student holds the last good parameters "
             f"(lower lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
@@ -408,8 +407,6 @@ def distill(
         p.requires_grad_(False)
     if is_module:
         teacher.eval()
-    last_good = {k: v.detach().clone() for k, v in student.state_dict().items()}
-    started = time.perf_counter() - history.time
     student.train()
     bar = tqdm(total=steps, initial=run.step, desc="distill", disable=not progress, leave=False)
     try:
@@ -438,28 +435,19 @@ def distill(
                 loss = (z - eps).pow(2).flatten(1).sum(-1).mean()
             if not run.update(loss, clip_grad_norm):
                 raise fail("non-finite gradients")
-            step = run.step
             kl = float(batch_kl.detach())
             history.loss.append(float(loss.detach()))
             history.kl.append(kl)
-            history.time = time.perf_counter() - started
-            if step % 50 == 0 or step == steps:
-                last_good = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            if run.record_step():
                 shown = {"kl": f"{kl:.4f}"}
                 if objective != "kl":
                     shown["map"] = f"{history.loss[-1]:.4f}"
                 bar.set_postfix(shown, refresh=False)
             bar.update(1)
-            if eval_every and step % eval_every == 0 and step < steps:
-                paused = time.perf_counter()
-                evaluate()
-                started += time.perf_counter() - paused
-            if step % checkpoint_every == 0:
-                run.save()
-            if callback is not None:
-                callback(step, history)
-            if max_time is not None and history.time >= max_time:
-                history.stopped = "max_time"
+            if run.after_step(
+                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
+                callback=callback, max_time=max_time,
+            ):
                 break
         evaluate()
         run.save()

@@ -18,7 +18,6 @@ locking onto one mode.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,8 +268,6 @@ def fit_target(
         history.log_Z.append(float(log_Z))
         history.ess_fraction.append(float(ess))
 
-    last_good = {k: v.detach().clone() for k, v in flow.state_dict().items()}
-    started = time.perf_counter() - history.time
     flow.train()
     bar = tqdm(total=steps, initial=run.step, desc="fit_target", disable=not progress, leave=False)
     try:
@@ -279,7 +276,7 @@ def fit_target(
             beta = float(beta_at(step))
             x, log_q = flow.rsample_and_log_prob((batch_size,))
             if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                flow.load_state_dict(last_good)
+                run.restore_last_good()
                 raise NonFiniteLossError(
                     "fit_target: the flow's samples or log density became non-finite at step "
                     f"{step}; the flow holds the last good parameters (lower lr or "
@@ -288,32 +285,23 @@ def fit_target(
                 )
             log_p = evaluate_target(log_prob, x)
             if not run.update((log_q - beta * log_p).mean(), clip_grad_norm):
-                flow.load_state_dict(last_good)
+                run.restore_last_good()
                 raise NonFiniteLossError(
                     f"fit_target: non-finite gradients at step {step}; the flow holds the last "
                     "good parameters (lower lr or clip_grad_norm)",
                     history,  # type: ignore[arg-type]
                 )
-            step = run.step
             elbo = float((log_p - log_q).detach().mean())
             history.elbo.append(elbo)
             history.beta.append(beta)
             history.grad_evals += batch_size
-            history.time = time.perf_counter() - started
-            if step % 50 == 0 or step == steps:
-                last_good = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+            if run.record_step():
                 bar.set_postfix(elbo=f"{elbo:.3f}", beta=f"{beta:.2f}", refresh=False)
             bar.update(1)
-            if eval_every and step % eval_every == 0 and step < steps:
-                elapsed = time.perf_counter()
-                evaluate()
-                started += time.perf_counter() - elapsed
-            if step % checkpoint_every == 0:
-                run.save()
-            if callback is not None:
-                callback(step, history)
-            if max_time is not None and history.time >= max_time:
-                history.stopped = "max_time"
+            if run.after_step(
+                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
+                callback=callback, max_time=max_time,
+            ):
                 break
     except KeyboardInterrupt:
         run.save()

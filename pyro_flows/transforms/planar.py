@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from .._validation import check_context, check_hidden_dims
 from ..nn.mlp import MLP
+from ._hypernet import HyperParametrised
 from ._root_finding import implicit_root, solve_increasing
-from .base import FlowTransform
 
 _LOG_E_MINUS_1 = math.log(math.e - 1.0)  # softplus(_LOG_E_MINUS_1) == 1, i.e. m(a) == 0
 
@@ -105,7 +105,7 @@ def planar_inverse(
     return x, -_log_slope(alpha, softplus_a)
 
 
-class Planar(FlowTransform):
+class Planar(HyperParametrised):
     r"""Planar flow :math:`y = x + \hat u \tanh(w^\top x + b)`, invertible by construction.
 
     Rezende & Mohamed's contraction/expansion along a hyperplane. The raw parameters
@@ -183,6 +183,9 @@ class Planar(FlowTransform):
       arXiv:1505.05770 (the transform and the :math:`\hat u` reparametrisation, appendix A.1).
     """
 
+    forward_map = staticmethod(planar_forward)
+    inverse_map = staticmethod(planar_inverse)
+
     def __init__(
         self,
         input_dim: int,
@@ -198,11 +201,7 @@ class Planar(FlowTransform):
             self.bias = nn.Parameter(b)
             self.net: MLP | None = None
         else:
-            self.net = MLP(0, self.hidden_dims, 2 * self.input_dim + 1, context_dim=context_dim)
-            last = self.net.net[-1]
-            assert isinstance(last, nn.Linear)
-            with torch.no_grad():
-                last.bias.copy_(torch.cat([u, w, b]))
+            self.net = self._hypernet(torch.cat([u, w, b]))
 
     @staticmethod
     def _initial_values(dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -226,21 +225,3 @@ class Planar(FlowTransform):
     def u_hat(self, context: Tensor | None = None) -> Tensor:
         r""":math:`\hat u` (shape ``(D,)``, or ``(*B, D)`` for a context ``(*B, C)``)."""
         return self._params(check_context(context, self.context_dim, type(self).__name__))[0]
-
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare_shared_context(x, context, "x")
-        return planar_forward(x, *self._params(context))
-
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare_shared_context(y, context, "y")
-        return planar_inverse(y, *self._params(context))
-
-    def extra_repr(self) -> str:
-        extra = super().extra_repr()
-        if self.context_dim is not None:
-            extra += f", hidden_dims={self.hidden_dims}"
-        return extra

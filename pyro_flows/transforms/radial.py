@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .._validation import check_hidden_dims
 from ..nn.mlp import MLP
-from .base import FlowTransform
+from ._hypernet import HyperParametrised
 
 
 def safe_norm(z: Tensor) -> Tensor:
@@ -63,7 +63,7 @@ def radial_inverse(y: Tensor, x0: Tensor, alpha: Tensor, gamma: Tensor) -> tuple
     return x, -_radial_log_det(r, alpha, gamma, y.shape[-1])
 
 
-class Radial(FlowTransform):
+class Radial(HyperParametrised):
     r"""Radial flow :math:`y = x + \beta h(\alpha, r)(x - x_0)`, invertible by construction.
 
     Contraction/expansion around a centre :math:`x_0 \in \mathbb{R}^D`, with
@@ -132,6 +132,9 @@ class Radial(FlowTransform):
       arXiv:1505.05770 (the radial flow and the :math:`\beta \ge -\alpha` condition).
     """
 
+    forward_map = staticmethod(radial_forward)
+    inverse_map = staticmethod(radial_inverse)
+
     def __init__(
         self,
         input_dim: int,
@@ -148,11 +151,7 @@ class Radial(FlowTransform):
             self.beta_prime = nn.Parameter(torch.empty(1).uniform_(-0.01, 0.01))
             self.net: MLP | None = None
         else:
-            self.net = MLP(0, self.hidden_dims, self.input_dim + 2, context_dim=context_dim)
-            last = self.net.net[-1]
-            assert isinstance(last, nn.Linear)
-            with torch.no_grad():
-                last.bias.copy_(torch.cat([x0, torch.zeros(2)]))
+            self.net = self._hypernet(torch.cat([x0, torch.zeros(2)]))
 
     def _params(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(x0, alpha, gamma)`` with ``gamma = alpha + beta``, per sample if conditional."""
@@ -164,21 +163,3 @@ class Radial(FlowTransform):
             x0, alpha_p, beta_p = out[..., :d], out[..., d], out[..., d + 1]
         tiny = torch.finfo(x0.dtype).tiny
         return x0, F.softplus(alpha_p).clamp_min(tiny), F.softplus(beta_p).clamp_min(tiny)
-
-    def forward_and_log_det(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        x, context = self._prepare_shared_context(x, context, "x")
-        return radial_forward(x, *self._params(context))
-
-    def inverse_and_log_det(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._prepare_shared_context(y, context, "y")
-        return radial_inverse(y, *self._params(context))
-
-    def extra_repr(self) -> str:
-        extra = super().extra_repr()
-        if self.context_dim is not None:
-            extra += f", hidden_dims={self.hidden_dims}"
-        return extra
