@@ -34,6 +34,7 @@ from .transforms import (
     SplineAutoregressive,
     SplineCoupling,
 )
+from .transforms._affine import EXP_LOG_SCALE_BOUND
 
 __all__ = [
     "nice",
@@ -178,11 +179,13 @@ def maf(
     normalization: str | None = None,
     base: Any = None,
     scale: str = "softplus",
+    log_scale_bound: float = EXP_LOG_SCALE_BOUND,
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017), for density estimation.
 
     Cost: density ``num_transforms`` MADE passes; sampling ``num_transforms * input_dim``.
-    ``scale``: the layers' scale parametrisation, ``"softplus"`` or ``"exp"`` (see
+    ``scale``: the layers' scale parametrisation, ``"softplus"`` or ``"exp"``, and
+    ``log_scale_bound`` the exp scale's bound on one layer's log-scale (see
     :class:`~pyro_flows.transforms.MaskedAutoregressive`).
 
     Example::
@@ -195,7 +198,11 @@ def maf(
         input_dim,
         num_transforms,
         lambda: MaskedAutoregressive(
-            input_dim, hidden_dims, context_dim=context_dim, scale=scale
+            input_dim,
+            hidden_dims,
+            context_dim=context_dim,
+            scale=scale,
+            log_scale_bound=log_scale_bound,
         ),
         permutation,
         normalization,
@@ -213,6 +220,7 @@ def iaf(
     permutation: str | None = "reverse",
     base: Any = None,
     scale: str = "softplus",
+    log_scale_bound: float = EXP_LOG_SCALE_BOUND,
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016), for variational inference.
 
@@ -220,7 +228,8 @@ def iaf(
     points ``num_transforms * input_dim``. ``scale``: the layers' scale parametrisation,
     ``"softplus"`` or ``"exp"`` (log-scale linear in the network output, for posteriors whose
     scales are exponential in other coordinates, e.g. hierarchical models; see
-    :class:`~pyro_flows.transforms.InverseAutoregressive`).
+    :class:`~pyro_flows.transforms.InverseAutoregressive`); ``log_scale_bound``: the exp
+    scale's bound on one layer's log-scale (default 8; 16 for Neal's funnel).
 
     Example::
 
@@ -233,7 +242,11 @@ def iaf(
         input_dim,
         num_transforms,
         lambda: InverseAutoregressive(
-            input_dim, hidden_dims, context_dim=context_dim, scale=scale
+            input_dim,
+            hidden_dims,
+            context_dim=context_dim,
+            scale=scale,
+            log_scale_bound=log_scale_bound,
         ),
         permutation,
         None,

@@ -15,13 +15,21 @@ The autoregressive layers also offer ``scale="exp"``, a soft-clamped exponential
 
 .. math::
 
-    \log\sigma(s) = b \tanh(s / b), \qquad b = 8,
+    \log\sigma(s) = b \tanh(s / b), \qquad b = 8 \text{ by default},
 
 also with :math:`\sigma(0) = 1`: the log-scale is (nearly) linear in the network output, so a
 scale that must grow exponentially in an earlier coordinate (Neal's funnel,
 :math:`\sigma = e^{x_0/2}`, the hierarchical models it stands for) is a *linear* function for
 the network to learn, where the softplus needs a piecewise-linear fit of an exponential. The
-bound keeps one layer's scale within :math:`e^{\pm 8}`.
+bound keeps one layer's scale within :math:`e^{\pm b}`; ``log_scale_bound`` sets :math:`b`.
+
+A larger bound (16) helps where the conditional log-scale must be followed far into a rarely
+sampled tail: in Neal's funnel most of the variance of :math:`x_{1..9}` comes from
+:math:`x_0 > 2.5\,\mathrm{sd}`, where the tanh's curvature at :math:`b = 8` bent the learned
+log-scale below the line. On the 10-D funnel (6 IAF layers, 2000 steps of 256 particles, seeds
+0-3) the smallest :math:`x_i` sd ratio was 0.57-0.78 with :math:`b = 8` and 0.78-0.94 with
+:math:`b = 16`. The default stays 8: one layer's :math:`e^{16}` overflows float32 on large
+inputs in the sequential direction, and on a 3-D funnel :math:`b = 8` reached the lower KL.
 """
 
 from __future__ import annotations
@@ -47,32 +55,56 @@ def check_scale_kind(kind: object) -> str:
     return kind  # type: ignore[return-value]
 
 
-def scale_from_raw(raw: Tensor, kind: str = "softplus") -> Tensor:
+def check_log_scale_bound(bound: object, kind: str) -> float:
+    """``bound`` as a float if it is a finite number > 0 that ``kind`` uses, else a
+    ``ValueError`` (only ``"exp"`` has a bound; the softplus takes the default alone)."""
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        raise TypeError(f"log_scale_bound must be a number, got {type(bound).__name__}")
+    if not (math.isfinite(bound) and bound > 0):
+        raise ValueError(f"log_scale_bound must be finite and > 0, got {bound!r}")
+    if kind != "exp" and bound != EXP_LOG_SCALE_BOUND:
+        raise ValueError(
+            f"log_scale_bound applies to scale='exp' only, got log_scale_bound={bound!r} with "
+            f"scale={kind!r}"
+        )
+    return float(bound)
+
+
+def scale_from_raw(
+    raw: Tensor, kind: str = "softplus", bound: float = EXP_LOG_SCALE_BOUND
+) -> Tensor:
     """Map an unconstrained ``raw`` to a positive scale with ``scale(0) = 1``: the shifted
-    softplus (in ``(MIN_SCALE, inf)``) or, for ``kind="exp"``, the soft-clamped exponential."""
+    softplus (in ``(MIN_SCALE, inf)``) or, for ``kind="exp"``, the soft-clamped exponential
+    with log-scale in ``(-bound, bound)``."""
     if kind == "exp":
-        return torch.exp(_exp_log_scale(raw))
+        return torch.exp(_exp_log_scale(raw, bound))
     return F.softplus(raw + _SHIFT) + MIN_SCALE
 
 
-def _exp_log_scale(raw: Tensor) -> Tensor:
-    return EXP_LOG_SCALE_BOUND * torch.tanh(raw / EXP_LOG_SCALE_BOUND)
+def _exp_log_scale(raw: Tensor, bound: float) -> Tensor:
+    return bound * torch.tanh(raw / bound)
 
 
-def scale_and_log_scale(raw: Tensor, kind: str = "softplus") -> tuple[Tensor, Tensor]:
+def scale_and_log_scale(
+    raw: Tensor, kind: str = "softplus", bound: float = EXP_LOG_SCALE_BOUND
+) -> tuple[Tensor, Tensor]:
     """``(scale, log(scale))`` of :func:`scale_from_raw`."""
     if kind == "exp":
-        log_scale = _exp_log_scale(raw)
+        log_scale = _exp_log_scale(raw, bound)
         return torch.exp(log_scale), log_scale
     scale = scale_from_raw(raw)
     return scale, torch.log(scale)
 
 
 def affine_forward(
-    x: Tensor, shift: Tensor, raw_scale: Tensor, kind: str = "softplus"
+    x: Tensor,
+    shift: Tensor,
+    raw_scale: Tensor,
+    kind: str = "softplus",
+    bound: float = EXP_LOG_SCALE_BOUND,
 ) -> tuple[Tensor, Tensor]:
     """``y = x * scale + shift``; returns ``y`` and ``log|dy/dx|`` summed over the last dim."""
-    scale, log_scale = scale_and_log_scale(raw_scale, kind)
+    scale, log_scale = scale_and_log_scale(raw_scale, kind, bound)
     return x * scale + shift, log_scale.sum(-1)
 
 

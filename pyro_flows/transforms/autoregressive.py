@@ -13,7 +13,8 @@ The one-pass direction is a multiply-add. The sequential direction solves
 first :math:`k` dimensions are exact after :math:`k` passes), computing the masked weights once per
 call and the log-determinant once, after the last pass. The scale is
 :math:`\sigma = \mathrm{softplus}(s + c_0) + 10^{-3}` with :math:`\sigma(0)=1` by default, or
-with ``scale="exp"`` :math:`\sigma = \exp(8\tanh(s/8))` (log-scale linear in the network
+with ``scale="exp"`` :math:`\sigma = \exp(b\tanh(s/b))`, :math:`b` = ``log_scale_bound``
+(8 by default; log-scale linear in the network
 output: for scales exponential in earlier coordinates, as in Neal's funnel), and
 :math:`\log|\det \partial v/\partial u| = \sum_i \log\sigma_i`.
 """
@@ -27,7 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.made import MADE
-from ._affine import affine_forward, check_scale_kind, scale_from_raw
+from ._affine import (
+    EXP_LOG_SCALE_BOUND,
+    affine_forward,
+    check_log_scale_bound,
+    check_scale_kind,
+    scale_from_raw,
+)
 from ._directions import DensityInOnePass, SamplingInOnePass
 from .base import FlowTransform
 
@@ -43,9 +50,11 @@ class _AffineAutoregressive(FlowTransform):
         input_order: Sequence[int] | None = None,
         activation: Callable[[Tensor], Tensor] = F.relu,
         scale: str = "softplus",
+        log_scale_bound: float = EXP_LOG_SCALE_BOUND,
     ) -> None:
         super().__init__(input_dim, context_dim)
         self.scale_kind = check_scale_kind(scale)
+        self.log_scale_bound = check_log_scale_bound(log_scale_bound, self.scale_kind)
         self.made = MADE(
             input_dim,
             hidden_dims,
@@ -58,11 +67,12 @@ class _AffineAutoregressive(FlowTransform):
     def _one_pass(self, u: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``v`` and ``log|dv/du|`` in one MADE pass."""
         shift, raw_scale = self.made(u, context)
-        return affine_forward(u, shift, raw_scale, self.scale_kind)
+        return affine_forward(u, shift, raw_scale, self.scale_kind, self.log_scale_bound)
 
     def _one_pass_without_log_det(self, u: Tensor, context: Tensor | None) -> Tensor:
         shift, raw_scale = self.made(u, context)
-        return torch.addcmul(shift, u, scale_from_raw(raw_scale, self.scale_kind))
+        scale = scale_from_raw(raw_scale, self.scale_kind, self.log_scale_bound)
+        return torch.addcmul(shift, u, scale)
 
     def _solve_without_log_det(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes, and the last pass's scales."""
@@ -71,7 +81,7 @@ class _AffineAutoregressive(FlowTransform):
         scale = torch.ones_like(v)
         for _ in range(self.input_dim):
             shift, raw_scale = self.made(u, context, weights)
-            scale = scale_from_raw(raw_scale, self.scale_kind)
+            scale = scale_from_raw(raw_scale, self.scale_kind, self.log_scale_bound)
             u = (v - shift) / scale
         # the last pass read u_{<D}, all exact by then, so its scales are the final ones
         return u, scale
@@ -108,6 +118,8 @@ class MaskedAutoregressive(DensityInOnePass, _AffineAutoregressive):
     :param activation: MADE activation function.
     :param scale: ``"softplus"`` (default) or ``"exp"`` (soft-clamped, log-scale linear in the
         network output; see the module docstring).
+    :param log_scale_bound: with ``scale="exp"``, the bound :math:`b` of one layer's log-scale
+        (default 8; 16 for tails far from the training draws, such as Neal's funnel).
 
     Example::
 
@@ -148,6 +160,8 @@ class InverseAutoregressive(SamplingInOnePass, _AffineAutoregressive):
     :param activation: MADE activation function.
     :param scale: ``"softplus"`` (default) or ``"exp"`` (soft-clamped, log-scale linear in the
         network output; see the module docstring).
+    :param log_scale_bound: with ``scale="exp"``, the bound :math:`b` of one layer's log-scale
+        (default 8; 16 for tails far from the training draws, such as Neal's funnel).
 
     Example::
 
