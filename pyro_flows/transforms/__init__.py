@@ -29,6 +29,7 @@ from .permutation import Permute, Reverse
 from .planar import Planar
 from .radial import Radial
 from .rescale import Rescale
+from .sinh_arcsinh import SinhArcsinh
 from .spline import InverseSplineAutoregressive, SplineAutoregressive, SplineCoupling
 from .wrapped import WrappedTransform
 
@@ -62,6 +63,7 @@ __all__ = [
     "Radial",
     "Rescale",
     "Reverse",
+    "SinhArcsinh",
     "SplineAutoregressive",
     "SplineCoupling",
     "Squeeze",
