@@ -115,12 +115,13 @@ SETTINGS: dict[str, dict[str, Settings]] = {
     },
     "logistic_regression": {
         "default": Settings(steps=3000, lr=0.02, num_particles=16, final_lr_fraction=0.01),
+        # full_rank: a dense linear stage, so the family contains AutoMultivariateNormal's
         "AutoFlow": Settings(
-            steps=2500,
+            steps=3000,
             lr=0.02,
-            num_particles=16,
+            num_particles=32,
             final_lr_fraction=0.01,
-            guide_options={"num_transforms": 2, "hidden_dims": (64,)},
+            guide_options={"num_transforms": 2, "hidden_dims": (64,), "full_rank": True},
         ),
     },
     "funnel": {

@@ -65,3 +65,50 @@ def test_learned_tails_fit_exponential_tails_better():
     elbo_tails, khat_tails = _fit(True)
     assert elbo_tails > elbo_gauss + 0.01, (elbo_tails, elbo_gauss)
     assert khat_tails < khat_gauss - 0.1, (khat_tails, khat_gauss)
+
+
+STEPS, LR = 1000, 0.02  # learning rate decayed tenfold over the steps
+
+
+def correlated_model() -> None:
+    """A strongly correlated Gaussian posterior (no data): AutoMultivariateNormal's family."""
+    cov = 0.1 * torch.eye(8) + 0.9 * torch.ones(8, 8)  # correlation 0.9 between all pairs
+    pyro.sample("x", dist.MultivariateNormal(torch.zeros(8), cov))
+
+
+def test_full_rank_starts_exactly_at_the_initial_gaussian():
+    guide = AutoFlow(correlated_model, num_transforms=2, hidden_dims=(8,), full_rank=True)
+    guide()
+    loc = guide._init_loc()
+    z = loc + 0.1 * torch.randn(50, guide.latent_dim)
+    expected = dist.Normal(loc, 0.1).to_event(1).log_prob(z)
+    assert torch.allclose(guide.get_posterior().log_prob(z), expected, atol=1e-5)
+    with pytest.raises(TypeError, match="full_rank must be a bool, got 1"):
+        AutoFlow(correlated_model, full_rank=1)
+
+
+def _kl_after_fit(full_rank: bool) -> float:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoFlow(
+        correlated_model, num_transforms=1, hidden_dims=(8,), init_scale=1.0, full_rank=full_rank
+    )
+    elbo = Trace_ELBO(num_particles=32, vectorize_particles=True)
+    optim = pyro.optim.ClippedAdam({"lr": LR, "lrd": 0.1 ** (1 / STEPS)})
+    svi = SVI(correlated_model, guide, optim, elbo)
+    for _ in range(STEPS):
+        svi.step()
+    pyro.set_rng_seed(1)
+    with torch.no_grad():
+        lw, _, _ = vectorized_importance_weights(
+            correlated_model, guide, num_samples=20_000, max_plate_nesting=0
+        )
+    return -float(lw.mean())  # log Z = 0: the KL(q || p)
+
+
+def test_full_rank_fits_a_correlated_gaussian_better():
+    """One small IAF layer fits an 8-D Gaussian with correlations 0.9 only roughly (measured KL
+    0.079 nats); with the linear stage the family contains it (measured 0.027)."""
+    kl_diagonal, kl_full = _kl_after_fit(False), _kl_after_fit(True)
+    assert kl_full < 0.04, kl_full
+    assert kl_full < 0.5 * kl_diagonal, (kl_full, kl_diagonal)
