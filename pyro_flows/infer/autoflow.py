@@ -40,8 +40,8 @@ from .. import flows as _flows
 from ..flow import Flow
 from ..transforms.affine import ElementwiseAffine
 from ..transforms.identity_init import identity_init_
-from ..transforms.linear import InvertibleLinear
 from ..transforms.sinh_arcsinh import SinhArcsinh
+from ..transforms.unit_lower import UnitLowerTriangular
 
 __all__ = ["AutoFlow", "FLOW_BUILDERS"]
 
@@ -77,9 +77,9 @@ class AutoFlow(AutoContinuous):
 
     where the flow layers :math:`f_k` start at the identity and the location-scale stage
     :math:`(\mu, \sigma)` starts at ``init_loc_fn``'s point (mapped to unconstrained space) and
-    ``init_scale``. Two optional stages widen the family: ``full_rank=True`` puts a dense
-    invertible :math:`W` before the location-scale stage
-    (:math:`\zeta = \mu + \sigma \odot W f_K \circ \dots \circ f_1(\varepsilon)`, which
+    ``init_scale``. Two optional stages widen the family: ``full_rank=True`` puts a unit
+    lower-triangular :math:`L` before the location-scale stage
+    (:math:`\zeta = \mu + \sigma \odot L f_K \circ \dots \circ f_1(\varepsilon)`, which
     contains every Gaussian), and ``learn_tails=True`` makes :math:`f_1` a sinh-arcsinh map
     (learned tail power and skew per coordinate). Each site's value is
     :math:`\theta = \mathrm{biject\_to}(\mathrm{support})(\zeta_s)`; its ``Delta`` site carries
@@ -111,13 +111,12 @@ class AutoFlow(AutoContinuous):
         posteriors with heavier-than-Gaussian tails, such as a hierarchical model's
         log-scale: on non-centred eight schools it cut PSIS :math:`\hat k` from 0.57-0.78 to
         0.47-0.53 (seeds 0-3, 900 steps, 100,000 draws).
-    :param full_rank: put a dense invertible linear map
-        (:class:`~pyro_flows.transforms.InvertibleLinear`, LU) between the flow layers and the
-        location-scale stage, so the guide's family contains AutoMultivariateNormal's: for
-        posteriors with strong linear correlations, such as a regression's coefficients. It
-        starts as a random rotation, which leaves :math:`\mathcal N(0, I)` unchanged, so the
-        start stays exact. It adds :math:`D^2` parameters and a :math:`D \times D` product
-        per draw.
+    :param full_rank: put a unit lower-triangular linear map
+        (:class:`~pyro_flows.transforms.UnitLowerTriangular`, the identity at the start) between
+        the flow layers and the location-scale stage, so the guide's family contains
+        AutoMultivariateNormal's (:math:`\mu + \sigma \odot L\varepsilon`): for posteriors
+        with strong linear correlations, such as a regression's coefficients. It adds
+        :math:`D(D-1)/2` parameters and a :math:`D \times D` product per draw.
     :param flow_options: further keyword arguments for the builder (e.g. ``num_bins=``).
     :raises ValueError: a discrete latent site (named, with the enumeration recipe), a model
         with no latent sites, an unknown builder name, a non-positive ``init_scale``, or a
@@ -242,8 +241,7 @@ class AutoFlow(AutoContinuous):
         init_loc = self._init_loc().detach()
         layers = identity_init_(self._build_flow(self.latent_dim))
         tails = [SinhArcsinh(self.latent_dim)] if self._learn_tails else []
-        # a random rotation at the start: N(0, I) is unchanged, so the start stays exact
-        linear = [InvertibleLinear(self.latent_dim)] if self._full_rank else []
+        linear = [UnitLowerTriangular(self.latent_dim)] if self._full_rank else []
         affine = ElementwiseAffine(self.latent_dim, loc=init_loc, scale=self._init_scale)
         stages = [*tails, *layers.transforms, *linear, affine]
         self.flow = Flow(stages, base=layers.base).to(init_loc)

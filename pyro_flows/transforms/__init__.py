@@ -31,6 +31,7 @@ from .radial import Radial
 from .rescale import Rescale
 from .sinh_arcsinh import SinhArcsinh
 from .spline import InverseSplineAutoregressive, SplineAutoregressive, SplineCoupling
+from .unit_lower import UnitLowerTriangular
 from .wrapped import WrappedTransform
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "SplineAutoregressive",
     "SplineCoupling",
     "Squeeze",
+    "UnitLowerTriangular",
     "Unsqueeze",
     "WrappedTransform",
 ]

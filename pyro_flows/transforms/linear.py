@@ -178,6 +178,27 @@ class InvertibleLinear(FlowTransform):
             self.upper = nn.Parameter(torch.zeros(num_off)) if num_off else None
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
+    @torch.no_grad()
+    def identity_(self) -> InvertibleLinear:
+        """Set :math:`W = I` (and the bias to 0) in place and return ``self``: :math:`P = L = I`,
+        :math:`U = 0`, :math:`s = 1`. ``"lu"`` only (a product of Householder reflections has
+        no identity point to start from). A flow whose coordinates mean something (a guide over
+        a model's latents) keeps that alignment at the start, where the default random rotation
+        would mix every coordinate into every other."""
+        if self.parametrization != "lu":
+            raise ValueError(
+                f"identity_() needs parametrization='lu', not {self.parametrization!r}"
+            )
+        arange = torch.arange(self.input_dim, device=self.permutation.device)
+        self.permutation.copy_(arange)
+        self.inverse_permutation.copy_(arange)
+        self.diag_sign.fill_(1.0)
+        self.raw_diag.copy_(softplus_inverse(torch.ones_like(self.raw_diag)))
+        for param in (self.lower, self.upper, self.bias):
+            if param is not None:
+                param.zero_()
+        return self
+
     # -- the factors --------------------------------------------------------------------------
     def _upper_triangular(self) -> Tensor:
         """``U + diag(s)`` ("lu") or ``R`` ("qr"): upper triangular, diagonal included."""

@@ -274,3 +274,18 @@ def test_rescale_is_identity_at_init_and_scales_after():
     assert torch.allclose(log_det, t.scale.log().sum().expand(2, 5))
     x_back, log_det_inv = t.inverse_and_log_det(y)
     assert torch.allclose(x_back, x) and torch.allclose(log_det_inv, -log_det)
+
+
+def test_identity_sets_w_to_the_identity_and_training_moves_it():
+    torch.manual_seed(0)
+    t = InvertibleLinear(5).identity_()
+    torch.testing.assert_close(t.weight, torch.eye(5))
+    x = torch.randn(4, 5)
+    y, log_det = t.forward_and_log_det(x)
+    torch.testing.assert_close(y, x)
+    torch.testing.assert_close(log_det, torch.zeros(4))
+    loss = ((t(x) - 2.0 * x) ** 2).sum()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (t.raw_diag,))
+    with pytest.raises(ValueError, match="identity_\\(\\) needs parametrization='lu', not 'qr'"):
+        InvertibleLinear(5, "qr").identity_()
