@@ -200,13 +200,22 @@ def test_param_store_save_and_load_round_trip(tmp_path):
 
 
 # -- own-sample scoring ---------------------------------------------------------------------------
-@pytest.mark.parametrize("flow", ["iaf", "planar", "nsf"])
+@pytest.mark.parametrize(
+    "flow,options",
+    [
+        ("iaf", {}),
+        ("planar", {}),
+        ("nsf", {}),
+        ("iaf", {"learn_tails": True, "full_rank": True}),  # the optional stages too
+    ],
+    ids=["iaf", "planar", "nsf", "iaf-tails-full-rank"],
+)
 @pytest.mark.parametrize(
     "elbo",
     [Trace_ELBO(), Trace_ELBO(num_particles=3, vectorize_particles=True), TraceMeanField_ELBO()],
     ids=["trace", "vectorized", "meanfield"],
 )
-def test_scoring_own_samples_never_runs_an_inverse(monkeypatch, flow, elbo):
+def test_scoring_own_samples_never_runs_an_inverse(monkeypatch, flow, options, elbo):
     calls = []
 
     def forbidden(self, y, context=None):
@@ -214,7 +223,7 @@ def test_scoring_own_samples_never_runs_an_inverse(monkeypatch, flow, elbo):
         raise AssertionError(f"inverse of {type(self).__name__} called while scoring")
 
     y = torch.randn(10)
-    guide = AutoFlow(conjugate_model, flow, num_transforms=2, hidden_dims=(8,))
+    guide = AutoFlow(conjugate_model, flow, num_transforms=2, hidden_dims=(8,), **options)
     guide(y)
     for t in guide.flow.transforms:
         assert isinstance(t, FlowTransform)
