@@ -26,12 +26,13 @@ import compare  # noqa: E402
 import exact  # noqa: E402
 import models  # noqa: E402
 import reference  # noqa: E402
+import seeds  # noqa: E402
 
 MODELS = list(models.MODEL_NAMES)
 
 
 def test_the_example_modules_are_the_bayesian_ones():
-    for module in (compare, exact, models, reference):
+    for module in (compare, exact, models, reference, seeds):
         assert Path(module.__file__).parent == FOLDER
 
 
@@ -350,3 +351,43 @@ def test_make_references_quick_writes_loadable_files(tmp_path):
     assert len(ref.record["nuts"]["wall_time_per_chain_s"]) == 2
     refused = _run([str(FOLDER / "make_references.py"), "--quick"], tmp_path)
     assert refused.returncode != 0 and "give --out" in refused.stderr
+
+
+def _summary(**medians: tuple[float, float, float]) -> dict[str, dict[str, np.ndarray]]:
+    """A seeds.summarise-shaped summary: per guide (max|dmean|, max|sd-1|, k-hat) on 3 seeds
+    spread +-0.01 around the given medians."""
+    out = {}
+    for guide, values in medians.items():
+        row = {name: np.array([1.0, 1.0, 1.0]) for name, _ in seeds.MEASURES}
+        for name, v in zip(seeds.COMPARED, values, strict=True):
+            row[name] = np.array([v - 0.01, v, v + 0.01])
+        out[guide] = row
+    return out
+
+
+def test_seed_verdict_is_on_medians_and_on_every_seed():
+    checks = [{c: (True, "") for c in ("mean", "sd", "k-hat", "time")} for _ in range(3)]
+    won = seeds.verdict(_summary(AutoFlow=(0.03, 0.05, 0.4), AutoNormal=(0.2, 0.3, 0.6)), checks)
+    assert won["best (median)"][0] and all(won[c][0] for c in ("mean", "sd", "k-hat", "time"))
+    lost = seeds.verdict(_summary(AutoFlow=(0.05, 0.05, 0.4), AutoNormal=(0.04, 0.3, 0.6)), checks)
+    assert not lost["best (median)"][0]
+    assert "AutoNormal on max|dmean| (0.050 vs 0.040)" in lost["best (median)"][1]
+    checks[1]["sd"] = (False, "")
+    one_seed_off = seeds.verdict(_summary(AutoFlow=(0.03, 0.05, 0.4)), checks)
+    assert one_seed_off["sd"] == (False, "2 of 3 seeds")
+
+
+@pytest.mark.slow
+def test_seeds_quick_prints_medians_and_writes_the_summary(tmp_path):
+    args = [str(FOLDER / "seeds.py"), "--quick", "--seeds", "2", "--guides", "AutoNormal"]
+    result = _run([*args, "AutoFlow", "--out", "out"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "median [range] over seeds [0, 1]" in result.stdout
+    assert "best (median)" in result.stdout
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    summary = record["eight_schools_noncentered"]["summary"]
+    assert set(summary) == {"AutoNormal", "AutoFlow"}
+    assert all(len(v) == 2 for v in summary["AutoFlow"].values())
+    assert (tmp_path / "out" / "seed1" / "eight_schools_noncentered.png").exists()
+    refused = _run([str(FOLDER / "seeds.py"), "--quick", "--seeds", "0"], tmp_path)
+    assert refused.returncode != 0 and "--seeds must be at least 1, got 0" in refused.stderr
