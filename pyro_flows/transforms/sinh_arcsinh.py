@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ._affine import _exp_log_scale
 from .base import FlowTransform
 
-__all__ = ["SinhArcsinh"]
+__all__ = ["SinhArcsinh", "sinh_arcsinh_and_log_det"]
 
 #: bound on :math:`|\log\tau|`: the tail power stays within :math:`(e^{-3}, e^3)`
 LOG_TAIL_BOUND = 3.0
@@ -36,6 +36,20 @@ def log_cosh(u: Tensor) -> Tensor:
     r""":math:`\log\cosh u`, without overflow for large :math:`|u|`."""
     a = u.abs()
     return a + torch.log1p(torch.exp(-2.0 * a)) - math.log(2.0)
+
+
+def sinh_arcsinh_and_log_det(
+    v: Tensor, log_tail: Tensor, skew: Tensor
+) -> tuple[Tensor, Tensor]:
+    r""":math:`\sinh(\tau \operatorname{asinh}(v) + s)` with :math:`\tau = e^{\log\tau}`, and
+    its log-determinant :math:`\sum [\log\cosh(\tau \operatorname{asinh} v + s) + \log\tau -
+    \log\cosh\operatorname{asinh} v]` over the last dimension. Both directions of
+    :class:`SinhArcsinh` are this map: the inverse of :math:`(\tau, s)` is
+    :math:`(1/\tau, -s/\tau)`."""
+    a = torch.asinh(v)
+    u = torch.exp(log_tail) * a + skew
+    log_det = log_cosh(u) + log_tail - log_cosh(a)
+    return torch.sinh(u), log_det.sum(-1)
 
 
 class SinhArcsinh(FlowTransform):
@@ -102,19 +116,13 @@ class SinhArcsinh(FlowTransform):
     ) -> tuple[Tensor, Tensor]:
         """Base -> data: ``y = sinh(tau asinh(x) + s)`` and ``log|det dy/dx|``."""
         x, context = self._prepare(x, context, "x")
-        log_tail = self.log_tail
-        a = torch.asinh(x)
-        u = torch.exp(log_tail) * a + self.skew
-        log_det = log_cosh(u) + log_tail - log_cosh(a)
-        return torch.sinh(u), log_det.sum(-1)
+        return sinh_arcsinh_and_log_det(x, self.log_tail, self.skew)
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Data -> base: ``x = sinh((asinh(y) - s) / tau)`` and ``log|det dx/dy|``."""
+        """Data -> base: ``x = sinh((asinh(y) - s) / tau)`` and ``log|det dx/dy|``: the same
+        map with tail power :math:`1/\tau` and skew :math:`-s/\tau`."""
         y, context = self._prepare(y, context, "y")
         log_tail = self.log_tail
-        a = torch.asinh(y)
-        w = (a - self.skew) * torch.exp(-log_tail)
-        log_det = log_cosh(w) - log_tail - log_cosh(a)
-        return torch.sinh(w), log_det.sum(-1)
+        return sinh_arcsinh_and_log_det(y, -log_tail, -self.skew * torch.exp(-log_tail))
