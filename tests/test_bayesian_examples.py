@@ -319,6 +319,36 @@ def test_a_diverging_guide_gets_a_row_that_says_so():
     assert "diverged at step" in compare.table(spec, ref, [result])
 
 
+def test_iaf_flow_keeps_the_model_order_without_reversals():
+    with_reversals = compare.iaf_flow(3, (8,))(4)
+    in_model_order = compare.iaf_flow(3, (8,), permutation=None)(4)
+    assert sum(isinstance(t, compare.Reverse) for t in with_reversals.transforms) == 2
+    assert not any(isinstance(t, compare.Reverse) for t in in_model_order.transforms)
+    assert len(in_model_order.transforms) == 3
+    with pytest.raises(ValueError, match="permutation must be 'reverse' or None, got 'random'"):
+        compare.iaf_flow(3, (8,), permutation="random")
+
+
+def test_autoflow_switches_to_path_gradients_at_the_set_step(monkeypatch):
+    spec = models.get_model("eight_schools_noncentered")
+    settings = compare.settings_for(spec.name, "AutoFlow", quick=True)
+    assert settings.path_gradient_from == 0.8  # carried into the quick mode
+    settings = compare.replace(settings, steps=10, num_particles=2)
+    assert compare.path_gradient_step(settings) == 8
+    seen = []
+    step = compare.SVI.step
+
+    def recording_step(svi, *args, **kwargs):
+        seen.append(svi.guide.path_gradient)
+        return step(svi, *args, **kwargs)
+
+    monkeypatch.setattr(compare.SVI, "step", recording_step)
+    compare.fit(spec, "AutoFlow", settings, seed=0, progress=False)
+    assert seen == [False] * 8 + [True] * 2
+    with pytest.raises(ValueError, match=r"path_gradient_from must lie in \[0, 1\), got 1.5"):
+        compare.path_gradient_step(compare.replace(settings, path_gradient_from=1.5))
+
+
 # -- the scripts -----------------------------------------------------------------------------
 
 

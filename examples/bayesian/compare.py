@@ -90,16 +90,22 @@ class Settings:
     khat_draws: int = 100_000  # k-hat from 20,000 draws moved by +-0.1 between runs
     chunk: int = 1000  # draws per vectorised evaluation pass
     jit: bool = True  # JitTrace_ELBO instead of Trace_ELBO
+    #: AutoFlow: path-only gradients (``guide.path_gradient``) from this fraction of the steps
+    #: on (None: never); the last steps settle closer to the posterior, each at the price of an
+    #: inverse pass
+    path_gradient_from: float | None = None
     guide_options: dict[str, Any] = field(default_factory=dict)
 
 
 #: AutoFlow on the eight schools: tuned to fit in a fifth of one NUTS chain's time; learned
-#: tails (a sinh-arcsinh layer next to the base) for log tau's exponential left tail
+#: tails (a sinh-arcsinh layer next to the base) for log tau's exponential left tail; path-only
+#: gradients for the last fifth of the steps
 _SCHOOLS_AUTOFLOW = Settings(
     steps=900,
     lr=0.03,
     num_particles=128,
     final_lr_fraction=0.03,
+    path_gradient_from=0.8,
     guide_options={"num_transforms": 3, "hidden_dims": (16,), "learn_tails": True},
 )
 
@@ -115,12 +121,14 @@ SETTINGS: dict[str, dict[str, Settings]] = {
     },
     "logistic_regression": {
         "default": Settings(steps=3000, lr=0.02, num_particles=16, final_lr_fraction=0.01),
-        # full_rank: a dense linear stage, so the family contains AutoMultivariateNormal's
+        # full_rank: a dense linear stage, so the family contains AutoMultivariateNormal's;
+        # path-only gradients for the last tenth of the steps (each costs a 31-pass inverse)
         "AutoFlow": Settings(
             steps=3000,
             lr=0.02,
             num_particles=32,
             final_lr_fraction=0.01,
+            path_gradient_from=0.9,
             guide_options={"num_transforms": 2, "hidden_dims": (64,), "full_rank": True},
         ),
     },
@@ -130,18 +138,23 @@ SETTINGS: dict[str, dict[str, Settings]] = {
         ),
         # the exponential scale: the funnel's scales exp(x0 / 2) are linear in its log-scale;
         # its bound 16 (not 8) and 256 particles for the tail x0 > 2.5 sd, which carries most
-        # of the variance of x_1..x_9 (docs/bayesian.rst)
+        # of the variance of x_1..x_9; every layer autoregressive in the model's order (x0,
+        # then x | x0), the posterior's own triangular form; path-only gradients for the last
+        # quarter of the steps, to settle x0's spread, on which the x_i's sds hang
+        # (docs/bayesian.rst)
         "AutoFlow": Settings(
             steps=2000,
             lr=0.01,
             num_particles=256,
             eval_draws=1_000_000,
             chunk=100_000,
+            path_gradient_from=0.75,
             guide_options={
                 "num_transforms": 6,
                 "hidden_dims": (32, 32),
                 "scale": "exp",
                 "log_scale_bound": 16.0,
+                "permutation": None,
             },
         ),
     },
@@ -165,7 +178,11 @@ def settings_for(model: str, guide: str, quick: bool = False) -> Settings:
     per_model = SETTINGS[model]
     chosen = per_model.get(guide, per_model["default"])
     if quick:
-        chosen = replace(QUICK, guide_options=chosen.guide_options)
+        chosen = replace(
+            QUICK,
+            guide_options=chosen.guide_options,
+            path_gradient_from=chosen.path_gradient_from,
+        )
     # Pyro's JIT asserts on AutoIAFNormal's module parameters: it trains without JIT
     return replace(chosen, jit=chosen.jit and guide != "AutoIAFNormal")
 
@@ -175,16 +192,21 @@ def iaf_flow(
     hidden_dims: tuple[int, ...],
     scale: str = "softplus",
     log_scale_bound: float = EXP_LOG_SCALE_BOUND,
+    permutation: str | None = "reverse",
 ) -> Any:
     """``latent_dim -> Flow``: IAF layers with reversals between them, as ``flows.iaf`` builds,
     but with an out-of-place ReLU so that ``JitTrace_ELBO`` can trace it (MADE's default
     in-place ReLU fails under ``torch.jit.trace``). ``scale``: the layers' scale
-    parametrisation (``"exp"`` for the funnel) and ``log_scale_bound`` its bound."""
+    parametrisation (``"exp"`` for the funnel) and ``log_scale_bound`` its bound;
+    ``permutation``: ``"reverse"`` between layers, or ``None`` to keep every layer
+    autoregressive in the model's own order (the funnel)."""
+    if permutation not in ("reverse", None):
+        raise ValueError(f"permutation must be 'reverse' or None, got {permutation!r}")
 
     def build(latent_dim: int) -> Flow:
         layers: list[Any] = []
         for k in range(num_transforms):
-            if k:
+            if k and permutation == "reverse":
                 layers.append(Reverse(latent_dim))
             layers.append(
                 InverseAutoregressive(
@@ -217,6 +239,7 @@ def make_guide(name: str, spec: BayesModel, settings: Settings) -> Any:
                 tuple(options.pop("hidden_dims")),
                 options.pop("scale", "softplus"),
                 options.pop("log_scale_bound", EXP_LOG_SCALE_BOUND),
+                options.pop("permutation", "reverse"),
             )
             return AutoFlow(spec.model, flow=flow, init_loc_fn=init_to_median, **options)
         return AutoFlow(spec.model, init_loc_fn=init_to_median, **options)
@@ -264,6 +287,16 @@ class TrainingDiverged(FloatingPointError):
         self.wall = wall
 
 
+def path_gradient_step(settings: Settings) -> int | None:
+    """The step from which AutoFlow takes path-only gradients (``None``: never)."""
+    frac = settings.path_gradient_from
+    if frac is None:
+        return None
+    if not 0.0 <= frac < 1.0:
+        raise ValueError(f"path_gradient_from must lie in [0, 1), got {frac!r}")
+    return int(frac * settings.steps)
+
+
 def fit(spec: BayesModel, guide_name: str, settings: Settings, seed: int, progress: bool) -> Any:
     """SVI on ``spec`` with a fresh ``guide_name``; returns ``(guide, wall s, cpu s, losses)``."""
     pyro.clear_param_store()
@@ -276,13 +309,21 @@ def fit(spec: BayesModel, guide_name: str, settings: Settings, seed: int, progre
         vectorize_particles=settings.num_particles > 1,
         max_plate_nesting=spec.max_plate_nesting,
     )
-    elbo = JitTrace_ELBO(ignore_jit_warnings=True, **options) if settings.jit else None
-    svi = SVI(spec.model, guide, optim, elbo or Trace_ELBO(**options))
+
+    def make_svi() -> SVI:  # a fresh ELBO: a JIT-compiled one is traced with the guide's options
+        elbo = JitTrace_ELBO(ignore_jit_warnings=True, **options) if settings.jit else None
+        return SVI(spec.model, guide, optim, elbo or Trace_ELBO(**options))
+
+    svi = make_svi()
+    switch = path_gradient_step(settings)
     losses = []
     wall, cpu = time.perf_counter(), time.process_time()
     guide(*spec.args, **spec.kwargs)  # creates the parameters outside the JIT trace
     steps = tqdm(range(settings.steps), desc=f"{spec.name}: {guide_name}", disable=not progress)
     for step in steps:
+        if step == switch:
+            guide.path_gradient = True
+            svi = make_svi()
         try:
             loss = svi.step(*spec.args, **spec.kwargs)
         except ValueError as error:  # a distribution refused NaN parameters
