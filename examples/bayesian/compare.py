@@ -2,7 +2,8 @@ r"""Autoguides against NUTS references: AutoNormal, AutoMultivariateNormal, Auto
 
 For each model (see :mod:`models`) and guide: a fresh param store and a fixed seed, SVI with
 ClippedAdam (learning rate decayed geometrically) on ``JitTrace_ELBO`` (``Trace_ELBO`` for
-``AutoIAFNormal``) with vectorised particles, one torch thread, the fitting wall and CPU time
+``AutoIAFNormal``) with vectorised particles, one torch thread (AutoFlow switches to path-only
+gradients for its last steps, ``Settings.path_gradient_from``), the fitting wall and CPU time
 measured on their own; then, timed separately, posterior draws mapped to the reference's
 coordinates and importance weights :math:`\log w = \log p(x, z) - \log q(z)`,
 :math:`z \sim q`. Per coordinate :math:`i`,

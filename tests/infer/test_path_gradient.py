@@ -167,3 +167,4 @@ def test_path_gradients_settle_closer_to_a_posterior_inside_the_family(seed):
     standard, path = _kl_after_fit(False, seed), _kl_after_fit(True, seed)
     assert path < 0.01
     assert standard > 5 * path
+
