@@ -149,6 +149,14 @@ def _frozen_parameters(module: nn.Module) -> Iterator[None]:
 
 def log_prob_with_frozen_parameters(flow: Flow, x: Tensor, context: Tensor | None) -> Tensor:
     r""":math:`\log q_{\mathrm{stop}(\phi)}(x)`: the flow's log-density by the inverse pass with
-    every parameter detached, so gradients reach ``x`` (and ``context``) only."""
+    every parameter detached, so gradients reach ``x`` (and ``context``) only.
+
+    >>> from pyro_flows import flows
+    >>> flow = flows.iaf(2, num_transforms=1, hidden_dims=(8,))
+    >>> x = torch.randn(4, 2, requires_grad=True)
+    >>> log_prob_with_frozen_parameters(flow, x, None).sum().backward()
+    >>> all(p.grad is None for p in flow.parameters()), tuple(x.grad.shape)
+    (True, (4, 2))
+    """
     with _frozen_parameters(flow):
         return flow.log_prob(x, context)
