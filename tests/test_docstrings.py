@@ -44,7 +44,8 @@ def test_has_maths_and_references(obj):
 # Records and exceptions document themselves by their fields; every function and model class of
 # the inference and target packages needs the full treatment.
 RECORDS = {"FitHistory", "NonFiniteLossError", "TargetError", "TargetFitHistory", "SampleResult",
-           "TargetDensity", "FLOW_BUILDERS", "TARGETS", "DistillHistory"}
+           "TargetDensity", "TargetOutputError", "FLOW_BUILDERS", "TARGETS",
+           "DistillHistory"}
 INFERENCE = [
     getattr(module, n)
     for module in (pyro_flows.infer, pyro_flows.targets)

@@ -21,7 +21,7 @@ from .importance import importance_sample, systematic_resample
 from .iwae import iwae_log_likelihood, log_importance_weights
 from .mcmc import hmc, nuts, nuts_model
 from .neutra import flow_forward, neutra, neutra_log_prob, neutra_model
-from .results import SampleResult, TargetDensity
+from .results import SampleResult, TargetDensity, TargetOutputError, as_target
 from .samplers import langevin, mala, random_walk_metropolis, ula
 from .support import onto_support
 
@@ -36,7 +36,9 @@ __all__ = [
     "SampleResult",
     "TargetDensity",
     "TargetError",
+    "TargetOutputError",
     "TargetFitHistory",
+    "as_target",
     "distill",
     "distillation_kl",
     "ess_fraction",

@@ -34,6 +34,14 @@ from torch import Tensor
 __all__ = ["DualAveraging"]
 
 
+def _as_step(step_size: float | Tensor) -> Tensor:
+    """A step size as a tensor: a tensor stays on its device (the chains'), a float goes on the
+    CPU."""
+    if isinstance(step_size, Tensor):
+        return step_size.detach()
+    return torch.as_tensor(step_size, device="cpu")
+
+
 class DualAveraging:
     r"""Vectorised dual averaging of the log step size (one step size per chain).
 
@@ -79,7 +87,7 @@ class DualAveraging:
     ) -> None:
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-        step = torch.as_tensor(initial_step_size)
+        step = _as_step(initial_step_size)
         if not step.is_floating_point():
             step = step.to(torch.get_default_dtype())
         if step.dim() > 1 or not bool((step > 0).all()) or not bool(torch.isfinite(step).all()):
@@ -93,7 +101,7 @@ class DualAveraging:
 
     def restart(self, step_size: float | Tensor | None = None) -> None:
         """Forget the history and start again from ``step_size`` (default: the current one)."""
-        step = self.step_size if step_size is None else torch.as_tensor(step_size)
+        step = self.step_size if step_size is None else _as_step(step_size)
         self._log_step = step.log()
         self._mu = self._log_step + math.log(10.0)
         self._log_step_avg = torch.zeros_like(self._log_step)

@@ -43,6 +43,7 @@ from ..transforms.affine import ElementwiseAffine
 from ..transforms.identity_init import identity_init_
 from ..transforms.sinh_arcsinh import SinhArcsinh
 from ..transforms.unit_lower import UnitLowerTriangular
+from .results import _forked_rng, _module_device_and_dtype
 
 __all__ = ["AutoFlow", "FLOW_BUILDERS"]
 
@@ -355,11 +356,10 @@ class AutoFlow(AutoContinuous):
         """Posterior quantiles of every site, elementwise in constrained space, estimated from
         ``num_quantile_samples`` draws (seeded, so repeated calls agree; the global RNG is left
         untouched). Returns ``{site: tensor of shape (len(quantiles), *site_shape)}``."""
-        q = torch.as_tensor(quantiles, dtype=torch.get_default_dtype()).reshape(-1)
+        q = torch.as_tensor(quantiles, dtype=torch.get_default_dtype(), device="cpu").reshape(-1)
         if q.numel() == 0 or bool(((q < 0) | (q > 1)).any()):
             raise ValueError(f"quantiles must lie in [0, 1], got {q.tolist()}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with _forked_rng(0, [self._flow_device(*args, **kwargs)]):
             draws = self.sample_posterior(self.num_quantile_samples, *args, **kwargs)
         return {
             name: torch.quantile(value.reshape(value.shape[0], -1), q.to(value), dim=0).reshape(
@@ -377,10 +377,13 @@ class AutoFlow(AutoContinuous):
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Monte Carlo mean and standard deviation of the unconstrained latent vector."""
         flow = self._bound_flow(*args, **kwargs)
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with torch.no_grad(), _forked_rng(0, [_module_device_and_dtype(flow)[0]]):
             latent = flow.sample((self.num_quantile_samples,))
         return latent.mean(0), latent.std(0)
+
+    def _flow_device(self, *args: Any, **kwargs: Any) -> torch.device | None:
+        """The device of the posterior flow (so seeded draws fork that device's RNG too)."""
+        return _module_device_and_dtype(self._bound_flow(*args, **kwargs))[0]
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

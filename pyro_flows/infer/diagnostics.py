@@ -24,7 +24,8 @@ Vehtari et al. (2021), computed by ArviZ; ESS per second and per gradient evalua
 **Moments**: errors of estimated means (in units of the true standard deviation) and relative
 errors of standard deviations, against known moments or reference draws.
 
-ArviZ is imported on first use (it takes a second or two to import).
+ArviZ is imported on first use (it takes a second or two to import). Inputs on any device (a
+GPU's draws or log weights) are copied to the CPU, where the summaries are computed.
 
 References:
 
@@ -78,8 +79,10 @@ def _arviz() -> Any:
 
 
 def _as_tensor(value: object, name: str) -> Tensor:
+    """``value`` as a detached CPU tensor (floating): diagnostics reduce draws to a few numbers,
+    which ArviZ and NumPy compute on the CPU, whatever device the draws were made on."""
     if isinstance(value, Tensor):
-        t = value.detach()
+        t = value.detach().cpu()
     else:
         try:
             t = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -256,7 +259,7 @@ def psis_khat(log_weights: ArrayLike, reff: float = 1.0) -> float:
     az = _arviz()
     psislw = getattr(az, "psislw", None)
     if psislw is not None:
-        result = psislw(lw.numpy().copy(), reff=reff)
+        result = psislw(lw.detach().cpu().numpy().copy(), reff=reff)
         khat = result[1] if isinstance(result, tuple) else result.pareto_shape
         return float(np.asarray(khat).reshape(()))
     return _pyro_khat(lw, reff)  # pragma: no cover - only with an ArviZ without psislw

@@ -33,8 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from .diagnostics import ess_fraction, importance_log_Z, psis_khat
-from .results import SampleResult, TargetDensity, _check_int
-from .samplers import _generator
+from .results import (
+    SampleResult,
+    TargetDensity,
+    _check_int,
+    _draw,
+    _forked_rng,
+    _generator,
+    _stated_device_and_dtype,
+    as_target,
+)
 
 __all__ = ["importance_sample", "systematic_resample"]
 
@@ -47,7 +55,8 @@ def systematic_resample(log_weights: Tensor, num: int, generator: torch.Generato
     :math:`i` is taken once per point in :math:`(c_{i-1}, c_i]`: each index :math:`i` appears
     :math:`\lfloor m\bar w_i\rfloor` or :math:`\lceil m\bar w_i\rceil` times (unbiased, with less
     variance than multinomial resampling). The result is shuffled so that consecutive draws
-    are exchangeable.
+    are exchangeable. It lives on the device of ``log_weights`` (the random numbers come from
+    ``generator`` on its own device).
 
     :param log_weights: unnormalised log weights, shape ``(n,)``.
     :param num: number of indices :math:`m`.
@@ -66,16 +75,18 @@ def systematic_resample(log_weights: Tensor, num: int, generator: torch.Generato
     schemes for particle filtering*, ISPA 2005.
     """
     _check_int(num, "num", 1)
+    device = log_weights.device
     w = torch.softmax(log_weights.detach().to(torch.float64), 0)
     cdf = torch.cumsum(w, 0)
     cdf[-1] = 1.0
-    u = torch.rand((), generator=generator, dtype=torch.float64)
-    points = (torch.arange(num, dtype=torch.float64) + u) / num
+    u = _draw("rand", (), generator, dtype=torch.float64, device=device)
+    points = (torch.arange(num, dtype=torch.float64, device=device) + u) / num
     idx = torch.searchsorted(cdf, points, right=False).clamp(max=w.numel() - 1)
-    return idx[torch.randperm(num, generator=generator)]
+    order = torch.randperm(num, generator=generator, device=generator.device).to(device)
+    return idx[order]
 
 
-def _draw(proposal: Any, n: int) -> tuple[Tensor, Tensor]:
+def _proposal_draws(proposal: Any, n: int) -> tuple[Tensor, Tensor]:
     if callable(getattr(proposal, "rsample_and_log_prob", None)):
         x, log_q = proposal.rsample_and_log_prob((n,))
     elif callable(getattr(proposal, "sample", None)) and callable(
@@ -105,7 +116,7 @@ def _weighted_draws(
         done = 0
         while done < num_samples:
             n = min(batch_size, num_samples - done)
-            x, log_q = _draw(proposal, n)
+            x, log_q = _proposal_draws(proposal, n)
             if x.shape != (n, density.dim) or log_q.shape != (n,):
                 raise ValueError(
                     f"the proposal must give draws of shape (n, dim) = ({n}, {density.dim}) and "
@@ -156,8 +167,9 @@ def importance_sample(
     :param num_samples: proposal draws :math:`n`.
     :param batch_size: draws per proposal call.
     :param resample: return equally weighted resampled draws (else the weighted raw draws).
-    :param seed: seeds the draws and the resampling in a forked RNG (the global RNG is left as
-        it was); ``None``: a seed drawn from the global RNG.
+    :param seed: seeds the draws and the resampling in a forked RNG (the global RNGs, of the CPU
+        and of the proposal's device, are left as they were); ``None``: a seed drawn from the
+        global RNG.
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` with ``method="is"``, one chain,
         ``log_weights`` (of the proposal draws) and ``extra``: ``log_Z_hat``, ``log_Z_stderr``,
         ``ess``, ``ess_fraction``, ``khat``, ``elbo``, ``proposal_samples``, ``resampled`` and,
@@ -186,12 +198,13 @@ def importance_sample(
     """
     _check_int(num_samples, "num_samples", 10)
     _check_int(batch_size, "batch_size", 1)
-    density = target if isinstance(target, TargetDensity) else TargetDensity(target, dim)
-    gen, seed = _generator(seed)
+    density = as_target(target, dim)
+    _, seed = _generator(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    proposal_device, _ = _stated_device_and_dtype(flow_or_proposal)
+    with _forked_rng(seed, [proposal_device, density.device]):
         x, log_p, log_q = _weighted_draws(flow_or_proposal, density, num_samples, batch_size)
+    gen, _ = _generator(seed, x.device)
     lw = log_p.to(torch.float64) - log_q.to(torch.float64)
     lw = torch.where(log_p == -math.inf, torch.full_like(lw, -math.inf), lw)
     bad = torch.isnan(lw) | (lw == math.inf)

@@ -34,31 +34,28 @@ References:
 
 from __future__ import annotations
 
-import contextlib
+import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .results import SampleResult, TargetDensity, _check_int
-from .samplers import _check_accept, _generator
+from .results import DeviceLike, SampleResult, _check_int, _forked_rng, _generator, as_target
+from .samplers import _check_accept
 
 __all__ = ["hmc", "nuts", "nuts_model"]
 
 
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Pyro's kernels draw from the global torch RNG: fork it so a seeded run leaves it as it
-    was."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+def _model_devices(*values: Any) -> list[torch.device]:
+    """Devices a Pyro model may draw on: those of its tensor arguments and, when CUDA is in
+    use, the current CUDA device."""
+    devices = [v.device for v in values if isinstance(v, Tensor)]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices.append(torch.device("cuda", torch.cuda.current_device()))
+    return devices
 
 
 class _Counter:
@@ -82,8 +79,8 @@ class _Recorder:
 
     def __init__(self, grads: Callable[[], int], num_samples: int) -> None:
         self.grads = grads
-        self.accept = torch.full((num_samples,), float("nan"), dtype=torch.float64)
-        self.num_steps = torch.zeros(num_samples, dtype=torch.long)
+        self.accept = torch.full((num_samples,), math.nan, dtype=torch.float64, device="cpu")
+        self.num_steps = torch.zeros(num_samples, dtype=torch.long, device="cpu")
         self._last_grads = grads()  # the counter is shared by the chains
         self._last_mean = 0.0
 
@@ -109,7 +106,10 @@ def _run_chains(
     warmup: int,
     progress: bool,
     seed: int | None,
+    device: torch.device,
 ) -> dict[str, Any]:
+    """Run one Pyro ``MCMC`` per chain; Pyro's kernels draw from the global RNG, which is
+    forked (CPU and ``device``) so that a seeded run leaves it as it was."""
     from pyro.infer.mcmc import MCMC
 
     draws: list[dict[str, Tensor]] = []
@@ -127,23 +127,23 @@ def _run_chains(
             disable_progbar=not progress,
             hook_fn=recorder,
         )
-        with _seeded(None if seed is None else seed + c):
+        with _forked_rng(None if seed is None else seed + c, [device]):
             mcmc.run()
         draws.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-        div = torch.zeros(num_samples, dtype=torch.bool)
+        div = torch.zeros(num_samples, dtype=torch.bool, device="cpu")
         found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
-        div[torch.as_tensor(list(found), dtype=torch.long)] = True
+        div[torch.as_tensor(list(found), dtype=torch.long, device="cpu")] = True
         num_divergent += int(div.sum())
         accept.append(recorder.accept)
         steps.append(recorder.num_steps)
         diverging.append(div)
         step_sizes.append(float(kernel.step_size))
-    return {
+    return {  # the statistics on the draws' device, like the draws
         "draws": draws,
-        "accept_prob": torch.stack(accept),
-        "num_steps": torch.stack(steps),
-        "diverging": torch.stack(diverging),
-        "step_size": torch.tensor(step_sizes, dtype=torch.float64),
+        "accept_prob": torch.stack(accept).to(device),
+        "num_steps": torch.stack(steps).to(device),
+        "diverging": torch.stack(diverging).to(device),
+        "step_size": torch.tensor(step_sizes, dtype=torch.float64, device=device),
         "divergences": num_divergent,
     }
 
@@ -160,12 +160,13 @@ def _sample_target(
     init: Tensor | None,
     progress: bool,
     seed: int | None,
+    device: DeviceLike | None,
 ) -> SampleResult:
     _check_int(num_samples, "num_samples", 1)
     _check_int(warmup, "warmup", 0)
     _check_int(num_chains, "num_chains", 1)
-    density = target if isinstance(target, TargetDensity) else TargetDensity(target, dim)
-    gen, seed = _generator(seed)
+    density = as_target(target, dim, device=device)
+    gen, seed = _generator(seed, density.points_device(init))
     start = time.perf_counter()
     z0, _ = density.initial_points(num_chains, init, gen)
     potential = _Counter(density.potential_fn)
@@ -178,6 +179,7 @@ def _sample_target(
         warmup=warmup,
         progress=progress,
         seed=seed,
+        device=z0.device,
     )
     wall = time.perf_counter() - start
     samples = torch.stack([d["z"] for d in run["draws"]])
@@ -215,6 +217,7 @@ def nuts(
     dense_mass: bool = False,
     progress: bool = True,
     seed: int | None = None,
+    device: DeviceLike | None = None,
 ) -> SampleResult:
     r"""Pyro's No-U-Turn sampler on a target's log density, chains run one after another.
 
@@ -243,6 +246,9 @@ def nuts(
     :param progress: show Pyro's progress bar per chain.
     :param seed: chain :math:`c` runs with ``torch.manual_seed(seed + c)`` inside a forked RNG
         (the global RNG is left as it was); ``None``: a seed drawn from the global RNG.
+    :param device: where to run the chains, for a target that does not say (a plain function);
+        by default the target's device (see :func:`~pyro_flows.infer.results.as_target`), else
+        that of ``init``, else the CPU.
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` (``method="nuts"``) with
         ``divergences``, ``accept_rate`` (mean tree acceptance), ``step_size`` per chain and
         ``extra["diverging"]``, ``extra["accept_prob"]``, ``extra["num_steps"]`` per draw.
@@ -289,6 +295,7 @@ def nuts(
         init=init,
         progress=progress,
         seed=seed,
+        device=device,
     )
 
 
@@ -308,6 +315,7 @@ def hmc(
     dense_mass: bool = False,
     progress: bool = True,
     seed: int | None = None,
+    device: DeviceLike | None = None,
 ) -> SampleResult:
     r"""Pyro's Hamiltonian Monte Carlo with a fixed trajectory length, chains one after another.
 
@@ -338,6 +346,7 @@ def hmc(
     :param progress: show Pyro's progress bar per chain.
     :param seed: chain :math:`c` runs with ``torch.manual_seed(seed + c)`` in a forked RNG
         (``None``: a seed drawn from the global RNG).
+    :param device: where to run the chains, for a target that does not say (see :func:`nuts`).
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` (``method="hmc"``).
     :raises ValueError: on a non-finite start, a ``log_prob`` of the wrong shape, bad arguments.
 
@@ -390,6 +399,7 @@ def hmc(
         init=init,
         progress=progress,
         seed=seed,
+        device=device,
     )
 
 
@@ -508,7 +518,7 @@ def _nuts_model(
     from pyro.infer.mcmc.util import initialize_model
 
     start = time.perf_counter()
-    with _seeded(seed):
+    with _forked_rng(seed, _model_devices(*model_args, *model_kwargs.values())):
         init_params, potential_fn, transforms, _ = initialize_model(
             model,
             model_args=model_args,
@@ -544,6 +554,7 @@ def _nuts_model(
         warmup=warmup,
         progress=progress,
         seed=seed,
+        device=next(iter(init_params.values())).device,
     )
     wall = time.perf_counter() - start
     flat, constrained = [], {}

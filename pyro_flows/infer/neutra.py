@@ -25,7 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from .mcmc import nuts, nuts_model
-from .results import SampleResult
+from .results import (
+    SampleResult,
+    TargetDensity,
+    _module_device_and_dtype,
+    _same_device,
+    as_target,
+)
 
 __all__ = ["flow_forward", "neutra", "neutra_log_prob", "neutra_model"]
 
@@ -62,12 +68,32 @@ def flow_forward(flow: nn.Module, eps: Tensor) -> tuple[Tensor, Tensor]:
     return x, log_det
 
 
+def _flow_target(flow: nn.Module, target: Any) -> TargetDensity:
+    """``target`` read by :func:`~pyro_flows.infer.results.as_target` at the flow's dimension,
+    checked to live on the flow's device."""
+    dim = getattr(flow, "input_dim", None)
+    density = as_target(target, dim if isinstance(dim, int) else None)
+    flow_device, _ = _module_device_and_dtype(flow)
+    if (
+        density.device is not None
+        and flow_device is not None
+        and not _same_device(density.device, flow_device)
+    ):
+        raise ValueError(
+            f"the target lives on {density.device} but the flow on {flow_device}: move one of "
+            f"them (e.g. target.to({str(flow_device)!r}))"
+        )
+    return density
+
+
 def neutra_log_prob(flow: nn.Module, target: Any) -> Callable[[Tensor], Tensor]:
     r"""The pulled-back log density :math:`\log\tilde p(f(\varepsilon)) + \log|\det J_f|`.
 
-    ``target`` is a callable log density or an object with ``.log_prob``. The flow's parameters
-    are used as they are (call ``flow.requires_grad_(False)`` to keep MCMC from building graphs
-    through them).
+    ``target`` is a callable log density or an object with ``.log_prob``, read by
+    :func:`~pyro_flows.infer.results.as_target` at the flow's ``input_dim`` (a target of
+    another dimension, or on another device than the flow, is a ``ValueError``; its outputs
+    are checked). The flow's parameters are used as they are (call
+    ``flow.requires_grad_(False)`` to keep MCMC from building graphs through them).
 
     Example:
 
@@ -87,13 +113,11 @@ def neutra_log_prob(flow: nn.Module, target: Any) -> Callable[[Tensor], Tensor]:
     - M. Hoffman et al. *NeuTra-lizing Bad Geometry in Hamiltonian Monte Carlo Using Neural
       Transport.* 2019, eq. (2). https://arxiv.org/abs/1903.03704
     """
-    log_p = target.log_prob if hasattr(target, "log_prob") else target
-    if not callable(log_p):
-        raise TypeError(f"target must be a log density or have .log_prob, got {type(target)}")
+    density = _flow_target(flow, target)
 
     def log_prob(eps: Tensor) -> Tensor:
         x, log_det = flow_forward(flow, eps)
-        return log_p(x) + log_det
+        return density(x) + log_det
 
     return log_prob
 
@@ -157,20 +181,27 @@ def neutra(
         raise ValueError(
             f"training_grad_evals must be a non-negative int, got {training_grad_evals!r}"
         )
-    dim = getattr(flow, "input_dim", None) or getattr(target, "dim", None)
-    if dim is None:
-        raise ValueError("cannot tell the dimension: give the flow an input_dim")
+    if not isinstance(getattr(flow, "input_dim", None), int):
+        raise ValueError(
+            "cannot tell the dimension: neutra needs a flow with an int input_dim (a "
+            f"pyro_flows.Flow), got {type(flow).__name__}"
+        )
+    dim = int(flow.input_dim)
+    pulled_back = neutra_log_prob(flow, target)  # checks the target against the flow
+    device, dtype = _module_device_and_dtype(flow)
     was = [p.requires_grad for p in flow.parameters()]
     flow.requires_grad_(False)
     flow.eval()
     try:
+        # drawn on the CPU, so a seed gives the same chains' starts on every device
         generator = torch.Generator().manual_seed(seed if seed is not None else 0)
-        init = torch.randn(num_chains, dim, generator=generator).to(
-            next(iter(flow.parameters()), torch.empty(0))
+        init = torch.randn(num_chains, dim, generator=generator, device="cpu").to(
+            device=device, dtype=dtype or torch.get_default_dtype()
         )
         base = nuts(
-            neutra_log_prob(flow, target),
+            pulled_back,
             dim=dim,
+            device=init.device,
             num_samples=num_samples,
             warmup=warmup,
             num_chains=num_chains,

@@ -1,5 +1,5 @@
-r"""What every sampler returns (:class:`SampleResult`) and how it sees a target
-(:class:`TargetDensity`).
+r"""What every sampler returns (:class:`SampleResult`) and how it reads a target
+(:func:`as_target` / :class:`TargetDensity`).
 
 All samplers of :mod:`pyro_flows.infer` (random-walk Metropolis, MALA, ULA, NUTS, HMC, importance
 sampling) return the same :class:`SampleResult`: draws of shape ``(num_chains, num_draws, dim)``,
@@ -15,7 +15,24 @@ and an ArviZ ``InferenceData`` for ``az.summary`` and the ``az.plot_*`` function
 A target is either an object with ``log_prob(z)`` (of shape ``z.shape[:-1]``), ``dim`` and,
 where known, ``log_Z``, ``mean``, ``std`` and ``initial_params()`` (the
 :mod:`pyro_flows.targets` protocol, also met by a ``torch.distributions`` distribution with
-event shape ``(dim,)``), or a plain callable ``log_prob(z)`` together with ``dim=``.
+event shape ``(dim,)``), or a plain callable ``log_prob(z)`` together with ``dim=``. Every
+consumer (the samplers, importance sampling, NeuTra, ``fit_target``) reads it through
+:func:`as_target`, which checks the dimension, the first evaluation and every output, and
+finds the target's device:
+
+1. the ``device=`` a sampler was given (checked against what the target says, when it says);
+2. the target's ``device`` attribute (every :class:`~pyro_flows.targets.Target` has one: it
+   follows ``target.to(...)``), else the device of the tensors it holds (an ``nn.Module``'s
+   parameters and buffers, a ``torch.distributions`` distribution's parameters, or those of the
+   object of a bound method such as ``module.log_prob``);
+3. the device of the points it is given (``init``, the flow's or proposal's draws);
+4. the CPU.
+
+The dtype is found the same way (a ``dtype`` attribute, else the floating tensors held, else
+the dtype the target returns). Tensors the library creates for the target (initial points,
+noise, step sizes, buffers of draws) are made on that device and in that dtype; random numbers
+come from a ``torch.Generator`` on that device where one exists (CUDA), else from a CPU
+generator and are then moved.
 
 References:
 
@@ -27,15 +44,17 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..targets.base import _same_device
 from .diagnostics import (
     _arviz,
     mcmc_diagnostics,
@@ -43,7 +62,16 @@ from .diagnostics import (
     reference_moment_errors,
 )
 
-__all__ = ["SampleResult", "TargetDensity"]
+__all__ = [
+    "SampleResult",
+    "TargetDensity",
+    "TargetOutputError",
+    "TargetOutputTypeError",
+    "as_target",
+    "target_dim",
+]
+
+DeviceLike = torch.device | str
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -66,6 +94,162 @@ def _fact(obj: object, *names: str) -> Any:
     return None
 
 
+# -- devices ------------------------------------------------------------------------------------
+def _check_device(device: object, name: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``), or a clear error."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(
+            f"{name} must be a torch.device, a string such as 'cuda' or None, got "
+            f"{type(device).__name__} ({device!r})"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name}={device!r} is not a device torch knows") from None
+
+
+def _held_tensors(obj: object) -> Iterator[Tensor]:
+    """Tensors a target holds: an ``nn.Module``'s parameters and buffers, a distribution's
+    tensors, or those of the object of a bound method (``module.log_prob``)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, nn.Module):
+        yield from obj.parameters()
+        yield from obj.buffers()
+    elif isinstance(obj, torch.distributions.Distribution):
+        yield from (v for v in vars(obj).values() if isinstance(v, Tensor))
+    else:
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, nn.Module | torch.distributions.Distribution):
+            yield from _held_tensors(owner)
+
+
+def _stated_device_and_dtype(obj: object) -> tuple[torch.device | None, torch.dtype | None]:
+    """Where ``obj`` computes, as far as it says: its ``device`` / ``dtype`` attributes, else
+    the device of the tensors it holds and the dtype of the floating ones (``None``: unknown)."""
+    device, dtype = None, None
+    for owner in (obj, getattr(obj, "__self__", None)):
+        if owner is None:
+            continue
+        stated = _fact(owner, "device")
+        if isinstance(stated, torch.device | str) and device is None:
+            device = _check_device(stated, "the target's device")
+        stated = _fact(owner, "dtype")
+        if isinstance(stated, torch.dtype) and stated.is_floating_point and dtype is None:
+            dtype = stated
+    if device is None or dtype is None:
+        for t in _held_tensors(obj):
+            device = device or t.device
+            if dtype is None and t.is_floating_point():
+                dtype = t.dtype
+            if dtype is not None:
+                break
+    return device, dtype
+
+
+def _generator(seed: int | None, device: DeviceLike | None = None) -> tuple[torch.Generator, int]:
+    """A ``torch.Generator`` seeded with ``seed`` (``None``: a seed drawn from the global RNG),
+    on ``device`` where torch has generators (CPU, CUDA), else on the CPU."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())  # the CPU RNG
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
+    device = _check_device(device)
+    generator = None
+    if device is not None and device.type != "cpu":
+        try:
+            generator = torch.Generator(device=device)
+        except RuntimeError:  # e.g. 'meta': no generator there; draw on the CPU and move
+            generator = None
+    return (generator or torch.Generator()).manual_seed(seed), seed
+
+
+def _draw(
+    kind: str,
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """``torch.rand`` (``kind="rand"``) or ``torch.randn`` from ``generator``, drawn on the
+    generator's device and moved to ``device``."""
+    sample = torch.rand if kind == "rand" else torch.randn
+    out = sample(tuple(shape), generator=generator, dtype=dtype, device=generator.device)
+    return out.to(device)
+
+
+@contextlib.contextmanager
+def _forked_rng(seed: int | None, devices: Iterable[torch.device | None] = ()) -> Iterator[None]:
+    """Seed torch's global RNGs with ``seed`` inside a fork that restores them afterwards: the
+    CPU's and those of the CUDA devices among ``devices`` (``seed=None``: no fork, no seed)."""
+    if seed is None:
+        yield
+        return
+    cuda = sorted(
+        {
+            d.index if d.index is not None else torch.cuda.current_device()
+            for d in devices
+            if d is not None and d.type == "cuda"
+        }
+    )
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def _module_device_and_dtype(module: object) -> tuple[torch.device | None, torch.dtype | None]:
+    """The device of a module's first parameter or buffer and the dtype of its first floating
+    one (``None`` for a module without tensors or a non-module)."""
+    if not isinstance(module, nn.Module):
+        return None, None
+    return _stated_device_and_dtype(module)
+
+
+# -- the adapter --------------------------------------------------------------------------------
+class TargetOutputError(ValueError):
+    """A target's ``log_prob`` failed on its first evaluation, returned something other than a
+    tensor of real log densities of shape ``z.shape[:-1]``, or was given points on another device
+    than the one it lives on. Not-a-tensor and non-real outputs raise
+    :class:`TargetOutputTypeError`, which is also a ``TypeError``."""
+
+
+class TargetOutputTypeError(TargetOutputError, TypeError):
+    """:class:`TargetOutputError` for an output that is not a real floating-point tensor."""
+
+
+def target_dim(target: Any) -> int | None:
+    r"""The event size :math:`D` a target states (``dim``, ``input_dim`` or ``event_shape``
+    ``(D,)``), ``None`` for a plain callable that does not say.
+
+    :raises TypeError: when ``target`` is neither callable nor has a ``log_prob``.
+    :raises ValueError: for an ``event_shape`` other than ``(D,)``.
+
+    >>> import torch
+    >>> target_dim(torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3)))
+    3
+    >>> target_dim(lambda z: -(z**2).sum(-1)) is None
+    True
+    """
+    _log_prob_of(target)
+    return TargetDensity._own_dim(target if callable(getattr(target, "log_prob", None)) else None)
+
+
+def _log_prob_of(target: Any) -> tuple[Callable[[Tensor], Tensor], Any]:
+    """``(log_prob, the object that has it or None)``, or a ``TypeError``."""
+    log_prob = getattr(target, "log_prob", None)
+    if callable(log_prob):
+        return log_prob, target
+    if callable(target):
+        return target, None
+    raise TypeError(
+        "target must be an object with a log_prob(z) method or a callable log_prob(z) "
+        f"(a log density), got {type(target).__name__}"
+    )
+
+
 class TargetDensity:
     r"""A target as the samplers see it: a log density with checked shapes and counted calls.
 
@@ -74,18 +258,31 @@ class TargetDensity:
         z \in \mathbb R^{\ldots \times D} \mapsto \log \tilde p(z) \in \mathbb R^{\ldots},
         \qquad \tilde p = Z\, p.
 
-    Every call checks that ``log_prob`` returned a tensor of shape ``z.shape[:-1]`` and counts
-    the points evaluated (:attr:`num_log_prob_evals`) and the points whose gradient was taken
-    (:attr:`num_grad_evals`), so a batched call over :math:`C` chains counts :math:`C`.
+    Every call checks that ``log_prob`` returned a real floating-point tensor of shape
+    ``z.shape[:-1]`` (:class:`TargetOutputError` otherwise) and counts the points evaluated
+    (:attr:`num_log_prob_evals`) and the points whose gradient was taken
+    (:attr:`num_grad_evals`), so a batched call over :math:`C` chains counts :math:`C`. The
+    first evaluation is the probe: an error the target raises there (a ``RuntimeError``,
+    ``ValueError`` or ``IndexError``, typically a target written for another dimension or
+    device) comes back as a :class:`TargetOutputError` naming the shape, dtype and device it
+    was called with, chained to the original. Points on another device than the target's are
+    refused before the call.
+
+    Build it with :func:`as_target` (which also passes a ``TargetDensity`` through).
 
     :param target: an object with ``log_prob(z)`` (a :mod:`pyro_flows.targets` target, a
         ``torch.distributions`` distribution with event shape ``(dim,)``, a
         :class:`~pyro_flows.Flow`) or a callable ``log_prob(z)``.
     :param dim: the event size :math:`D`; required for a plain callable, checked against the
         target's own ``dim`` / ``input_dim`` / ``event_shape`` otherwise.
+    :param device: where to evaluate the target; checked against the device the target
+        states (see the module docstring for how it is found). ``None``: what the target says.
+    :param dtype: the floating dtype of the points made for the target (initial points).
+        ``None``: what the target says, else what it returns.
 
     Attributes ``log_Z``, ``mean``, ``std`` hold what the target knows (``None`` otherwise;
-    a normalised distribution has ``log_Z = 0``).
+    a normalised distribution has ``log_Z = 0``); ``device`` and ``dtype`` what is known of
+    where it computes (``None``: unknown, the points given decide).
 
     Example:
 
@@ -100,18 +297,17 @@ class TargetDensity:
     References: see the module docstring.
     """
 
-    def __init__(self, target: Any, dim: int | None = None) -> None:
-        log_prob = getattr(target, "log_prob", None)
-        if callable(log_prob):
-            self.fn: Callable[[Tensor], Tensor] = log_prob
-            self.target: Any = target
-        elif callable(target):
-            self.fn, self.target = target, None
-        else:
-            raise TypeError(
-                "target must be an object with a log_prob(z) method or a callable "
-                f"log_prob(z), got {type(target).__name__}"
-            )
+    def __init__(
+        self,
+        target: Any,
+        dim: int | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        fn, obj = _log_prob_of(target)
+        self.fn: Callable[[Tensor], Tensor] = fn
+        self.target: Any = obj
         own = self._own_dim(self.target)
         if dim is None and own is None:
             raise ValueError(
@@ -123,7 +319,7 @@ class TargetDensity:
             if own is not None and own != dim:
                 raise ValueError(f"dim={dim} but the target has dimension {own}")
         self.dim: int = int(dim if dim is not None else own)  # type: ignore[arg-type]
-        obj = self.target
+        self.device, self.dtype = self._where(target, device, dtype)
         self.name: str = str(
             _fact(obj, "name") or getattr(target, "__name__", None) or type(target).__name__
         )
@@ -137,6 +333,22 @@ class TargetDensity:
         self.std: Tensor | None = self._vector(_fact(obj, "std", "stddev"), "std")
         self.num_log_prob_evals = 0
         self.num_grad_evals = 0
+        self._probed = False
+
+    @staticmethod
+    def _where(
+        target: Any, device: DeviceLike | None, dtype: torch.dtype | None
+    ) -> tuple[torch.device | None, torch.dtype | None]:
+        asked = _check_device(device)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+        stated, stated_dtype = _stated_device_and_dtype(target)
+        if asked is not None and stated is not None and not _same_device(asked, stated):
+            raise ValueError(
+                f"the target lives on {stated} but device={str(asked)!r} was asked for: move "
+                f"the target there (target.to({str(asked)!r})) or leave device= out"
+            )
+        return asked or stated, dtype or stated_dtype
 
     @staticmethod
     def _own_dim(obj: Any) -> int | None:
@@ -156,7 +368,10 @@ class TargetDensity:
     def _vector(self, value: Any, name: str) -> Tensor | None:
         if value is None:
             return None
-        t = torch.as_tensor(value, dtype=torch.float64).detach().reshape(-1)
+        if isinstance(value, Tensor):
+            t = value.detach().to(torch.float64).reshape(-1)
+        else:
+            t = torch.as_tensor(value, dtype=torch.float64, device="cpu").reshape(-1)
         if t.numel() == 1:
             t = t.expand(self.dim).clone()
         if t.numel() != self.dim:
@@ -165,20 +380,68 @@ class TargetDensity:
             )
         return t
 
-    def __call__(self, z: Tensor) -> Tensor:
-        """``log_prob(z)``, checked to be a tensor of shape ``z.shape[:-1]``."""
-        out = self.fn(z)
+    def points_device(self, given: object = None) -> torch.device:
+        """The device of points made for the target: its own, else that of ``given`` (a
+        tensor, e.g. ``init``), else the CPU."""
+        if self.device is not None:
+            return self.device
+        if isinstance(given, Tensor):
+            return given.device
+        return torch.device("cpu")
+
+    def _evaluate(self, z: Tensor) -> Tensor:
+        """``fn(z)``; on the first evaluation an error of the target names what it was given."""
+        if self.device is not None and not _same_device(z.device, self.device):
+            raise TargetOutputError(
+                f"the target lives on {self.device} but was given points on {z.device} "
+                f"(shape {tuple(z.shape)}): move the target, or the flow / proposal / init, so "
+                "that both are on one device"
+            )
+        if self._probed:
+            return self.fn(z)
+        try:
+            return self.fn(z)
+        except TargetOutputError:  # a target read by as_target inside this one: said already
+            raise
+        except (RuntimeError, ValueError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [""])[0].rstrip(".")
+            hint = (
+                " If the target lives on another device, pass device= (or move the target)."
+                if "device" in first
+                else ""
+            )
+            raise TargetOutputError(
+                f"the target's log_prob raised {type(err).__name__} on its first evaluation, at "
+                f"z of shape {tuple(z.shape)} (dim={self.dim}, {z.dtype}, on {z.device}): "
+                f"{first}. A target must take points of shape (..., {self.dim}); is it written "
+                f"for another dimension?{hint}"
+            ) from err
+
+    def _check_output(self, out: object, z: Tensor) -> Tensor:
+        expected = tuple(z.shape[:-1])
         if not isinstance(out, Tensor):
-            raise TypeError(
-                f"the target's log_prob must return a torch.Tensor, got {type(out).__name__}"
+            raise TargetOutputTypeError(
+                f"the target's log_prob must return a Tensor of shape z.shape[:-1] = {expected} "
+                f"(a torch.Tensor of log densities), got {type(out).__name__}"
             )
-        expected = z.shape[:-1]
-        if out.shape != expected:
-            raise ValueError(
-                f"the target's log_prob must return shape z.shape[:-1] = {tuple(expected)} "
-                f"for z of shape {tuple(z.shape)}, got shape {tuple(out.shape)}"
+        if tuple(out.shape) != expected:
+            raise TargetOutputError(
+                f"the target's log_prob returned shape {tuple(out.shape)} for z of shape "
+                f"{tuple(z.shape)} (dim={self.dim}); expected {expected} = z.shape[:-1], one "
+                "log density per point"
             )
-        self.num_log_prob_evals += expected.numel()
+        if not out.is_floating_point():
+            raise TargetOutputTypeError(
+                f"the target's log_prob must return real floating-point log densities, got "
+                f"dtype {out.dtype}"
+            )
+        return out
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """``log_prob(z)``, checked to be a real floating-point tensor of shape ``z.shape[:-1]``."""
+        out = self._check_output(self._evaluate(z), z)
+        self._probed = True
+        self.num_log_prob_evals += z.shape[:-1].numel()
         return out
 
     def value_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,6 +476,64 @@ class TargetDensity:
             self.num_grad_evals += z.shape[:-1].numel()
         return -self(z)
 
+    def _initial_dtype(self, device: torch.device) -> torch.dtype:
+        """The target's dtype, else the precision it computes in (at least the default)."""
+        if self.dtype is not None:
+            return self.dtype
+        with torch.no_grad():
+            out = self(torch.zeros(1, self.dim, device=device))
+        return torch.promote_types(torch.get_default_dtype(), out.dtype)
+
+    def _center(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The target's ``initial_params()["z"]`` (its first row), else the origin."""
+        center = torch.zeros(self.dim, dtype=dtype, device=device)
+        initial_params = getattr(self.target, "initial_params", None)
+        if callable(initial_params):
+            found = initial_params()
+            if isinstance(found, dict):
+                found = found.get("z")
+            if found is not None:
+                found = torch.as_tensor(found, dtype=dtype, device=device).detach()
+                if found.shape[-1:] != (self.dim,):
+                    raise ValueError(
+                        f"the target's initial_params() must give z of shape (..., {self.dim}), "
+                        f"got {tuple(found.shape)}"
+                    )
+                center = found.reshape(-1, self.dim)[0]
+        return center
+
+    def _given_initial_points(
+        self, num_chains: int, init: object, dtype: torch.dtype, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        if isinstance(init, Tensor):
+            z = init.detach().to(dtype=dtype, device=device)
+        else:
+            try:
+                z = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype, device=device)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"init must be a tensor or array of shape ({self.dim},) or (num_chains, dim), "
+                    f"got {type(init).__name__}"
+                ) from None
+        if z.shape == (self.dim,):
+            z = z.expand(num_chains, self.dim).clone()
+        if z.shape != (num_chains, self.dim):
+            raise ValueError(
+                f"init must have shape ({self.dim},) or (num_chains, dim) = "
+                f"({num_chains}, {self.dim}), got {tuple(z.shape)}"
+            )
+        with torch.no_grad():
+            lp = self(z)
+        bad = ~torch.isfinite(lp)
+        if bool(bad.any()):
+            chains = bad.nonzero().flatten().tolist()
+            raise ValueError(
+                f"log_prob is not finite at the initial point of chain(s) {chains} "
+                f"(values {lp[bad].tolist()[:10]}): start those chains where the target "
+                "has positive density"
+            )
+        return z.detach(), lp.detach()
+
     def initial_points(
         self,
         num_chains: int,
@@ -223,76 +544,114 @@ class TargetDensity:
         radius: float = 2.0,
         max_tries: int = 100,
     ) -> tuple[Tensor, Tensor]:
-        r"""Starting points ``(num_chains, dim)`` and their log densities.
+        r"""Starting points ``(num_chains, dim)`` and their log densities, on the target's
+        device (:meth:`points_device`).
 
         ``init`` of shape ``(dim,)`` (shared) or ``(num_chains, dim)`` is used as given (its
-        dtype is the draws' dtype);
+        dtype is the draws' dtype), moved to the target's device;
         ``None`` draws :math:`z_0 = c + U(-r, r)^D` per chain around the target's
         ``initial_params()["z"]`` (or the origin), redrawing chains with a non-finite
         log density up to ``max_tries`` times (Stan's convention, :math:`r = 2`), in the
-        dtype the target's ``log_prob`` returns (at least torch's default dtype).
+        target's dtype (else the dtype its ``log_prob`` returns, at least torch's default).
 
         :raises ValueError: when a start has a non-finite log density, naming the chains.
         """
+        device = self.points_device(init)
         if dtype is None and isinstance(init, Tensor) and init.is_floating_point():
             dtype = init.dtype
         if init is not None:
-            dtype = dtype or torch.get_default_dtype()
-            z = torch.as_tensor(init, dtype=dtype)
-            if z.shape == (self.dim,):
-                z = z.expand(num_chains, self.dim).clone()
-            if z.shape != (num_chains, self.dim):
-                raise ValueError(
-                    f"init must have shape ({self.dim},) or (num_chains, dim) = "
-                    f"({num_chains}, {self.dim}), got {tuple(z.shape)}"
-                )
-            with torch.no_grad():
-                lp = self(z)
-            bad = ~torch.isfinite(lp)
-            if bool(bad.any()):
-                chains = bad.nonzero().flatten().tolist()
-                raise ValueError(
-                    f"log_prob is not finite at the initial point of chain(s) {chains} "
-                    f"(values {lp[bad].tolist()[:10]}): start those chains where the target "
-                    "has positive density"
-                )
-            return z.detach(), lp.detach()
-        if dtype is None:  # the precision the target computes in (float64 targets -> float64)
-            with torch.no_grad():
-                out = self(torch.zeros(1, self.dim))
-            dtype = torch.promote_types(torch.get_default_dtype(), out.dtype)
-        center = torch.zeros(self.dim, dtype=dtype)
-        initial_params = getattr(self.target, "initial_params", None)
-        if callable(initial_params):
-            found = initial_params()
-            if isinstance(found, dict):
-                found = found.get("z")
-            if found is not None:
-                found = torch.as_tensor(found, dtype=dtype).detach()
-                if found.shape[-1:] != (self.dim,):
-                    raise ValueError(
-                        f"the target's initial_params() must give z of shape (..., {self.dim}), "
-                        f"got {tuple(found.shape)}"
-                    )
-                center = found.reshape(-1, self.dim)[0]
-        z = torch.empty(num_chains, self.dim, dtype=dtype)
-        lp = torch.full((num_chains,), -math.inf, dtype=dtype)
-        todo = torch.ones(num_chains, dtype=torch.bool)
-        for _ in range(max_tries):
-            n = int(todo.sum())
-            u = torch.rand(n, self.dim, generator=generator, dtype=dtype)
-            z[todo] = center + radius * (2.0 * u - 1.0)
-            with torch.no_grad():
-                lp[todo] = self(z[todo]).to(dtype)
+            dtype = dtype or self.dtype or torch.get_default_dtype()
+            return self._given_initial_points(num_chains, init, dtype, device)
+        dtype = dtype or self._initial_dtype(device)
+        center = self._center(dtype, device)
+        shape = (num_chains, self.dim)
+        u = _draw("rand", shape, generator, dtype=dtype, device=device)
+        z = center + radius * (2.0 * u - 1.0)
+        with torch.no_grad():
+            lp = self(z).to(dtype)
+        for _ in range(max_tries - 1):
             todo = ~torch.isfinite(lp)
             if not bool(todo.any()):
                 return z, lp
+            u = _draw("rand", (int(todo.sum()), self.dim), generator, dtype=dtype, device=device)
+            z[todo] = center + radius * (2.0 * u - 1.0)
+            with torch.no_grad():
+                lp[todo] = self(z[todo]).to(dtype)
+        todo = ~torch.isfinite(lp)
+        if not bool(todo.any()):
+            return z, lp
         chains = todo.nonzero().flatten().tolist()
         raise ValueError(
             f"log_prob is not finite at the initial point of chain(s) {chains} after "
             f"{max_tries} uniform draws in [-{radius}, {radius}]^{self.dim} around "
             f"{center.tolist()[:5]}: pass init="
         )
+
+
+def as_target(
+    target: Any,
+    dim: int | None = None,
+    *,
+    device: DeviceLike | None = None,
+    dtype: torch.dtype | None = None,
+) -> TargetDensity:
+    r"""Read a user's target once, the way every sampler and ``fit_target`` does.
+
+    .. math::
+
+        \texttt{target} \;\mapsto\; \bigl(z \in \mathbb R^{\ldots\times D} \mapsto
+        \log\tilde p(z) \in \mathbb R^{\ldots}\bigr) \text{ on one device}.
+
+    ``target`` is an object with ``log_prob(z)`` (a :class:`~pyro_flows.targets.Target`, a
+    ``torch.distributions`` distribution with event shape ``(D,)``, a flow) or a callable
+    ``log_prob(z)``; a :class:`TargetDensity` is passed through (its ``dim`` and ``device``
+    checked). The result checks every output (a real floating tensor of shape
+    ``z.shape[:-1]``), turns an error of the first evaluation into a
+    :class:`TargetOutputError` naming the dimension it was called with, counts evaluations and
+    knows the target's ``device`` and ``dtype`` (see the module docstring for the order in
+    which they are found).
+
+    :param target: the target.
+    :param dim: the event size :math:`D`; needed for a callable that does not say it,
+        checked against the target's own otherwise.
+    :param device: where the target is to be evaluated (``None``: where it says it lives,
+        else where the points given to it are).
+    :param dtype: the dtype of points made for it (``None``: its own, else what it returns).
+    :raises TypeError: for an object without ``log_prob`` that is not callable, a bad
+        ``device`` / ``dtype`` type.
+    :raises ValueError: for a dimension that disagrees with the target's, a missing dimension,
+        a device that disagrees with the target's.
+
+    Example:
+
+    >>> import torch
+    >>> gauss = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    >>> density = as_target(gauss)
+    >>> density.dim, density.device, density.log_Z
+    (3, device(type='cpu'), 0.0)
+    >>> as_target(lambda z: -(z**2).sum(-1), dim=3)(torch.zeros(5, 3)).shape
+    torch.Size([5])
+    >>> as_target(gauss, dim=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: dim=2 but the target has dimension 3
+
+    References: see the module docstring.
+    """
+    if isinstance(target, TargetDensity):
+        if dim is not None and _check_int(dim, "dim", 1) != target.dim:
+            raise ValueError(f"dim={dim} but the target has dimension {target.dim}")
+        asked = _check_device(device)
+        if asked is not None:
+            if target.device is not None and not _same_device(asked, target.device):
+                raise ValueError(
+                    f"the target lives on {target.device} but device={str(asked)!r} was asked for"
+                )
+            target.device = target.device or asked
+        if dtype is not None and target.dtype is None:
+            target.dtype = dtype
+        return target
+    return TargetDensity(target, dim, device=device, dtype=dtype)
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -452,7 +811,7 @@ class SampleResult:
         if isinstance(reference, dict):
             mean, std = reference.get("mean"), reference.get("std")
         elif hasattr(reference, "log_prob"):
-            facts = TargetDensity(reference, dim=self.dim)
+            facts = as_target(reference, dim=self.dim)
             mean, std = facts.mean, facts.std
         else:
             mean, std = getattr(reference, "mean", None), getattr(reference, "std", None)

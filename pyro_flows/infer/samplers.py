@@ -59,17 +59,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._adapt import DualAveraging
-from .results import SampleResult, TargetDensity, _check_int
+from .results import (
+    DeviceLike,
+    SampleResult,
+    TargetDensity,
+    _check_int,
+    _draw,
+    _generator,
+    as_target,
+)
 
 __all__ = ["langevin", "mala", "random_walk_metropolis", "ula"]
-
-
-def _generator(seed: int | None) -> tuple[torch.Generator, int]:
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
-    return torch.Generator().manual_seed(seed), seed
 
 
 def _check_accept(value: object, name: str = "target_accept") -> float:
@@ -78,8 +78,14 @@ def _check_accept(value: object, name: str = "target_accept") -> float:
     return float(value)
 
 
-def _step_tensor(step_size: float | Tensor, num_chains: int, dtype: torch.dtype) -> Tensor:
-    h = torch.as_tensor(step_size, dtype=dtype).detach().reshape(-1)
+def _step_tensor(
+    step_size: float | Tensor, num_chains: int, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """One step size per chain, checked (on the CPU) and put on the chains' device."""
+    try:
+        h = torch.as_tensor(step_size).detach().to("cpu", torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        h = torch.empty(0, device="cpu")
     if h.numel() == 1:
         h = h.expand(num_chains).clone()
     if h.shape != (num_chains,) or not bool(torch.isfinite(h).all()) or not bool((h > 0).all()):
@@ -87,7 +93,7 @@ def _step_tensor(step_size: float | Tensor, num_chains: int, dtype: torch.dtype)
             "step_size must be a positive finite float or a tensor of shape (num_chains,) = "
             f"({num_chains},), got {step_size!r}"
         )
-    return h
+    return h.to(device=device, dtype=dtype)
 
 
 def _finite_or_minus_inf(lp: Tensor) -> Tensor:
@@ -106,12 +112,13 @@ Kernel = Callable[[_State, Tensor], tuple[_State, Tensor | None, Tensor | None]]
 
 def _rwm_kernel(density: TargetDensity, gen: torch.Generator) -> Kernel:
     def step(s: _State, h: Tensor) -> tuple[_State, Tensor, Tensor]:
-        noise = torch.randn(s.z.shape, generator=gen, dtype=s.z.dtype)
+        noise = _draw("randn", s.z.shape, gen, dtype=s.z.dtype, device=s.z.device)
         prop = s.z + h[:, None] * noise
         with torch.no_grad():
             lp_p = _finite_or_minus_inf(density(prop).to(s.lp))
         log_alpha = lp_p - s.lp
-        accept = torch.rand(s.lp.shape, generator=gen, dtype=s.lp.dtype).log() < log_alpha
+        u = _draw("rand", s.lp.shape, gen, dtype=s.lp.dtype, device=s.lp.device)
+        accept = u.log() < log_alpha
         z = torch.where(accept[:, None], prop, s.z)
         lp = torch.where(accept, lp_p, s.lp)
         return _State(z, lp, None), log_alpha.clamp(max=0.0).exp(), accept
@@ -120,7 +127,7 @@ def _rwm_kernel(density: TargetDensity, gen: torch.Generator) -> Kernel:
 
 
 def _langevin_proposal(s: _State, h: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    noise = torch.randn(s.z.shape, generator=gen, dtype=s.z.dtype)
+    noise = _draw("randn", s.z.shape, gen, dtype=s.z.dtype, device=s.z.device)
     assert s.grad is not None
     return s.z + 0.5 * h[:, None] * s.grad + h[:, None].sqrt() * noise, noise
 
@@ -137,7 +144,8 @@ def _mala_kernel(density: TargetDensity, gen: torch.Generator) -> Kernel:
         log_bwd = -(back**2).sum(-1) / (2.0 * h)
         log_alpha = lp_p - s.lp + log_bwd - log_fwd
         log_alpha = torch.where(ok, log_alpha, torch.full_like(log_alpha, -math.inf))
-        accept = torch.rand(s.lp.shape, generator=gen, dtype=s.lp.dtype).log() < log_alpha
+        u = _draw("rand", s.lp.shape, gen, dtype=s.lp.dtype, device=s.lp.device)
+        accept = u.log() < log_alpha
         z = torch.where(accept[:, None], prop, s.z)
         lp = torch.where(accept, lp_p, s.lp)
         assert s.grad is not None
@@ -177,6 +185,7 @@ def _run(
     target_accept: float,
     progress: bool,
     seed: int | None,
+    device: DeviceLike | None,
 ) -> SampleResult:
     _check_int(num_samples, "num_samples", 1)
     _check_int(warmup, "warmup", 0)
@@ -187,11 +196,11 @@ def _run(
             "step_size=None means the step size is tuned during warm-up, but warmup=0: pass "
             "step_size= (kept fixed) or warmup > 0"
         )
-    density = target if isinstance(target, TargetDensity) else TargetDensity(target, dim)
-    gen, seed = _generator(seed)
+    density = as_target(target, dim, device=device)
+    gen, seed = _generator(seed, density.points_device(init))
     start = time.perf_counter()
     z, lp = density.initial_points(num_chains, init, gen)
-    dtype, d = z.dtype, density.dim
+    dtype, d, device = z.dtype, density.dim, z.device
     grad = None
     if method != "mh":
         lp, grad = density.value_and_grad(z)
@@ -206,19 +215,19 @@ def _run(
     adapt = step_size is None
     if adapt:
         guess = 2.38 / math.sqrt(d) if method == "mh" else d ** (-1.0 / 3.0)
-        h = torch.full((num_chains,), guess, dtype=dtype)
+        h = torch.full((num_chains,), guess, dtype=dtype, device=device)
         adapter = DualAveraging(h, target_accept)
     else:
-        h = _step_tensor(step_size, num_chains, dtype)  # type: ignore[arg-type]
+        h = _step_tensor(step_size, num_chains, dtype, device)  # type: ignore[arg-type]
     where = [0]
     tuned = _rwm_kernel(density, gen) if method == "mh" else _mala_kernel(density, gen)
     sampling = tuned if method != "ula" else _ula_kernel(density, gen, where)
     warming = tuned if adapt or method != "ula" else sampling
 
-    samples = torch.empty(num_chains, num_samples, d, dtype=dtype)
-    log_probs = torch.empty(num_chains, num_samples, dtype=dtype)
-    accept_probs = torch.empty(num_chains, num_samples, dtype=dtype)
-    accepted = torch.zeros(num_chains, dtype=torch.long)
+    samples = torch.empty(num_chains, num_samples, d, dtype=dtype, device=device)
+    log_probs = torch.empty(num_chains, num_samples, dtype=dtype, device=device)
+    accept_probs = torch.empty(num_chains, num_samples, dtype=dtype, device=device)
+    accepted = torch.zeros(num_chains, dtype=torch.long, device=device)
     restart_at = warmup // 4 if warmup >= 20 else -1
     evals_after_warmup = (0, 0)
     bar = tqdm(total=warmup + num_samples, desc=method, unit="step", disable=not progress)
@@ -288,6 +297,7 @@ def random_walk_metropolis(
     target_accept: float = 0.234,
     progress: bool = True,
     seed: int | None = None,
+    device: DeviceLike | None = None,
 ) -> SampleResult:
     r"""Random-walk Metropolis with an isotropic Gaussian proposal, vectorised over chains.
 
@@ -314,6 +324,9 @@ def random_walk_metropolis(
     :param progress: show a tqdm progress bar (``False``: silent).
     :param seed: seeds the run's own ``torch.Generator`` (the global RNG is untouched; ``None``:
         a seed drawn from the global RNG).
+    :param device: where to run the chains, for a target that does not say (a plain function);
+        by default the target's device (see :func:`~pyro_flows.infer.results.as_target`), else
+        that of ``init``, else the CPU. Everything the sampler makes lives there.
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` with ``method="mh"``,
         ``accept_rate``, ``step_size`` and ``extra["log_prob"]``, ``extra["accept_prob"]``.
     :raises ValueError: on a start with non-finite log density (naming the chains), a
@@ -346,6 +359,7 @@ def random_walk_metropolis(
         target_accept=target_accept,
         progress=progress,
         seed=seed,
+        device=device,
     )
 
 
@@ -362,6 +376,7 @@ def langevin(
     target_accept: float = 0.574,
     progress: bool = True,
     seed: int | None = None,
+    device: DeviceLike | None = None,
 ) -> SampleResult:
     r"""Langevin samplers: MALA (``adjust=True``) or ULA (``adjust=False``), vectorised.
 
@@ -395,6 +410,8 @@ def langevin(
     :param target_accept: MALA acceptance rate aimed at (0.574 is optimal in high dimension).
     :param progress: show a tqdm progress bar.
     :param seed: seeds the run's own generator (``None``: drawn from the global RNG).
+    :param device: where to run the chains, for a target that does not say (see
+        :func:`random_walk_metropolis`).
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` (``method="mala"`` or
         ``"ula"``; ULA has no ``accept_rate``).
     :raises ValueError: on a start with non-finite log density or gradient (naming the chains),
@@ -430,6 +447,7 @@ def langevin(
         target_accept=target_accept,
         progress=progress,
         seed=seed,
+        device=device,
     )
 
 
@@ -442,7 +460,8 @@ def mala(target: Any, **kwargs: Any) -> SampleResult:
         \alpha = \min\Bigl(1, \frac{p(z')\, q(z\mid z')}{p(z)\, q(z'\mid z)}\Bigr).
 
     Takes the keyword arguments of :func:`langevin` (``dim``, ``num_samples``, ``warmup``,
-    ``num_chains``, ``init``, ``step_size``, ``target_accept=0.574``, ``progress``, ``seed``).
+    ``num_chains``, ``init``, ``step_size``, ``target_accept=0.574``, ``progress``, ``seed``,
+    ``device``).
 
     Example:
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
@@ -27,6 +29,11 @@ from torch.distributions import constraints
 from .._validation import check_positive_int
 
 __all__ = ["Target", "check_sample_shape"]
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` count as the same device (an index left out means 'the current')."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def check_sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> torch.Size:
@@ -83,9 +90,14 @@ class Target(nn.Module):
     - ``modes``, ``true_mode_weights``: the centres and weights of well separated modes
       (:class:`~pyro_flows.targets.mixture.GaussianMixture`), ``None`` elsewhere.
 
+    - ``device``, ``dtype``: where the target lives (its buffers; ``.to(device/dtype)`` moves
+      it). Samplers, importance sampling and NeuTra create their points there.
+
     The target is an ``nn.Module`` without parameters: ``.to(dtype/device)`` moves its buffers,
     and :meth:`log_prob` computes in the dtype of its input (float32 or float64), so an exact check
-    runs in float64 with ``target.double()``.
+    runs in float64 with ``target.double()``. :meth:`log_prob` also takes NumPy arrays and
+    (nested) lists, converted to the target's dtype and device, as
+    :meth:`pyro_flows.Flow.log_prob` does.
 
     Cost: :meth:`log_prob` is one vectorised pass over the batch, differentiable in ``z``.
 
@@ -123,18 +135,49 @@ class Target(nn.Module):
         # tracks the dtype/device the target was moved to (samples come out in it)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
+    # -- where it lives ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device the target lives on (its buffers'); ``target.to(device)`` moves it."""
+        return self._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the target's buffers (and of its exact samples)."""
+        return self._anchor.dtype
+
     # -- the density -------------------------------------------------------------------------
     @property
     def support(self) -> constraints.Constraint:
         """The event's support; ``constraints.real_vector`` unless a subclass says otherwise."""
         return constraints.real_vector
 
-    def _check(self, z: Tensor) -> Tensor:
+    def _as_points(self, z: object) -> Tensor:
+        """A NumPy array or (nested) list of numbers as a tensor in the target's dtype, on its
+        device; a ``TypeError`` for anything else."""
+        owner = type(self).__name__
+        expected = (
+            f"{owner}.log_prob expected a torch.Tensor, NumPy array or list of numbers of shape "
+            f"(..., {self.dim})"
+        )
+        if not isinstance(z, np.ndarray | list | tuple):
+            raise TypeError(f"{expected}, got {type(z).__name__}")
+        try:
+            array = np.asarray(z)
+        except ValueError:  # ragged nested lists
+            raise TypeError(f"{expected}, got a ragged {type(z).__name__}") from None
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"{expected}, got a {type(z).__name__} of dtype {array.dtype}")
+        return torch.as_tensor(array).to(device=self.device, dtype=self.dtype)
+
+    def _check(self, z: object) -> Tensor:
         owner = type(self).__name__
         if not isinstance(z, Tensor):
+            z = self._as_points(z)
+        if not _same_device(z.device, self.device):
             raise TypeError(
-                f"{owner}.log_prob expected a torch.Tensor of shape (..., {self.dim}), "
-                f"got {type(z).__name__}"
+                f"{owner} lives on {self.device}, but z is on {z.device}: move the points with "
+                f"z.to({str(self.device)!r}) or the target with target.to({str(z.device)!r})"
             )
         if not z.is_floating_point():
             raise ValueError(
@@ -151,11 +194,16 @@ class Target(nn.Module):
     def _log_prob(self, z: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement _log_prob")
 
-    def log_prob(self, z: Tensor) -> Tensor:
+    def log_prob(self, z: Tensor | np.ndarray | Sequence[Any]) -> Tensor:
         r"""The unnormalised log density :math:`\log \tilde p(z)`, shape ``z.shape[:-1]``.
 
         ``-inf`` outside the support; differentiable in ``z`` (with finite gradients inside the
-        support); computed in ``z``'s dtype.
+        support); computed in ``z``'s dtype. A NumPy array or list is converted to the target's
+        dtype and device first.
+
+        :raises TypeError: for ``z`` of another type, a non-numeric array, or a tensor on
+            another device than the target's.
+        :raises ValueError: for a non-floating tensor or an event size other than ``dim``.
         """
         return self._log_prob(self._check(z))
 

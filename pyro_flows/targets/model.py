@@ -214,6 +214,24 @@ class ModelTarget(Target):
         self._sizes = sizes
         self.vectorized = self._choose_vectorization(vectorize, trace)
 
+    # -- where it lives ------------------------------------------------------------------------
+    def _data_tensors(self) -> list[Tensor]:
+        values = (*self.model_args, *self.model_kwargs.values())
+        return [v for v in values if isinstance(v, Tensor)]
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's tensor arguments (its data), else of the target's buffers:
+        a model whose data lives on a GPU is sampled there."""
+        data = self._data_tensors()
+        return data[0].device if data else super().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's first floating tensor argument, else of the buffers."""
+        floating = [t for t in self._data_tensors() if t.is_floating_point()]
+        return floating[0].dtype if floating else super().dtype
+
     # -- construction checks -----------------------------------------------------------------
     @staticmethod
     def _check_sites(trace: poutine.Trace, sites: list[dict[str, Any]]) -> None:
@@ -248,7 +266,8 @@ class ModelTarget(Target):
             reason = "a latent site has more batch dims than plates"
         else:
             z0 = self._pack_trace(trace).detach()
-            noise = torch.randn(2, self.dim, generator=torch.Generator().manual_seed(0))
+            generator = torch.Generator().manual_seed(0)
+            noise = torch.randn(2, self.dim, generator=generator, device="cpu")
             points = torch.stack([z0, z0 + 0.1 * noise[0].to(z0), z0 - 0.1 * noise[1].to(z0)])
             with torch.no_grad():
                 slow = self._run_loop(points)[0]  # errors here are the model's own: raise them
@@ -403,7 +422,7 @@ class ModelTarget(Target):
                 )
             points.append(self._pack_trace(trace))
         if not points:
-            return torch.zeros(*batch, self.dim)
+            return torch.zeros(*batch, self.dim, dtype=self.dtype, device=self.device)
         return torch.stack(points).reshape(*batch, self.dim)
 
     def initial_params(

@@ -63,7 +63,8 @@ class UnconstrainedTarget(Target):
         super().__init__(target.dim)
         self.target = target
         self.name = f"{target.name}-unconstrained"
-        shape = self._transform()(torch.zeros(target.dim)).shape
+        origin = torch.zeros(target.dim, dtype=target.dtype, device=target.device)
+        shape = self._transform()(origin).shape
         if shape != (target.dim,):
             raise ValueError(
                 f"biject_to(support) of {type(target).__name__} maps R^{target.dim} to shape "

@@ -75,8 +75,10 @@ def test_bad_inputs_name_what_was_expected(targets, name):
         t.log_prob(torch.tensor(0.0))
     with pytest.raises(ValueError, match="floating-point tensor.*got dtype torch.int64"):
         t.log_prob(torch.zeros(2, d, dtype=torch.long))
-    with pytest.raises(TypeError, match="expected a torch.Tensor.*got list"):
-        t.log_prob([0.0] * d)
+    with pytest.raises(TypeError, match="expected a torch.Tensor, NumPy array.*got str"):
+        t.log_prob("0.0")
+    with pytest.raises(ValueError, match=rf"expected z of shape \(\.\.\., {d}\)"):
+        t.log_prob([0.0] * (d + 1))  # lists are taken, but must have the event size
 
 
 @pytest.mark.parametrize("name", NAMES)
