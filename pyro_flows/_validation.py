@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
+
+#: The context an enclosing call (``Flow``, ``AmortizedFlowDistribution``) has already checked
+#: for finiteness: layers receiving this very tensor skip the check, so a pass through ``K``
+#: layers costs one ``isfinite`` reduction, not ``K``.
+_CHECKED_CONTEXT: ContextVar[Tensor | None] = ContextVar("pyro_flows_checked_context", default=None)
 
 
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -43,6 +50,11 @@ def as_tensor(value: object, name: str, like: Tensor | None = None) -> Tensor:
             raise TypeError(
                 f"{name} must be a torch.Tensor or array, got {type(value).__name__}"
             ) from None
+    if t.is_complex():
+        raise TypeError(
+            f"{name} must hold real numbers, got a complex tensor of dtype {t.dtype} and shape "
+            f"{tuple(t.shape)} (a cast would drop the imaginary part)"
+        )
     if not t.is_floating_point():
         dtype = like.dtype if like is not None else torch.get_default_dtype()
         t = t.to(dtype)
@@ -60,10 +72,82 @@ def check_event(x: Tensor, input_dim: int, name: str = "x", owner: str = "Flow")
         )
 
 
+def _as_index(value: object) -> int | None:
+    """``value`` as an int if it is an integer (``int``, NumPy or one-element integer tensor;
+    not ``bool``), else ``None``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    try:
+        return value.__index__()  # type: ignore[no-any-return]
+    except TypeError:
+        return None
+
+
+def check_sample_shape(sample_shape: object) -> torch.Size:
+    """``sample_shape`` (an int or a sequence of ints, each ``>= 0``) as a ``torch.Size``;
+    ``TypeError``/``ValueError`` naming what was given otherwise.
+
+    >>> check_sample_shape(3), check_sample_shape((2, 0))
+    (torch.Size([3]), torch.Size([2, 0]))
+    """
+    expected = "sample_shape must be an int or a sequence of ints, each >= 0"
+    single = _as_index(sample_shape)
+    if single is not None:
+        entries = [single]
+    elif isinstance(sample_shape, Sequence) and not isinstance(sample_shape, (str, bytes)):
+        entries = [_as_index(entry) for entry in sample_shape]
+        bad = next((e for e, i in zip(sample_shape, entries, strict=True) if i is None), None)
+        if bad is not None:
+            raise TypeError(
+                f"{expected}, got {sample_shape!r} (an entry of type {type(bad).__name__})"
+            )
+    else:
+        raise TypeError(f"{expected}, got {sample_shape!r} ({type(sample_shape).__name__})")
+    if any(i < 0 for i in entries):  # type: ignore[operator]
+        raise ValueError(f"{expected}, got {sample_shape!r} (a negative size)")
+    return torch.Size(entries)  # type: ignore[arg-type]
+
+
+def all_finite(value: Tensor) -> bool:
+    """Whether every entry of ``value`` is finite (one reduction, one host sync). Tensors on the
+    ``meta`` device hold no data: they count as finite, so shape-only runs go through."""
+    if value.device.type == "meta":
+        return True
+    return bool(torch.isfinite(value).all())
+
+
+def check_finite(value: Tensor, name: str, owner: str, event_dims: int = 1) -> None:
+    """Raise ``ValueError`` naming the rows (flat indices over the batch dims) and the shape of
+    ``value`` if it has a NaN or infinite entry; one reduction and one host sync otherwise."""
+    if all_finite(value):
+        return
+    rows = value.reshape(-1, *value.shape[value.dim() - event_dims :]) if value.dim() else value
+    bad = (~torch.isfinite(rows)).reshape(rows.shape[0] if rows.dim() else 1, -1).any(-1)
+    index = bad.nonzero().flatten()
+    more = "..." if index.numel() > 10 else ""
+    raise ValueError(
+        f"{owner} got non-finite values (NaN or inf) in {index.numel()} row(s) of {name} of "
+        f"shape {tuple(value.shape)} (flat row indices {index[:10].tolist()}{more}); "
+        f"{name} must be finite"
+    )
+
+
+@contextmanager
+def checked_context(context: Tensor | None) -> Iterator[None]:
+    """Within the block, layers given this very ``context`` skip its finiteness check (the
+    caller has just run :func:`check_finite` on it)."""
+    token = _CHECKED_CONTEXT.set(context)
+    try:
+        yield
+    finally:
+        _CHECKED_CONTEXT.reset(token)
+
+
 def check_context(
     context: Tensor | None, context_dim: int | None, owner: str = "Flow"
 ) -> Tensor | None:
-    """Check that ``context`` is given exactly when ``context_dim`` is, with the right size."""
+    """Check that ``context`` is given exactly when ``context_dim`` is, with the right size,
+    and finite (skipped for the context an enclosing :func:`checked_context` block checked)."""
     if context_dim is None:
         if context is not None:
             raise ValueError(
@@ -83,6 +167,8 @@ def check_context(
             f"{owner} expected context of shape (..., {context_dim}) (context_dim={context_dim}), "
             f"got shape {tuple(context.shape)}"
         )
+    if context is not _CHECKED_CONTEXT.get():
+        check_finite(context, "context", owner)
     return context
 
 

@@ -3,10 +3,11 @@ r"""The ``pyro-flows`` command line.
 - ``pyro-flows demo [--quick] [--out DIR] [--seed N] [--quiet]``: the showcase (density
   estimation, a flow guide against NUTS, flow vs NUTS vs NeuTra), a summary and a report folder
   (:mod:`pyro_flows.demo`).
-- ``pyro-flows compare TARGET [--methods flow,nuts,neutra,mh,mala,is] [--quick] [--out DIR]``:
-  a comparison table of the methods on one target, PASS/FAIL against the target's requirements,
-  and a report folder (:mod:`pyro_flows.compare`); ``pyro-flows compare --list`` lists the
-  targets.
+- ``pyro-flows compare TARGET [--methods flow,nuts,neutra,mh,mala,is] [--quick] [--out DIR]
+  [--overwrite]``: a comparison table of the methods on one target, PASS/FAIL against the
+  target's requirements, and a report folder (:mod:`pyro_flows.compare`); a folder that already
+  holds a report is refused (exit status 2, before anything runs) unless ``--overwrite`` is
+  given. ``pyro-flows compare --list`` lists the targets.
 
 Every subcommand has ``--help``. Computations use one thread by default (``--threads``): the
 batches here are small, and one thread per process is fastest on a shared machine.
@@ -32,6 +33,17 @@ from pathlib import Path
 __all__ = ["build_parser", "main"]
 
 _ALL_METHODS = "flow,nuts,neutra,mh,mala,is"
+
+
+def _positive_int(text: str) -> int:
+    """An ``argparse`` type: a positive int (``--steps 0`` is an error, not an untrained run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -96,12 +108,24 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as e:
         parser.error(str(e))
     _setup(args)
-    from .compare.run import compare
+    from .compare.report import check_report_folder
 
     name = args.target.strip().lower()
     out = Path(args.out) if args.out is not None else Path("outputs") / "compare" / name
+    try:
+        check_report_folder(out, args.overwrite, flag="--overwrite")  # before, not after, the runs
+    except (FileExistsError, NotADirectoryError) as err:
+        parser.error(f"{err} (--out DIR)")
+    from .compare.run import compare
+
     result = compare(
-        name, methods, quick=args.quick, seed=args.seed, out=out, progress=not args.quiet
+        name,
+        methods,
+        quick=args.quick,
+        seed=args.seed,
+        out=out,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(result.summary())
     print(f"report: {result.report}")
@@ -133,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--quick", action="store_true", help="small budgets everywhere (CI)")
-    demo.add_argument("--out", default="outputs/demo", help="report folder (outputs/demo)")
+    demo.add_argument(
+        "--out",
+        default="outputs/demo",
+        help="report folder (outputs/demo); a previous demo report there is replaced",
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of every part (0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument(
@@ -143,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the toy of part 1 (moons)",
     )
     demo.add_argument(
-        "--steps", type=int, default=None, help="training steps of part 1 (3000; quick: 300)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="training steps of part 1, a positive int (3000; quick: 300)",
     )
     demo.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     demo.add_argument(
@@ -168,7 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated methods among {_ALL_METHODS} (default: all)",
     )
     cmp.add_argument("--quick", action="store_true", help="small budgets (seconds; for CI)")
-    cmp.add_argument("--out", default=None, help="report folder (outputs/compare/TARGET)")
+    cmp.add_argument(
+        "--out",
+        default=None,
+        help="report folder (outputs/compare/TARGET); one that already holds a report is "
+        "refused unless --overwrite is given",
+    )
+    cmp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report a previous run left in the report folder (its report.md, "
+        "results.json and figures; other files are kept)",
+    )
     cmp.add_argument("--seed", type=int, default=0, help="seed of every method (0)")
     cmp.add_argument("--quiet", action="store_true", help="no progress bars")
     cmp.add_argument("--list", action="store_true", help="list the targets and exit")

@@ -25,25 +25,114 @@ where :math:`q` equals the posterior.
 Reference: G. Roeder, Y. Wu, D. Duvenaud, "Sticking the Landing: Simple, Lower-Variance Gradient
 Estimators for Variational Inference", NeurIPS 2017, https://arxiv.org/abs/1703.09194.
 
-The remembered pair cannot go stale: it is keyed on the tensor's identity *and* its version
-counter, and on the version counters of every parameter and buffer of the flow, so an in-place
-edit, an optimiser step, ``load_state_dict`` or ``.to()`` all invalidate it. The distribution is
-built fresh per ``flow()`` call and remembers at most one pair.
+The remembered pair cannot go stale (:class:`OwnSampleMemory`): it is served only for the very
+tensor ``rsample`` returned, and only while that tensor, the context and every parameter and
+buffer of the flow hold the values they had then, compared entry by entry against a copy. Version
+counters alone would miss edits through ``p.data`` (which has its own counter) or a NumPy view;
+the copy costs one pass over the parameters' memory per ``rsample`` and per own-sample score,
+small next to the flow pass it saves (an IAF's inverse pass is ``input_dim`` MADE passes per
+layer). The distribution is built fresh per ``flow()`` call and remembers at most one pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from ._validation import check_sample_shape
+
 if TYPE_CHECKING:
     from .flow import Flow, SampleShape
+
+
+def _same_values(current: Sequence[Tensor], saved: Sequence[Tensor]) -> bool:
+    """Whether ``current`` holds the values of ``saved`` (same dtypes, devices, shapes and
+    entries; a NaN never matches, which only costs a recomputation)."""
+    if len(current) != len(saved):
+        return False
+    for a, b in zip(current, saved, strict=True):
+        if a.dtype != b.dtype or a.device != b.device or a.shape != b.shape:
+            return False
+    if all(a.device.type == "cpu" for a in current):
+        return all(torch.equal(a, b) for a, b in zip(current, saved, strict=True))
+    # one host sync for the lot instead of one per tensor
+    changed = [torch.ne(a, b).any() for a, b in zip(current, saved, strict=True)]
+    return not changed or not bool(torch.stack(changed).any())
+
+
+class OwnSampleMemory:
+    """The last ``(sample, log q(sample))`` pair of a distribution, served back only while
+    nothing it was computed from has changed.
+
+    ``remember`` keeps the sample tensor and copies of the sample, of the distribution's own
+    tensors (context, location, ...) and of every parameter and buffer of the module;
+    ``recall`` returns the remembered ``log q`` for the very same tensor object if every one of
+    them still holds the same values, else ``None``. Comparing values, not version counters,
+    also catches edits that bypass the counters (``p.data.add_``, a NumPy view). A ``log q``
+    remembered without autograd is not served while autograd is on (it has no graph).
+
+    Cost: one copy and one comparison of the module's parameters per remembered pair.
+
+    Example::
+
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> memory, x = OwnSampleMemory(), torch.randn(2)
+        >>> log_q = torch.tensor(0.5, requires_grad=True)
+        >>> memory.remember(x, log_q, (), lin)
+        >>> memory.recall(x, (), lin) is log_q
+        True
+        >>> _ = lin.weight.data.add_(1.0)  # invisible to version counters
+        >>> memory.recall(x, (), lin) is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[Tensor, list[Tensor], Tensor] | None = None
+
+    @staticmethod
+    def _tensors(value: Tensor, inputs: Iterable[Tensor | None], module: nn.Module) -> list[Tensor]:
+        """``value``, the given inputs and every parameter and buffer of ``module`` (one walk
+        over the submodules: this runs twice per own-sample score)."""
+        tensors = [value, *(t for t in inputs if t is not None)]
+        for m in module.modules():
+            tensors.extend(t for t in m._parameters.values() if t is not None)
+            tensors.extend(t for t in m._buffers.values() if t is not None)
+        return tensors
+
+    def remember(
+        self,
+        value: Tensor,
+        log_q: Tensor,
+        inputs: Iterable[Tensor | None],
+        module: nn.Module,
+    ) -> None:
+        """Remember ``log_q`` for ``value``, computed from ``inputs`` and ``module``."""
+        with torch.no_grad():
+            copies = [t.clone() for t in self._tensors(value, inputs, module)]
+        self._entry = (value, copies, log_q)
+
+    def recall(
+        self, value: Tensor, inputs: Iterable[Tensor | None], module: nn.Module
+    ) -> Tensor | None:
+        """The remembered ``log q`` if ``value`` is the remembered tensor and nothing changed."""
+        entry = self._entry
+        if entry is None or value is not entry[0]:
+            return None
+        _, copies, log_q = entry
+        if torch.is_grad_enabled() and not log_q.requires_grad:
+            return None
+        if not _same_values(self._tensors(value, inputs, module), copies):
+            return None
+        return log_q
+
+    def forget(self) -> None:
+        """Drop the remembered pair (and its copies)."""
+        self._entry = None
 
 
 class FlowDistribution(dist.TransformedDistribution):
@@ -77,15 +166,8 @@ class FlowDistribution(dist.TransformedDistribution):
             t.condition(context) if (context is not None and t.context_dim) else t
             for t in flow.transforms
         ]
-        self._remembered: tuple[Tensor, int, tuple[tuple[int, int], ...], Tensor] | None = None
+        self._memory = OwnSampleMemory()
         super().__init__(base, transforms, validate_args=False)
-
-    def _versions(self) -> tuple[tuple[int, int], ...]:
-        """Version counter and storage address of every parameter and buffer: an in-place edit
-        bumps the first, ``.to()`` / ``load_state_dict`` with ``assign`` change the second."""
-        return tuple(
-            (t._version, t.data_ptr()) for t in chain(self.flow.parameters(), self.flow.buffers())
-        )
 
     def _extra_shape(self) -> torch.Size:
         """Batch dims added by ``expand`` on top of the context's batch shape."""
@@ -94,31 +176,27 @@ class FlowDistribution(dist.TransformedDistribution):
 
     def rsample_and_log_prob(self, sample_shape: SampleShape = ()) -> tuple[Tensor, Tensor]:
         """Samples and their log density in one base -> data pass."""
-        shape = torch.Size(sample_shape) + self._extra_shape()
+        shape = check_sample_shape(sample_shape) + self._extra_shape()
         x, log_q = self.flow.rsample_and_log_prob(shape, self.context)
-        self._remembered = (x, x._version, self._versions(), log_q)
+        self._memory.remember(x, log_q, (self.context,), self.flow)
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def sample(self, sample_shape: SampleShape = ()) -> Tensor:
-        shape = torch.Size(sample_shape) + self._extra_shape()
+        shape = check_sample_shape(sample_shape) + self._extra_shape()
         return self.flow.sample(shape, self.context)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        r = self._remembered
-        if (
-            r is not None
-            and value is r[0]
-            and value._version == r[1]
-            and self._versions() == r[2]
-            and (r[3].requires_grad or not torch.is_grad_enabled())
-        ):
+        """``log q(value)``: the remembered value for this distribution's own last sample if
+        nothing changed since (see the module docstring), else the inverse pass."""
+        remembered = self._memory.recall(value, (self.context,), self.flow)
+        if remembered is not None:
             if self.path_gradient and torch.is_grad_enabled():
                 frozen = log_prob_with_frozen_parameters(self.flow, value, self.context)
-                return r[3].detach() + (frozen - frozen.detach())
-            return r[3]
+                return remembered.detach() + (frozen - frozen.detach())
+            return remembered
         log_q = self.flow.log_prob(value, self.context)
         if self._extra_shape():
             log_q = log_q.expand(torch.broadcast_shapes(log_q.shape, self.batch_shape))

@@ -21,8 +21,15 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Transform
 
-from ._validation import as_tensor, check_context, check_event
-from .base import as_base
+from ._validation import (
+    all_finite,
+    as_tensor,
+    check_context,
+    check_event,
+    check_sample_shape,
+    checked_context,
+)
+from .base import StandardNormal, as_base
 from .transforms.base import FlowTransform
 from .transforms.wrapped import WrappedTransform
 
@@ -36,14 +43,31 @@ def _event_shape(t: FlowTransform) -> torch.Size:
 
 
 def _as_size(sample_shape: SampleShape) -> torch.Size:
-    if isinstance(sample_shape, int):
-        return torch.Size([sample_shape])
-    try:
-        return torch.Size(sample_shape)
-    except TypeError:
-        raise TypeError(
-            f"sample_shape must be an int or a sequence of ints, got {sample_shape!r}"
-        ) from None
+    """``sample_shape`` as a ``torch.Size`` (see :func:`~pyro_flows._validation.check_sample_shape`:
+    ints ``>= 0`` only, a clear error otherwise)."""
+    return check_sample_shape(sample_shape)
+
+
+def _overflow_error(x: Tensor, z: Tensor, log_det: Tensor | None, log_q: Tensor) -> ValueError:
+    """The error for finite data whose log density overflowed the dtype (see
+    :meth:`Flow.base_and_log_prob`), naming the rows, how far out they went and what to do."""
+    bad = (~torch.isfinite(log_q)).flatten().nonzero().flatten()
+    more = "..." if bad.numel() > 10 else ""
+    if not all_finite(z):
+        reason = "overflowed to non-finite values in the base space"
+    elif log_det is not None and not all_finite(log_det):
+        reason = "gave a non-finite log-determinant"
+    else:
+        reason = (
+            f"reached |z| = {float(z.detach().abs().max()):.3g} in the base space, where the "
+            f"base log density is below the smallest {z.dtype} ({-torch.finfo(z.dtype).max:.3g})"
+        )
+    return ValueError(
+        f"Flow.log_prob: {bad.numel()} row(s) of x (flat row indices {bad[:10].tolist()}{more}, "
+        f"largest |x| {float(x.detach().abs().max()):.3g}) lie too far out for {x.dtype}: the "
+        f"inverse pass {reason}. Score them in float64 (flow.double()) or bring the data to the "
+        "scale the flow was trained on"
+    )
 
 
 class Flow(nn.Module):
@@ -177,7 +201,7 @@ class Flow(nn.Module):
                 f"got shape {tuple(x_t.shape)}"
             )
         self._check_like_flow(x_t, "x")
-        if not bool(torch.isfinite(x_t).all()):
+        if not all_finite(x_t):
             bad = (~torch.isfinite(x_t)).reshape(-1, self.input_dim).any(-1).nonzero().flatten()
             raise ValueError(
                 f"Flow.log_prob got non-finite values in {bad.numel()} row(s) of x "
@@ -217,6 +241,13 @@ class Flow(nn.Module):
         ``log_prob`` is its second half; the first is what
         :func:`~pyro_flows.infer.distill.distill`'s ``"sampling_map"`` objective regresses on.
 
+        :raises ValueError: ``x`` or ``context`` of the wrong shape or with NaN/inf entries; or
+            finite ``x`` so far out that the log density overflows the dtype (the inverse pass
+            reaches non-finite values, or, with the standard-normal base,
+            :math:`|z|^2/2` exceeds the dtype's largest number: about :math:`|z| > 2.6 \cdot
+            10^{19}` in float32). Such a point never gets a NaN or ``-inf``; float64 scores it.
+            A base with bounded support keeps its ``-inf`` (zero density) at finite ``z``.
+
         Example::
 
             >>> from pyro_flows import flows
@@ -232,11 +263,25 @@ class Flow(nn.Module):
         x = self._check_x(x)
         context = self._check_context(context)
         z, log_det = x, None
-        for t in reversed(self.transforms):
-            z, ld = t.inverse_and_log_det(z, context if t.context_dim else None)
-            log_det = ld if log_det is None else log_det + ld
+        with checked_context(context):
+            for t in reversed(self.transforms):
+                z, ld = t.inverse_and_log_det(z, context if t.context_dim else None)
+                log_det = ld if log_det is None else log_det + ld
         log_q = self._base_log_prob(z, context)
-        return z, (log_q if log_det is None else log_q + log_det)
+        log_q = log_q if log_det is None else log_q + log_det
+        if not all_finite(log_q) and self._overflowed(z, log_det, log_q):
+            raise _overflow_error(x, z, log_det, log_q)
+        return z, log_q
+
+    def _overflowed(self, z: Tensor, log_det: Tensor | None, log_q: Tensor) -> bool:
+        """Whether a non-finite ``log_q`` of finite data is a floating-point overflow rather
+        than a density of zero (a ``-inf`` from a base with bounded support at a finite,
+        in-range ``z``, which is returned as it is)."""
+        if bool(log_q.isnan().any()) or not all_finite(z):
+            return True
+        if log_det is not None and not all_finite(log_det):
+            return True
+        return isinstance(self.base, StandardNormal)  # positive everywhere: -inf is overflow
 
     def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:
         fast = getattr(self.base, "log_prob", None)
@@ -257,9 +302,10 @@ class Flow(nn.Module):
         z = d.rsample(_as_size(sample_shape))
         log_q = self._base_log_prob(z, context)
         x = z
-        for t in self.transforms:
-            x, ld = t.forward_and_log_det(x, context if t.context_dim else None)
-            log_q = log_q - ld
+        with checked_context(context):
+            for t in self.transforms:
+                x, ld = t.forward_and_log_det(x, context if t.context_dim else None)
+                log_q = log_q - ld
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
@@ -271,8 +317,10 @@ class Flow(nn.Module):
         return self._push(d.rsample(_as_size(sample_shape)), context)
 
     def _push(self, x: Tensor, context: Tensor | None) -> Tensor:
-        for t in self.transforms:
-            x = t.forward_without_log_det(x, context if t.context_dim else None)
+        """Base -> data through every layer; ``context`` was checked by the caller."""
+        with checked_context(context):
+            for t in self.transforms:
+                x = t.forward_without_log_det(x, context if t.context_dim else None)
         return x
 
     @staticmethod

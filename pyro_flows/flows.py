@@ -63,7 +63,7 @@ def _permutation(kind: str | None, input_dim: int) -> nn.Module | None:
         return None
     if kind == "reverse":
         return Reverse(input_dim)
-    return Permute(torch.randperm(input_dim))
+    return Permute(torch.randperm(input_dim, device="cpu"))
 
 
 def _normalization(kind: str | None, input_dim: int) -> nn.Module | None:
@@ -87,6 +87,8 @@ def _stack(
 ) -> Flow:
     check_positive_int(input_dim, "input_dim")
     check_positive_int(num_transforms, "num_transforms")
+    if permutation not in _PERMUTATIONS:  # checked even where the stack has no gap to fill
+        raise ValueError(f"permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
     layers: list[nn.Module] = []
     for k in range(num_transforms):
         norm = _normalization(normalization, input_dim)

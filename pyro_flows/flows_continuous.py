@@ -50,6 +50,9 @@ def cnf(
     Cost: sampling and density each ``num_transforms`` ODE solves (see
     :class:`~pyro_flows.transforms.continuous.ContinuousFlow`); no network pass is shared.
 
+    Not traceable: under ``torch.jit.trace`` or ``pyro.infer.JitTrace_ELBO`` every solve raises
+    a ``RuntimeError`` naming the cause; train with ``pyro.infer.Trace_ELBO``.
+
     Example::
 
         >>> flow = cnf(2, hidden_dims=(8,))

@@ -7,17 +7,39 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ._numbers import check_interval
+from ._validation import as_tensor, check_positive_int
 from .flow import Flow
+
+
+def _check_flow_2d(flow: object) -> Flow:
+    if not isinstance(flow, Flow):
+        raise TypeError(f"flow must be a pyro_flows Flow, got {type(flow).__name__}")
+    if flow.input_dim != 2 or len(flow.event_shape) != 1:
+        raise ValueError(f"density_grid needs a 2-D flow, got input_dim={flow.input_dim}")
+    if flow.context_dim is not None:
+        raise ValueError(
+            f"density_grid needs an unconditional flow, got context_dim={flow.context_dim}"
+        )
+    return flow
 
 
 def density_grid(
     flow: Flow, bounds: tuple[float, float] = (-4.0, 4.0), resolution: int = 200
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(xs, ys, density)`` of a 2-D flow on a square grid (density shape ``(res, res)``)."""
-    if flow.input_dim != 2:
-        raise ValueError(f"density_grid needs a 2-D flow, got input_dim={flow.input_dim}")
-    ref = next(flow.parameters())
-    axis = torch.linspace(*bounds, resolution, dtype=ref.dtype, device=ref.device)
+    """``(xs, ys, density)`` of a 2-D flow on a square grid (density shape ``(res, res)``).
+
+    :raises TypeError: if ``flow`` is not a :class:`~pyro_flows.Flow`.
+    :raises ValueError: for a flow that is not 2-D and unconditional, ``bounds`` that are not a
+        finite ``(lo, hi)`` pair with ``lo < hi``, or a ``resolution`` below 2.
+    """
+    _check_flow_2d(flow)
+    lo, hi = check_interval(bounds, "bounds")
+    check_positive_int(resolution, "resolution", minimum=2)
+    ref = next(flow.parameters(), None)
+    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    device = ref.device if ref is not None else None
+    axis = torch.linspace(lo, hi, resolution, dtype=dtype, device=device)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     points = torch.stack([xx, yy], -1).reshape(-1, 2)
     with torch.no_grad():
@@ -33,7 +55,17 @@ def plot_density_2d(
     title: str = "",
     num_samples: int = 5000,
 ) -> Path:
-    """Write a PNG with three panels: the data, the flow's density, the flow's samples."""
+    """Write a PNG with three panels: the data, the flow's density, the flow's samples.
+
+    ``data`` (a tensor or array of shape ``(rows, 2)``) and every option are checked before
+    anything is written.
+    """
+    _check_flow_2d(flow)
+    check_interval(bounds, "bounds")
+    check_positive_int(num_samples, "num_samples")
+    data = as_tensor(data, "data").detach().cpu()
+    if data.dim() != 2 or data.shape[-1] != 2:
+        raise ValueError(f"data must have shape (rows, 2), got {tuple(data.shape)}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +75,6 @@ def plot_density_2d(
     path.parent.mkdir(parents=True, exist_ok=True)
     xs, ys, density = density_grid(flow, bounds)
     samples = flow.sample((num_samples,)).cpu()
-    data = data.detach().cpu()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), constrained_layout=True)
     hist_range = [list(bounds), list(bounds)]
     axes[0].hist2d(

@@ -61,6 +61,9 @@ def test_console_entry_point_runs_as_a_module():
         (["compare", "u1", "--methods", ","], r"no method given"),
         (["compare", "u1", "--seed", "x"], r"invalid int value: 'x'"),
         (["demo", "--toy", "spiral"], r"invalid choice: 'spiral'"),
+        (["demo", "--steps", "0"], r"argument --steps: must be a positive int, got 0"),
+        (["demo", "--steps", "-5"], r"argument --steps: must be a positive int, got -5"),
+        (["demo", "--steps", "x"], r"argument --steps: must be a positive int, got 'x'"),
         (["bench"], r"invalid choice: 'bench'"),
     ],
 )
@@ -69,6 +72,33 @@ def test_bad_input_exits_with_status_2_and_says_what_is_valid(argv, message, cap
         main(argv)
     assert exc.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_demo_functions_refuse_non_positive_steps(tmp_path):
+    for steps in (0, -5):
+        with pytest.raises(ValueError, match=f"steps must be a positive int, got {steps}"):
+            demo.run_demo(tmp_path / "demo", quick=True, steps=steps, progress=False)
+        with pytest.raises(ValueError, match=f"steps must be a positive int, got {steps}"):
+            demo.fit_density(tmp_path, steps=steps, progress=False)
+    with pytest.raises(TypeError, match=r"seed must be an int, got 'x' \(str\)"):
+        demo.run_demo(tmp_path / "demo", seed="x", progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "demo").exists()  # refused before anything was written
+
+
+def test_compare_refuses_a_folder_holding_a_report_before_running(tmp_path, capsys):
+    (tmp_path / "report.md").write_text("an earlier run")
+    argv = ["compare", "banana", "--methods", "mh", "--quick", "--quiet", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the report folder {tmp_path} already holds a report (report.md)" in err
+    assert "pass --overwrite to replace it, or choose another folder (--out DIR)" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # nothing ran, nothing written
+    assert (tmp_path / "report.md").read_text() == "an earlier run"
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--help"])
+    assert "--overwrite" in capsys.readouterr().out
 
 
 def test_threads_must_be_positive():
@@ -130,7 +160,7 @@ def test_strict_exit_status_when_a_check_fails(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(settings.QUICK_SETTINGS, "u1", short)
     argv = ["compare", "u1", "--methods", "flow", "--quick", "--quiet", "--out", str(tmp_path)]
     assert main(argv) == 0  # without --strict a failed check is reported, not an error
-    assert main([*argv, "--strict"]) == 1
+    assert main([*argv, "--strict", "--overwrite"]) == 1  # the same folder: --overwrite
     assert "[FAIL] u1: flow log Z - ELBO < 0.02 nats" in capsys.readouterr().out
 
 

@@ -118,11 +118,16 @@ def test_state_dict_round_trip_is_exact(name):
     other = BUILDERS[name](3, 2).double()
     other.load_state_dict(flow.state_dict())
     other.eval()
-    assert torch.equal(other.log_prob(x, ctx), flow.log_prob(x, ctx))
+    state = other.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in flow.state_dict().items())  # bit for bit
+    # the same computation on another instance: equal up to rounding (BLAS kernels may round
+    # differently with the memory alignment)
+    close = {"rtol": 1e-13, "atol": 1e-13}
+    torch.testing.assert_close(other.log_prob(x, ctx), flow.log_prob(x, ctx), **close)
     torch.manual_seed(5)
     a = flow.sample((4,), ctx)
     torch.manual_seed(5)
-    assert torch.equal(other.sample((4,), ctx), a)
+    torch.testing.assert_close(other.sample((4,), ctx), a, **close)
 
 
 def test_to_moves_everything_including_the_base(name):
@@ -190,15 +195,16 @@ def test_remembered_sample_cannot_go_stale():
     with torch.no_grad():
         x2.add_(1.0)
     assert torch.allclose(d.log_prob(x2), flow.log_prob(x2), atol=1e-5)
-    # state changes through load_state_dict and .to() are seen too
+    # state changes through load_state_dict and .to() are seen too; a state with the same
+    # values is the same flow, so its remembered score stays valid
     x3 = d.rsample((8,))
     lp3 = d.log_prob(x3)
-    state = copy.deepcopy(flow.state_dict())
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.mul_(0.5)
-    flow.load_state_dict(state)
+    flow.load_state_dict(copy.deepcopy(flow.state_dict()))
+    assert d.log_prob(x3) is lp3
+    halved = {k: v * 0.5 if v.is_floating_point() else v for k, v in flow.state_dict().items()}
+    flow.load_state_dict(halved)
     assert d.log_prob(x3) is not lp3
+    torch.testing.assert_close(d.log_prob(x3), flow.log_prob(x3))
     x4 = d.rsample((8,))
     assert d.log_prob(x4) is d.log_prob(x4)  # remembered before the move
     flow.double()

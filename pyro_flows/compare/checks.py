@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .metrics import Row
+from .table import check_rows, check_true_weights
 
 __all__ = [
     "Check",
@@ -93,8 +94,9 @@ class Check:
 
 def _rows(rows: Mapping[str, Row] | Sequence[Row]) -> dict[str, Row]:
     if isinstance(rows, Mapping):
+        check_rows(rows.values())
         return dict(rows)
-    return {r.method: r for r in rows}
+    return {r.method: r for r in check_rows(rows)}
 
 
 def _verdict(ok: bool) -> str:
@@ -197,7 +199,7 @@ def check_mixture(
     name = f"mixture: flow finds every mode (mass >= {MODE_FOUND_FRACTION:g} x true weight)"
     if flow is None or flow.mode_masses is None:
         return [Check(name, "SKIP", "flow not run")]
-    weights = [float(w) for w in true_weights]
+    weights = check_true_weights(true_weights)
     if len(flow.mode_masses) != len(weights):
         raise ValueError(
             f"the flow row has {len(flow.mode_masses)} mode masses but there are "
@@ -230,6 +232,8 @@ def run_checks(
 
     References: see the module docstring.
     """
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a target's name (a str), got {type(target).__name__}")
     key = target.strip().lower()
     if key == "u1":
         return check_u1(rows)
@@ -252,6 +256,9 @@ def format_checks(checks: Sequence[Check]) -> str:
 
     References: see the module docstring.
     """
+    for check in checks:
+        if not isinstance(check, Check):
+            raise TypeError(f"checks must be Check objects, got {type(check).__name__}")
     if not checks:
         return "no fixed targets for this target"
     counts = {s: sum(c.status == s for c in checks) for s in ("PASS", "FAIL", "SKIP")}

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._numbers import check_interval
+from .._validation import check_positive_int
 from ..infer import TargetFitHistory
 from ..targets import Target
 from .methods import MethodRun
@@ -67,7 +69,10 @@ def density_on_grid(
     """
     if target.dim != 2:
         raise ValueError(f"density_on_grid needs a 2-D target, got dim={target.dim}")
-    (a, b), (c, d) = bounds[0], bounds[1]
+    if isinstance(bounds, str | bytes) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise ValueError(f"bounds must be 2 (lo, hi) pairs, one per coordinate, got {bounds!r}")
+    (a, b), (c, d) = (check_interval(pair, "bounds") for pair in bounds)
+    check_positive_int(resolution, "resolution", minimum=2)
     xs = torch.linspace(a, b, resolution, dtype=torch.float64)
     ys = torch.linspace(c, d, resolution, dtype=torch.float64)
     xx, yy = torch.meshgrid(xs, ys, indexing="xy")

@@ -46,6 +46,8 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
 
+from .._numbers import check_positive_number
+from .._validation import check_positive_int
 from ..flow import Flow
 from ..infer import (
     SampleResult,
@@ -147,6 +149,26 @@ def _boxed(target: Target) -> bool:
     return target.support is not constraints.real_vector
 
 
+def _check_target(target: object) -> None:
+    if not isinstance(target, Target):
+        raise TypeError(
+            "target must be a pyro_flows Target (e.g. pyro_flows.targets.get_target('banana')), "
+            f"got {type(target).__name__} ({target!r})"
+        )
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
+
+
+def _check_settings(settings: object, kind: type) -> None:
+    if not isinstance(settings, kind):
+        raise TypeError(
+            f"settings must be a {kind.__name__}, got {type(settings).__name__} ({settings!r})"
+        )
+
+
 def train_flow(
     target: Target, settings: FlowSettings, *, seed: int = 0, progress: bool = True
 ) -> TrainedFlow:
@@ -171,6 +193,9 @@ def train_flow(
     References: D. J. Rezende, S. Mohamed. *Variational Inference with Normalizing Flows.*
     ICML 2015.
     """
+    _check_target(target)
+    _check_settings(settings, FlowSettings)
+    _check_seed(seed)
     start = time.perf_counter()
     torch.manual_seed(seed)
     base_flow = settings.build(target.dim)
@@ -322,6 +347,13 @@ def run_method(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    _check_target(target)
+    _check_settings(settings, TargetSettings)
+    _check_seed(seed)
+    if trained is not None and not isinstance(trained, TrainedFlow):
+        raise TypeError(
+            f"trained must be a TrainedFlow (from train_flow), got {type(trained).__name__}"
+        )
     if method in FLOW_METHODS and trained is None:
         raise ValueError(f"method {method!r} needs the trained flow: pass trained=train_flow(...)")
     if method in ("flow", "is"):
@@ -382,6 +414,10 @@ def box_starts(target: Target, num_chains: int, seed: int = 0, radius: float = 1
     References: Stan Development Team, *Stan Reference Manual*, section "Initialization"
     (uniform starts on the unconstrained scale).
     """
+    _check_target(target)
+    check_positive_int(num_chains, "num_chains")
+    _check_seed(seed)
+    radius = check_positive_number(radius, "radius")
     transform = biject_to(target.support)
     z0 = target.initial_params()["z"].to(torch.float64)
     lo = transform(torch.full_like(z0, -40.0))
@@ -418,7 +454,11 @@ def run_methods(
 
     References: see the module docstring.
     """
-    names = parse_methods(list(methods))
+    names = parse_methods(methods)
+    _check_target(target)
+    _check_settings(settings, TargetSettings)
+    if on_done is not None and not callable(on_done):
+        raise TypeError(f"on_done must be callable or None, got {type(on_done).__name__}")
     trained = None
     if FLOW_METHODS.intersection(names):
         trained = train_flow(target, settings.flow, seed=seed, progress=progress)

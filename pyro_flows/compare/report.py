@@ -9,6 +9,10 @@ Layout of ``out/``:
   ``elbo.png`` (flow training), ``modes.png`` (mixture).
 - ``results.json``: the rows, the checks, the settings (non-finite numbers as strings).
 
+A folder that already holds a report is refused (``FileExistsError``) unless ``overwrite=True``
+(``pyro-flows compare --overwrite``), which replaces every file above (so that no figure of the
+previous run is left behind) and leaves other files alone.
+
 References:
 
 - A. Gelman, J. B. Carlin, H. S. Stern, D. B. Dunson, A. Vehtari, D. B. Rubin. *Bayesian Data
@@ -27,7 +31,10 @@ from .figures import plot_elbo, plot_mode_masses, plot_samples, plot_traces
 if TYPE_CHECKING:
     from .run import Comparison
 
-__all__ = ["write_report", "jsonable"]
+__all__ = ["REPORT_FILES", "check_report_folder", "write_report", "jsonable"]
+
+#: The files of a report folder (an overwrite removes them all before writing the new ones).
+REPORT_FILES = ("report.md", "results.json", "samples.png", "traces.png", "elbo.png", "modes.png")
 
 _COLUMN_NOTES = """\
 How the columns are computed (details: `docs/compare.rst`):
@@ -69,8 +76,42 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_report(comparison: Comparison, out: str | Path) -> Path:
-    r"""Write the report folder of ``comparison`` to ``out`` and return ``out/report.md``.
+def check_report_folder(
+    out: str | Path, overwrite: bool = False, *, flag: str = "overwrite=True"
+) -> None:
+    """Refuse a report folder ``out`` that is a file, or that already holds a report (one of
+    :data:`REPORT_FILES`) unless ``overwrite``: the error names the folder, what it holds and
+    ``flag``, the option to pass (``"--overwrite"`` on the command line). Nothing is written.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "report.md").write_text("an earlier run")
+    ...     try:
+    ...         check_report_folder(d)
+    ...     except FileExistsError as err:
+    ...         print("refused:", "overwrite=True" in str(err))
+    ...     check_report_folder(d, overwrite=True)  # accepted
+    refused: True
+
+    References: none (a guard against losing a previous run's report).
+    """
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"the report folder {out} is a file: choose a folder")
+    found = [name for name in REPORT_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise FileExistsError(
+            f"the report folder {out} already holds a report ({', '.join(found)}): pass {flag} "
+            "to replace it, or choose another folder"
+        )
+
+
+def write_report(comparison: Comparison, out: str | Path, *, overwrite: bool = False) -> Path:
+    r"""Write the report folder of ``comparison`` to ``out`` and return ``out/report.md``; a
+    folder holding a previous report is refused unless ``overwrite``
+    (:func:`check_report_folder`), and then its report files are all replaced.
 
     The figures: ``samples.png`` (every method's draws over the target density for
     :math:`D = 2`, pair plots of :math:`z_0, z_1, z_2` otherwise), ``traces.png`` (MCMC),
@@ -90,8 +131,11 @@ def write_report(comparison: Comparison, out: str | Path) -> Path:
 
     References: Gelman et al., *Bayesian Data Analysis*, chapter 11.
     """
+    check_report_folder(out, overwrite)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:  # no figure of an earlier run may pass for one of this run
+        (out / name).unlink(missing_ok=True)
     c = comparison
     target = c.target
     figures: dict[str, Path] = {}

@@ -33,6 +33,7 @@ from ..targets import TARGETS, Target, get_target
 from .checks import Check, format_checks, run_checks
 from .methods import MethodRun, TrainedFlow, parse_methods, run_methods
 from .metrics import Row, row_for
+from .report import check_report_folder, write_report
 from .settings import TargetSettings, settings_for
 from .table import format_table, markdown_table, mode_mass_table
 
@@ -129,6 +130,7 @@ def compare(
     out: str | Path | None = None,
     progress: bool = True,
     settings: TargetSettings | None = None,
+    overwrite: bool = False,
 ) -> Comparison:
     r"""Run ``methods`` (default: all six) on the target called ``target``, tabulate and check
     them, and write the report folder ``out`` (Markdown + PNGs + JSON) when given.
@@ -139,11 +141,14 @@ def compare(
     :param quick: the small ``--quick`` budget (CI).
     :param seed: seeds the flow's initialisation, its training and every sampler.
     :param out: report folder (created), or ``None`` for no report.
+    :param overwrite: replace the report a previous run left in ``out``; without it such a
+        folder is refused with a ``FileExistsError`` before anything runs.
     :param progress: progress bars (``False``: silent).
     :param settings: overrides the per-target defaults of
         :func:`~pyro_flows.compare.settings.settings_for`.
     :returns: a :class:`Comparison`.
     :raises ValueError: an unknown target or method, listing the valid names.
+    :raises FileExistsError: ``out`` already holds a report and ``overwrite`` is ``False``.
 
     Example:
 
@@ -162,6 +167,8 @@ def compare(
     if name not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
     names = parse_methods(methods)
+    if out is not None:
+        check_report_folder(out, overwrite)  # before minutes of sampling, not after
     chosen = settings if settings is not None else settings_for(name, quick=quick)
     start = time.perf_counter()
     target_obj = get_target(name, **chosen.target_options)
@@ -183,7 +190,5 @@ def compare(
         wall_time=time.perf_counter() - start,
     )
     if out is not None:
-        from .report import write_report
-
-        write_report(result, out)
+        write_report(result, out, overwrite=overwrite)
     return result

@@ -26,10 +26,13 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import flows as _flows
+from .._numbers import check_bool, check_fraction, check_positive_number
+from .._validation import check_positive_int
 from ..flow import Flow
 from ..targets import TARGETS
 from ..transforms.linear import InvertibleLinear
@@ -42,6 +45,13 @@ __all__ = [
     "QUICK_SETTINGS",
     "settings_for",
 ]
+
+
+def _check_mapping(value: object, name: str) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of keyword arguments, got {type(value).__name__} ({value!r})"
+        )
 
 
 def _linear(input_dim: int, **options: Any) -> Flow:
@@ -93,10 +103,16 @@ class FlowSettings:
     anneal: float | None = None
 
     def __post_init__(self) -> None:
-        if self.builder not in _BUILDERS:
+        if not isinstance(self.builder, str) or self.builder not in _BUILDERS:
             raise ValueError(
                 f"FlowSettings.builder must be one of {sorted(_BUILDERS)}, got {self.builder!r}"
             )
+        _check_mapping(self.options, "FlowSettings.options")
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_number(self.lr, "lr")
+        if self.anneal is not None:
+            check_fraction(self.anneal, "anneal")
 
     def build(self, dim: int) -> Flow:
         """A fresh, untrained flow on :math:`\\mathbb R^{dim}` (initialised from torch's RNG)."""
@@ -143,6 +159,12 @@ class SamplerSettings:
     warmup: int = 500
     num_chains: int = 2
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.num_samples, "num_samples")
+        check_positive_int(self.warmup, "warmup", minimum=0)
+        check_positive_int(self.num_chains, "num_chains")
+        _check_mapping(self.options, "SamplerSettings.options")
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments for the samplers of :mod:`pyro_flows.infer`."""
@@ -196,10 +218,28 @@ class TargetSettings:
     is_samples: int = 20_000
     target_options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.flow, FlowSettings):
+            raise TypeError(
+                f"flow must be a FlowSettings, got {type(self.flow).__name__} ({self.flow!r})"
+            )
+        for name in ("nuts", "neutra", "mh", "mala"):
+            value = getattr(self, name)
+            if not isinstance(value, SamplerSettings):
+                raise TypeError(
+                    f"{name} must be a SamplerSettings, got {type(value).__name__} ({value!r})"
+                )
+        check_positive_int(self.flow_samples, "flow_samples")
+        check_positive_int(self.is_samples, "is_samples")
+        _check_mapping(self.target_options, "target_options")
+
     def sampler(self, method: str) -> SamplerSettings:
         """The :class:`SamplerSettings` of ``"nuts"``, ``"neutra"``, ``"mh"`` or ``"mala"``."""
         if method not in ("nuts", "neutra", "mh", "mala"):
-            raise ValueError(f"no sampler settings for method {method!r}")
+            raise ValueError(
+                f"no sampler settings for method {method!r}; the samplers are 'nuts', 'neutra', "
+                "'mh' and 'mala'"
+            )
         return getattr(self, method)
 
 
@@ -285,6 +325,7 @@ def settings_for(target: str, quick: bool = False) -> TargetSettings:
     :param target: the target's short name (case-insensitive).
     :param quick: the small ``--quick`` budget instead of the full one.
     :raises ValueError: for an unknown name, listing the valid ones.
+    :raises TypeError: for a ``target`` that is not a str or a ``quick`` that is not a bool.
 
     Example:
 
@@ -295,6 +336,7 @@ def settings_for(target: str, quick: bool = False) -> TargetSettings:
     """
     if not isinstance(target, str):
         raise TypeError(f"target must be a str, got {type(target).__name__}")
+    check_bool(quick, "quick")
     key = target.strip().lower()
     if key not in SETTINGS:
         raise ValueError(f"unknown target {target!r}; valid names: {', '.join(TARGETS)}")

@@ -25,9 +25,10 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .._numbers import check_finite_number, check_fraction
 from .metrics import Row
 
 __all__ = ["COLUMNS", "format_table", "markdown_table", "mode_mass_table", "format_value"]
@@ -80,16 +81,39 @@ def format_value(header: str, value: Any) -> str:
     return _BY_HEADER[header][1](value)
 
 
+def check_rows(rows: object) -> list[Row]:
+    """``rows`` as a list of :class:`Row` (``TypeError`` naming what was given otherwise)."""
+    if isinstance(rows, Row | str | bytes) or not isinstance(rows, Iterable):
+        raise TypeError(f"rows must be a sequence of Row objects, got {type(rows).__name__}")
+    rows = list(rows)
+    for row in rows:
+        if not isinstance(row, Row):
+            raise TypeError(f"rows must be Row objects, got {type(row).__name__} ({row!r})")
+    return rows
+
+
+def check_true_weights(true_weights: object) -> list[float]:
+    """``true_weights`` as a list of finite non-negative floats."""
+    if isinstance(true_weights, str | bytes) or not isinstance(true_weights, Iterable):
+        raise TypeError(
+            f"true_weights must be a sequence of numbers, got {type(true_weights).__name__}"
+        )
+    weights = [check_finite_number(w, "true_weights") for w in true_weights]
+    if any(w < 0 for w in weights):
+        raise ValueError(f"true_weights must be >= 0, got {weights}")
+    return weights
+
+
 def _select(
     rows: Sequence[Row], columns: Sequence[str] | None
 ) -> tuple[list[str], list[list[str]]]:
+    if isinstance(columns, str | bytes):
+        raise TypeError(f"columns must be a sequence of headers, got str ({columns!r})")
     headers = list(columns) if columns is not None else [h for h, _, _ in COLUMNS]
     for h in headers:
         if h not in _BY_HEADER:
             raise ValueError(f"unknown column {h!r}; columns: {', '.join(_BY_HEADER)}")
-    for row in rows:
-        if not isinstance(row, Row):
-            raise TypeError(f"rows must be Row objects, got {type(row).__name__}")
+    rows = check_rows(rows)
     cells = [[format_value(h, getattr(row, _BY_HEADER[h][0])) for h in headers] for row in rows]
     return headers, cells
 
@@ -182,8 +206,9 @@ def mode_mass_table(
     References: T. Minka. *Divergence measures and message passing.* 2005 (reverse KL is mode
     seeking).
     """
-    weights = [float(w) for w in true_weights]
-    used = [r for r in rows if r.mode_masses is not None]
+    weights = check_true_weights(true_weights)
+    found_fraction = check_fraction(found_fraction, "found_fraction")
+    used = [r for r in check_rows(rows) if r.mode_masses is not None]
     for r in used:
         if len(r.mode_masses) != len(weights):  # type: ignore[arg-type]
             raise ValueError(

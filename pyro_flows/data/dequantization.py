@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +60,28 @@ __all__ = [
     "check_discrete",
     "nats_to_bits_per_dim",
 ]
+
+
+def _check_nll(value: object, name: str) -> float | Tensor:
+    """``value`` (a number, tensor or array) if it is real and has no NaN; arrays come back as
+    tensors. ``inf`` is allowed (a zero probability has an infinite NLL)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if isinstance(value, int | float) and not isinstance(value, np.generic):
+        if math.isnan(value):
+            raise ValueError(f"{name} has NaN value(s) (got {value!r}): nothing to convert")
+        return value
+    try:
+        t = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"{name} must be a number or a tensor, got {type(value).__name__}"
+        ) from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+    if t.is_floating_point() and bool(torch.isnan(t).any()):
+        raise ValueError(f"{name} has NaN value(s) (got {t!r}): nothing to convert")
+    return value if isinstance(value, np.ndarray | np.generic) else t
 
 
 def nats_to_bits_per_dim(nll_nats: float | Tensor, dim: int) -> float | Tensor:
@@ -76,7 +99,7 @@ def nats_to_bits_per_dim(nll_nats: float | Tensor, dim: int) -> float | Tensor:
         tensor([0.8163])
     """
     check_positive_int(dim, "dim")
-    return nll_nats / (dim * math.log(2.0))
+    return _check_nll(nll_nats, "nll_nats") / (dim * math.log(2.0))
 
 
 def bits_per_dim_to_nats(bits_per_dim: float | Tensor, dim: int) -> float | Tensor:
@@ -88,7 +111,7 @@ def bits_per_dim_to_nats(bits_per_dim: float | Tensor, dim: int) -> float | Tens
         64.0
     """
     check_positive_int(dim, "dim")
-    return bits_per_dim * dim * math.log(2.0)
+    return _check_nll(bits_per_dim, "bits_per_dim") * dim * math.log(2.0)
 
 
 def check_discrete(
@@ -97,15 +120,27 @@ def check_discrete(
     """Check that ``x`` holds integers in ``[0, num_levels - 1]`` (shape ``(..., input_dim)``)
     and return it as a floating tensor.
 
-    :raises ValueError: naming the expected and the given shape, or the offending values.
+    ``x`` may be a tensor or a NumPy array (converted with ``torch.from_numpy``).
+
+    :raises ValueError: naming the expected and the given shape, the offending values, or a
+        bool or complex dtype.
+    :raises TypeError: for data that is neither a tensor nor an array.
 
     Example::
 
         >>> check_discrete(torch.tensor([[0, 3]]), num_levels=4)
         tensor([[0., 3.]])
     """
+    check_positive_int(num_levels, "num_levels", minimum=2)
+    if input_dim is not None:
+        check_positive_int(input_dim, "input_dim")
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
     if not isinstance(x, Tensor):
-        raise TypeError(f"{owner} expected a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"{owner} expected a torch.Tensor or NumPy array of integer levels, got "
+            f"{type(x).__name__}"
+        )
     if x.dim() == 0 or (input_dim is not None and x.shape[-1] != input_dim):
         expected = f"(..., {input_dim})" if input_dim is not None else "(..., D)"
         raise ValueError(
@@ -167,6 +202,10 @@ class UniformDequantization(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Dequantize integer ``x`` of shape ``(..., D)``: ``(y, log q(y | x))``, shapes
         ``(..., D)`` and ``(...)``."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         x = check_discrete(x, self.num_levels, self.input_dim, type(self).__name__)
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         y = (x + u) / self.num_levels
@@ -368,7 +407,14 @@ class DequantizedModel(nn.Module):
         return len(self.event_shape) > 1
 
     def _rows(self, x: Tensor) -> Tensor:
-        """Images ``(..., *event_shape)`` of an image flow as rows ``(..., D)``."""
+        """Images ``(..., *event_shape)`` of an image flow as rows ``(..., D)``; NumPy arrays
+        become tensors of the flow's dtype and device first."""
+        if isinstance(x, np.ndarray):
+            ref = next(self.flow.parameters(), None)
+            x = torch.as_tensor(x).to(
+                dtype=ref.dtype if ref is not None else torch.get_default_dtype(),
+                device=ref.device if ref is not None else None,
+            )
         if self._is_image and isinstance(x, Tensor) and x.dim() >= len(self.event_shape):
             if x.shape[-len(self.event_shape) :] == self.event_shape:
                 return x.flatten(-len(self.event_shape))

@@ -126,6 +126,20 @@ def _raw_mnist() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x), np.asarray(y)
 
 
+def _check_options(flatten: object, dtype: object, seed: object) -> None:
+    """The loaders' options, checked before any data is read."""
+    if not isinstance(flatten, bool):
+        raise TypeError(f"flatten must be a bool, got {type(flatten).__name__} ({flatten!r})")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} ({seed!r})")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
 def _split(
     name: str,
     x: np.ndarray,
@@ -137,12 +151,7 @@ def _split(
     dtype: torch.dtype,
     seed: int,
 ) -> ImageDataset:
-    if not isinstance(flatten, bool):
-        raise TypeError(f"flatten must be a bool, got {type(flatten).__name__}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _check_options(flatten, dtype, seed)
     n = sum(sizes)
     if x.shape != (n, int(np.prod(shape))):
         raise RuntimeError(
@@ -182,6 +191,7 @@ def load_digits_dataset(
         >>> int(data.train.max()), data.shape
         (16, (1, 8, 8))
     """
+    _check_options(flatten, dtype, seed)
     x, y = _raw_digits()
     return _split("digits", x, y, (1197, 300, 300), 17, (1, 8, 8), flatten, dtype, seed)
 
@@ -203,5 +213,6 @@ def load_mnist5k(
         >>> data.train.shape, data.num_levels
         (torch.Size([4000, 1, 28, 28]), 256)
     """
+    _check_options(flatten, dtype, seed)
     x, y = _raw_mnist()
     return _split("mnist5k", x, y, (4000, 500, 500), 256, (1, 28, 28), flatten, dtype, seed)

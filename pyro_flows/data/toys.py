@@ -70,13 +70,14 @@ References:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_positive_int
+from .._numbers import check_finite_number
 
 __all__ = [
     "ENTROPY",
@@ -102,6 +103,27 @@ _CHUNK = 1 << 21  # (points x nodes) elements per quadrature chunk
 # ---------------------------------------------------------------------------------------------
 # samplers: FFJORD's generators, i.i.d., in torch with an optional generator
 # ---------------------------------------------------------------------------------------------
+def _check_sampler_args(n: object, generator: object) -> int:
+    """``n`` as an int ``>= 1`` (a NumPy or 0-d tensor integer too), and ``generator`` a
+    ``torch.Generator`` or ``None``; ``TypeError``/``ValueError`` naming what was given."""
+    if isinstance(n, bool):
+        raise TypeError(f"n must be an int (number of points), got bool ({n!r})")
+    try:
+        count = operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"n must be an int (number of points), got {type(n).__name__} ({n!r})"
+        ) from None
+    if count < 1:
+        raise ValueError(f"n must be >= 1 (number of points), got {count}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+            f"({generator!r}); use torch.Generator().manual_seed(seed)"
+        )
+    return count
+
+
 def _rand(n: int, generator: torch.Generator | None) -> Tensor:
     return torch.rand(n, generator=generator)
 
@@ -121,7 +143,10 @@ def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0
     >>> two_moons(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
+    noise = check_finite_number(noise, "noise")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise}")
     angle = math.pi * _rand(n, generator)
     upper = _rand(n, generator) < 0.5
     x = torch.where(upper, torch.cos(angle), 1.0 - torch.cos(angle))
@@ -137,7 +162,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> eight_gaussians(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     k = torch.randint(0, 8, (n,), generator=generator).float()
     centres = 4.0 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], -1)
     return (centres + 0.5 * _randn(n, 2, generator=generator)) / 1.414
@@ -151,7 +176,7 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> checkerboard(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     x1 = 4.0 * _rand(n, generator) - 2.0
     x2 = _rand(n, generator) - 2.0 * torch.randint(0, 2, (n,), generator=generator)
     x2 = x2 + torch.floor(x1) % 2
@@ -165,7 +190,7 @@ def circles(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> circles(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     angle = 2.0 * math.pi * _rand(n, generator)
     radius = torch.where(_rand(n, generator) < 0.5, 3.0, 1.5)
     centre = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
@@ -180,7 +205,7 @@ def rings(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> rings(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     angle = 2.0 * math.pi * _rand(n, generator)
     radius = 0.75 * (1 + torch.randint(0, 4, (n,), generator=generator)).float()
     centre = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
@@ -199,7 +224,7 @@ def pinwheel(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> pinwheel(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     f = _randn(n, 2, generator=generator) * torch.tensor([_PIN_RADIAL, _PIN_TANGENTIAL])
     f[:, 0] += 1.0
     k = torch.randint(0, _PIN_ARMS, (n,), generator=generator).float()
@@ -222,7 +247,7 @@ def two_spirals(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> two_spirals(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     t = _SPIRAL_TURN * torch.sqrt(_rand(n, generator))
     box = torch.rand(n, 2, generator=generator) * 0.5
     d = torch.stack([-torch.cos(t) * t, torch.sin(t) * t], -1) + box
@@ -240,7 +265,7 @@ def swissroll(n: int, generator: torch.Generator | None = None) -> Tensor:
     >>> swissroll(3, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    check_positive_int(n, "n")
+    n = _check_sampler_args(n, generator)
     t = _ROLL_LOW + (_ROLL_HIGH - _ROLL_LOW) * _rand(n, generator)
     c = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1) / 5.0
     return c + _ROLL_NOISE * _randn(n, 2, generator=generator)
@@ -505,20 +530,43 @@ class Toy:
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log p(x)`` for ``x`` of shape ``(..., 2)``; returned in ``x``'s dtype.
 
-        :raises ValueError: if ``x`` is not of shape ``(..., 2)``.
+        :raises ValueError: if ``x`` is not of shape ``(..., 2)`` or has NaN or infinite
+            entries (naming the rows).
+        :raises TypeError: if ``x`` is not a real tensor or array.
         :raises NotImplementedError: if this toy has no known density.
         """
         if self._log_prob is None:
             raise NotImplementedError(f"toy {self.name!r} has no exact log_prob")
-        if not isinstance(x, Tensor):
-            x = torch.as_tensor(x)
-        if x.dim() == 0 or x.shape[-1] != 2:
-            raise ValueError(
-                f"Toy {self.name!r}.log_prob expected x of shape (..., 2), got {tuple(x.shape)}"
-            )
+        x = self._check_points(x)
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
         flat = x.detach().reshape(-1, 2).to(torch.float64)
         return self._log_prob(flat).reshape(x.shape[:-1]).to(dtype)
+
+    def _check_points(self, x: object) -> Tensor:
+        """``x`` as a real tensor of finite points ``(..., 2)``, or a ``TypeError`` /
+        ``ValueError`` naming what was expected and what was given."""
+        owner = f"Toy {self.name!r}.log_prob"
+        if not isinstance(x, Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(
+                    f"{owner} expected x as a tensor or array of shape (..., 2), got "
+                    f"{type(x).__name__}"
+                ) from None
+        if x.is_complex():
+            raise TypeError(f"{owner} expected real points, got dtype {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != 2:
+            raise ValueError(f"{owner} expected x of shape (..., 2), got {tuple(x.shape)}")
+        finite = torch.isfinite(x).all(-1)
+        if not bool(finite.all()):
+            rows = (~finite).reshape(-1).nonzero().flatten()
+            more = "..." if rows.numel() > 10 else ""
+            raise ValueError(
+                f"{owner} got non-finite values (NaN or inf) in {rows.numel()} row(s) of x of "
+                f"shape {tuple(x.shape)} (flat row indices {rows[:10].tolist()}{more})"
+            )
+        return x
 
     def __repr__(self) -> str:
         return f"Toy({self.name!r}, entropy={self.entropy}, oracle_nll={self.oracle_nll})"
@@ -585,7 +633,6 @@ def get_toy(name: str) -> Toy:
     >>> get_toy("moons").entropy, get_toy("moons").oracle_nll
     (2.39388, 2.395)
     """
-    try:
-        return TOY_DENSITIES[name]
-    except KeyError:
-        raise ValueError(f"toy must be one of {sorted(TOY_DENSITIES)}, got {name!r}") from None
+    if not isinstance(name, str) or name not in TOY_DENSITIES:
+        raise ValueError(f"toy must be one of {sorted(TOY_DENSITIES)}, got {name!r}")
+    return TOY_DENSITIES[name]

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, constraints
 
-from .._validation import check_positive_int
+from .._numbers import check_finite_number, has_values
+from .._validation import all_finite, check_positive_int, check_sample_shape
 
 __all__ = ["DiscretizedLogistic", "DiscretizedLogisticBase"]
 
@@ -55,7 +56,37 @@ class _Integer(constraints.Constraint):
 integer = _Integer()
 
 
+def _real_tensor(value: object, name: str, owner: str) -> Tensor:
+    """``value`` (a tensor, array or number) as a real floating tensor, or ``TypeError``."""
+    try:
+        t = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"{owner} expected {name} as a tensor, array or number, got {type(value).__name__}"
+        ) from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{owner} expected a real {name}, got dtype {t.dtype}")
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
+def _check_parameters(loc: Tensor, scale: Tensor, owner: str) -> None:
+    """``loc`` finite and ``scale`` finite and ``> 0``; ``ValueError`` naming the bad values."""
+    if not (has_values(loc) and has_values(scale)):
+        return
+    with torch.no_grad():
+        bad_loc = ~torch.isfinite(loc)
+        if bool(bad_loc.any()):
+            raise ValueError(f"{owner} needs a finite loc, got {loc[bad_loc][:3].tolist()}")
+        bad_scale = ~(torch.isfinite(scale) & (scale > 0))
+        if bool(bad_scale.any()):
+            raise ValueError(
+                f"{owner} needs a finite scale > 0, got {scale[bad_scale][:3].tolist()}"
+            )
+
+
 def _check_integers(z: Tensor, owner: str) -> None:
+    if not has_values(z):
+        return
     with torch.no_grad():
         bad = ~torch.isfinite(z) | (z != torch.round(z))
         if bool(bad.any()):
@@ -117,7 +148,17 @@ class DiscretizedLogistic(Distribution):
     has_rsample = False
 
     def __init__(self, loc: Tensor, scale: Tensor, validate_args: bool | None = False) -> None:
-        self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+        owner = type(self).__name__
+        loc_t = _real_tensor(loc, "loc", owner)
+        scale_t = _real_tensor(scale, "scale", owner).to(loc_t)
+        try:
+            self.loc, self.scale = torch.broadcast_tensors(loc_t, scale_t)
+        except RuntimeError:
+            raise ValueError(
+                f"{owner}: loc of shape {tuple(loc_t.shape)} and scale of shape "
+                f"{tuple(scale_t.shape)} do not broadcast"
+            ) from None
+        _check_parameters(self.loc, self.scale, owner)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape: torch.Size, _instance: object = None) -> DiscretizedLogistic:
@@ -125,12 +166,24 @@ class DiscretizedLogistic(Distribution):
         return DiscretizedLogistic(self.loc.expand(shape), self.scale.expand(shape))
 
     def log_prob(self, value: Tensor) -> Tensor:
-        _check_integers(value, type(self).__name__)
+        r""":math:`\log P(z)` per entry; ``ValueError`` for non-integers or a shape that does
+        not broadcast with ``batch_shape``."""
+        owner = type(self).__name__
+        value = _real_tensor(value, "z", owner).to(self.loc)
+        try:
+            torch.broadcast_shapes(value.shape, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{owner} expected z of shape (..., {', '.join(map(str, self.batch_shape))}) "
+                f"(broadcasting with batch shape {tuple(self.batch_shape)}), got shape "
+                f"{tuple(value.shape)}"
+            ) from None
+        _check_integers(value, owner)
         return discretized_logistic_log_prob(value, self.loc, self.scale)
 
     @torch.no_grad()
     def sample(self, sample_shape: Sequence[int] | torch.Size = ()) -> Tensor:
-        shape = self._extended_shape(torch.Size(sample_shape))
+        shape = self._extended_shape(check_sample_shape(sample_shape))
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
         tiny = torch.finfo(u.dtype).tiny
         u = u.clamp(tiny, 1 - torch.finfo(u.dtype).eps)
@@ -143,6 +196,20 @@ class DiscretizedLogistic(Distribution):
     @property
     def variance(self) -> Tensor:
         return self.scale.square() * math.pi**2 / 3 + 1.0 / 12  # Sheppard's correction
+
+
+def _event_dims(shape: object) -> tuple[int, ...]:
+    """``shape`` (an int or a non-empty sequence of positive ints) as a tuple."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, str | bytes) or not isinstance(shape, Sequence | torch.Size):
+        raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__}")
+    dims = tuple(shape)
+    if not dims:
+        raise ValueError("shape must have at least one entry (an event shape), got ()")
+    for i, d in enumerate(dims):
+        check_positive_int(d, f"shape[{i}]")
+    return dims
 
 
 class DiscretizedLogisticBase(nn.Module):
@@ -188,10 +255,10 @@ class DiscretizedLogisticBase(nn.Module):
 
     def __init__(self, shape: Sequence[int], loc: float = 0.0, scale: float = 1.0) -> None:
         super().__init__()
-        dims = tuple(shape) if not isinstance(shape, int) else (shape,)
-        for i, d in enumerate(dims):
-            check_positive_int(d, f"shape[{i}]")
-        if not (isinstance(scale, int | float) and scale > self.min_scale):
+        dims = _event_dims(shape)
+        loc = check_finite_number(loc, "loc")
+        scale = check_finite_number(scale, "scale")
+        if not scale > self.min_scale:
             raise ValueError(f"scale must be a number > {self.min_scale}, got {scale!r}")
         self.event_shape = torch.Size(dims)
         self.loc = nn.Parameter(torch.full(dims, float(loc)))
@@ -203,10 +270,15 @@ class DiscretizedLogisticBase(nn.Module):
     def initialize(self, z: Tensor) -> None:
         """Set locations and scales from samples ``z`` (shape ``(..., *event_shape)``, at least 2
         samples) and mark the base initialised."""
+        self._check_event(z)
         rows = z.detach().reshape(-1, *self.event_shape).to(self.loc)
         if rows.shape[0] < 2:
             raise ValueError(
                 f"initialize needs at least 2 samples, got z of shape {tuple(z.shape)}"
+            )
+        if has_values(rows) and not all_finite(rows):
+            raise ValueError(
+                f"initialize got non-finite values (NaN or inf) in z of shape {tuple(z.shape)}"
             )
         sd = rows.var(0, unbiased=False).sqrt()
         scale = (sd * math.sqrt(3) / math.pi).clamp_min(0.1)
@@ -214,6 +286,15 @@ class DiscretizedLogisticBase(nn.Module):
         excess = scale - self.min_scale  # softplus(raw) = excess
         self.raw_scale.copy_(excess + torch.log(-torch.expm1(-excess)))
         self.initialized.fill_(True)
+
+    def _check_event(self, z: Tensor) -> None:
+        n = len(self.event_shape)
+        if z.dim() < n or z.shape[z.dim() - n :] != self.event_shape:
+            dims = ", ".join(map(str, self.event_shape))
+            raise ValueError(
+                f"{type(self).__name__} expected z of shape (..., {dims}) (event shape "
+                f"{tuple(self.event_shape)}), got {tuple(z.shape)}"
+            )
 
     @property
     def scale(self) -> Tensor:
@@ -225,10 +306,13 @@ class DiscretizedLogisticBase(nn.Module):
         return Independent(DiscretizedLogistic(self.loc, self.scale), len(self.event_shape))
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        r""":math:`\log P_Z(z)` summed over the event; raises ``ValueError`` for non-integers."""
+        r""":math:`\log P_Z(z)` summed over the event; raises ``ValueError`` for non-integers
+        or a shape not ending in ``event_shape``."""
+        z = _real_tensor(z, "z", type(self).__name__)
+        self._check_event(z)
         _check_integers(z, type(self).__name__)
         n_event = len(self.event_shape)
-        if self.training and not bool(self.initialized) and z.dim() > n_event:
+        if self.training and has_values(z) and not bool(self.initialized) and z.dim() > n_event:
             if z.reshape(-1, *self.event_shape).shape[0] >= 2:
                 self.initialize(z)
         lp = discretized_logistic_log_prob(z, self.loc, self.scale)

@@ -17,7 +17,6 @@ Kingma & Ba, "Adam", ICLR 2015.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,7 +25,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validation import check_positive_int
+from .._validation import as_tensor
+from ..infer._steps import check_int, check_number, check_training_options, gradients_are_finite
 from ..infer.fit import NonFiniteLossError
 from ._objective import EBMObjective
 from .adversarial import Adversarial
@@ -58,7 +58,7 @@ class EBMHistory:
     loss: list[float] = field(default_factory=list)
     sampler_loss: list[float] = field(default_factory=list)
     wall_time: float = 0.0
-    stopped: str = "running"  # "completed" or "non-finite loss"
+    stopped: str = "running"  # "completed", "non-finite loss" or "non-finite gradient"
     objective: EBMObjective | None = field(default=None, repr=False)
 
     @property
@@ -127,7 +127,7 @@ def train_ebm(
 
     :param energy: an ``nn.Module`` whose ``forward(x)`` is :math:`E_\theta(x)` (e.g.
         :class:`~pyro_flows.ebm.energy.EnergyModel`).
-    :param data: training rows ``(N, D)``, finite.
+    :param data: training rows ``(N, D)``, finite (a tensor or an array).
     :param method: ``"cd"``, ``"sm"``, ``"ssm"``, ``"nce"``, ``"fce"``, ``"adversarial"``, or
         an :class:`~pyro_flows.ebm._objective.EBMObjective`.
     :param steps: optimiser steps (one batch each).
@@ -138,13 +138,16 @@ def train_ebm(
     :param seed: seeds the batch order and every random draw of the training.
     :param sampler_lr: Adam learning rate of the sampler side (default ``lr``).
     :param sampler_steps: sampler steps per energy step (min-max methods).
-    :param clip_grad_norm: clip each side's gradient norm (``None``: no clipping).
+    :param clip_grad_norm: clip each side's global gradient norm to this positive number
+        (``None``: no clipping); a NaN/inf norm stops the training either way.
     :param method_options: keyword arguments of the method's objective (e.g. ``k=``,
         ``step_size=``, ``persistent=`` for CD; ``noise=``, ``nu=`` for NCE).
     :returns: an :class:`EBMHistory`; ``history.objective`` holds the trained objective.
-    :raises ValueError: on bad data or arguments.
-    :raises NonFiniteLossError: when a loss is NaN/inf; energy and objective then hold the last
-        good state.
+    :raises TypeError: an energy that is not an ``nn.Module``, data that is neither a tensor
+        nor an array, or an argument of the wrong type (e.g. ``lr="0.01"``, ``seed="x"``).
+    :raises ValueError: on bad data or arguments out of range.
+    :raises NonFiniteLossError: when a loss or a gradient is NaN/inf; energy and objective then
+        hold the state from before that step, and ``history.stopped`` says which it was.
 
     Example:
 
@@ -159,8 +162,7 @@ def train_ebm(
     """
     if not isinstance(energy, nn.Module):
         raise TypeError(f"energy must be an nn.Module computing E(x), got {type(energy).__name__}")
-    if not isinstance(data, Tensor):
-        raise TypeError(f"data must be a torch.Tensor, got {type(data).__name__}")
+    data = as_tensor(data, "data", next(iter(energy.parameters()), None))
     if data.dim() != 2 or data.shape[0] < 2:
         raise ValueError(f"data must have shape (N >= 2, D), got {tuple(data.shape)}")
     if not torch.isfinite(data).all():
@@ -170,12 +172,11 @@ def train_ebm(
         raise ValueError(
             f"data must have {input_dim} columns (the energy's input_dim), got {data.shape[1]}"
         )
-    check_positive_int(steps, "steps")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(sampler_steps, "sampler_steps")
-    for name, value in (("lr", lr), ("sampler_lr", lr if sampler_lr is None else sampler_lr)):
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    check_training_options(
+        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, steps=steps, batch_size=batch_size
+    )
+    check_int(sampler_steps, "sampler_steps")
+    check_number(sampler_lr, "sampler_lr", optional="the energy's lr")
 
     torch.manual_seed(seed)
     if isinstance(method, str) and method in ("cd",) and "seed" not in method_options:
@@ -209,26 +210,40 @@ def train_ebm(
     last_good = _snapshot(modules)
     start = time.perf_counter()
 
-    def check(loss: Tensor, step: int, which: str) -> None:
-        if torch.isfinite(loss):
-            return
+    def stop(step: int, stopped: str, what: str) -> NonFiniteLossError:
+        """Back to the state from before ``step``; the error saying what happened."""
         for module, state in zip(modules, last_good, strict=True):
             module.load_state_dict(state)
-        history.stopped = "non-finite loss"
+        for p in all_params:
+            p.grad = None
+        del history.loss[step:], history.sampler_loss[step:]
+        history.stopped = stopped
         history.wall_time = time.perf_counter() - start
-        raise NonFiniteLossError(
-            f"non-finite {which} loss ({float(loss)}) at step {step} of method {name!r}: "
-            f"training stopped and the parameters from before step {step} were restored. Try "
-            f"a smaller lr (now {lr}), standardised data, or an energy penalty (alpha=).",
+        return NonFiniteLossError(
+            f"{what} at step {step} of method {name!r}: training stopped and the parameters "
+            f"from before step {step} were restored. Try a smaller lr (now {lr}), standardised "
+            f"data, clip_grad_norm (now {clip_grad_norm}) or an energy penalty (alpha=).",
             history,  # type: ignore[arg-type]
         )
 
-    def backward_step(loss: Tensor, params: list[nn.Parameter], opt: torch.optim.Optimizer) -> None:
+    def check(loss: Tensor, step: int, which: str) -> None:
+        if not torch.isfinite(loss):
+            raise stop(step, "non-finite loss", f"non-finite {which} loss ({float(loss)})")
+
+    def backward_step(
+        loss: Tensor, params: list[nn.Parameter], opt: torch.optim.Optimizer, step: int,
+        which: str,
+    ) -> None:
         for p in all_params:
             p.grad = None
         loss.backward()
-        if clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+        if not gradients_are_finite(params, clip_grad_norm):
+            raise stop(
+                step,
+                "non-finite gradient",
+                f"non-finite {which} gradient (NaN/inf global norm) with a finite loss "
+                f"({float(loss.detach())})",
+            )
         opt.step()
 
     bar = tqdm(range(steps), desc=f"train_ebm[{name}]", disable=not progress)
@@ -240,14 +255,14 @@ def train_ebm(
             pos += bs
             loss = objective.energy_loss(energy, x)
             check(loss.detach(), step, "energy")
-            backward_step(loss, energy_params, opt_e)
+            backward_step(loss, energy_params, opt_e, step, "energy")
             history.loss.append(float(loss.detach()))
             if opt_s is not None:
                 for _ in range(sampler_steps):
                     s_loss = objective.sampler_loss(energy, x)
                     assert s_loss is not None
                     check(s_loss.detach(), step, "sampler")
-                    backward_step(s_loss, sampler_params, opt_s)
+                    backward_step(s_loss, sampler_params, opt_s, step, "sampler")
                 history.sampler_loss.append(float(s_loss.detach()))
             last_good = _snapshot(modules)
             if progress and step % 10 == 0:

@@ -20,11 +20,27 @@ class Split:
     val_c: Tensor | None
 
 
+def _refuse_non_real(value: object, name: str) -> None:
+    """``TypeError`` for complex or bool tensors and arrays (a cast to float would drop the
+    imaginary part or turn flags into numbers without a word)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return
+    kind = getattr(dtype, "kind", None)  # NumPy
+    if isinstance(dtype, torch.dtype):
+        bad = dtype.is_complex or dtype == torch.bool
+    else:
+        bad = kind in ("c", "b")
+    if bad:
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+
+
 def _rows(
     value: object, name: str, like: Tensor | None, event_shape: tuple[int, ...] | None = None
 ) -> Tensor:
     """``value`` as a tensor of rows ``(N, features)``, or of images ``(N, *event_shape)`` when
     ``event_shape`` is given (image models)."""
+    _refuse_non_real(value, name)
     t = as_tensor(value, name, like)
     if like is not None:
         t = t.to(dtype=like.dtype)
@@ -101,6 +117,11 @@ def split(
     event_shape: tuple[int, ...] | None = None,
 ) -> Split:
     """Hold out validation rows: a fraction of ``x`` (fixed by ``seed``), or given data."""
+    if isinstance(validation, bool):
+        raise TypeError(
+            "validation must be None, a fraction in (0, 1), validation data or (data, context), "
+            f"got bool ({validation})"
+        )
     if validation is None or (isinstance(validation, (int, float)) and validation == 0):
         return Split(x, c, None, None)
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):

@@ -40,9 +40,16 @@ import torch
 from torch import Tensor, nn
 
 from .. import flows as _flows
-from .._validation import check_positive_int
+from .._validation import (
+    all_finite,
+    check_finite,
+    check_positive_int,
+    check_sample_shape,
+    checked_context,
+)
 from ..base import StandardNormal
-from ..flow import Flow, SampleShape, _as_size
+from ..distribution import OwnSampleMemory
+from ..flow import Flow, SampleShape
 
 __all__ = ["AmortizedFlow", "AmortizedFlowDistribution"]
 
@@ -70,10 +77,11 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
 
     - :meth:`rsample` / :meth:`rsample_and_log_prob`: one base -> data pass that also sums the
       log-determinants; the pair ``(z, log q(z | x))`` is remembered.
-    - :meth:`log_prob` of that very tensor returns the remembered value (no inverse pass). The
-      memory is keyed on the tensor's identity and version counter and on the version counters
-      and storages of ``loc``, ``scale``, ``context`` and every parameter and buffer of the flow,
-      so an in-place edit, an optimiser step, ``load_state_dict`` or ``.to()`` invalidates it.
+    - :meth:`log_prob` of that very tensor returns the remembered value (no inverse pass) while
+      the tensor, ``loc``, ``scale``, ``context`` and every parameter and buffer of the flow hold
+      the values they had at sampling time (compared entry by entry against copies, see
+      :class:`~pyro_flows.distribution.OwnSampleMemory`), so an in-place edit (``p.data``
+      included), an optimiser step, ``load_state_dict`` or ``.to()`` invalidates it.
     - :meth:`log_prob` of any other point runs the inverse pass (data -> base), then
       :math:`\log\mathcal{N}(z_0; \mathrm{loc}, \mathrm{scale})`.
     - :meth:`expand` (Pyro plates, vectorised particles) expands ``loc``, ``scale`` and
@@ -110,18 +118,17 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
         layers = [] if amortized.flow is None else list(amortized.flow.transforms)
         transforms = [t.condition(context) if t.context_dim else t for t in layers]
         self._layers = layers
-        self._remembered: tuple[Tensor, int, tuple[tuple[int, int], ...], Tensor, bool] | None
-        self._remembered = None
+        self._memory = OwnSampleMemory()
         super().__init__(base, transforms, validate_args=False)
 
-    # -- the memory ------------------------------------------------------------------------------
-    def _versions(self) -> tuple[tuple[int, int], ...]:
-        tensors = chain(
-            (t for t in (self.loc, self.scale, self.context) if t is not None),
-            self.amortized.parameters(),
-            self.amortized.buffers(),
-        )
-        return tuple((t._version, t.data_ptr()) for t in tensors)
+    def _inputs(self) -> tuple[Tensor | None, ...]:
+        return (self.loc, self.scale, self.context)
+
+    def _checked_context(self) -> Tensor | None:
+        """The context, checked for NaN/inf once per call (the layers then skip the check)."""
+        if self.context is not None:
+            check_finite(self.context, "context", "AmortizedFlowDistribution")
+        return self.context
 
     def _context_for(self, layer: nn.Module) -> Tensor | None:
         return self.context if getattr(layer, "context_dim", None) else None
@@ -131,7 +138,7 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
         r"""Reparametrised samples ``z`` of shape ``(*sample_shape, *batch_shape, latent_dim)``
         and :math:`\log q(z \mid x)` of shape ``(*sample_shape, *batch_shape)`` in one
         base -> data pass (no inverse); the pair is remembered for :meth:`log_prob`."""
-        shape = _as_size(sample_shape) + self.batch_shape + self.event_shape
+        shape = check_sample_shape(sample_shape) + self.batch_shape + self.event_shape
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         z = torch.addcmul(self.loc, self.scale, eps)
         log_q = (
@@ -139,10 +146,11 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
             - 0.5 * self.amortized.latent_dim * math.log(2 * math.pi)
             - torch.log(self.scale).sum(-1)
         )
-        for layer in self._layers:
-            z, log_det = layer.forward_and_log_det(z, self._context_for(layer))
-            log_q = log_q - log_det
-        self._remembered = (z, z._version, self._versions(), log_q, torch.is_grad_enabled())
+        with checked_context(self._checked_context()):
+            for layer in self._layers:
+                z, log_det = layer.forward_and_log_det(z, self._context_for(layer))
+                log_q = log_q - log_det
+        self._memory.remember(z, log_q, self._inputs(), self.amortized)
         return z, log_q
 
     def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
@@ -152,11 +160,12 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
     @torch.no_grad()
     def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         """Samples without gradient and without log-determinants."""
-        shape = _as_size(sample_shape) + self.batch_shape + self.event_shape
+        shape = check_sample_shape(sample_shape) + self.batch_shape + self.event_shape
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         z = torch.addcmul(self.loc, self.scale, eps)
-        for layer in self._layers:
-            z = layer.forward_without_log_det(z, self._context_for(layer))
+        with checked_context(self._checked_context()):
+            for layer in self._layers:
+                z = layer.forward_without_log_det(z, self._context_for(layer))
         return z
 
     # -- data -> base ------------------------------------------------------------------------------
@@ -164,15 +173,9 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
         r""":math:`\log q(\mathrm{value} \mid x)`, shape ``value.shape[:-1]`` broadcast with the
         batch shape: the remembered value for the distribution's own last sample, else the
         inverse pass."""
-        r = self._remembered
-        if (
-            r is not None
-            and value is r[0]
-            and value._version == r[1]
-            and (r[4] or not torch.is_grad_enabled())
-            and self._versions() == r[2]
-        ):
-            return r[3]
+        remembered = self._memory.recall(value, self._inputs(), self.amortized)
+        if remembered is not None:
+            return remembered
         value = _check_tensor(value, "value")
         d = self.amortized.latent_dim
         if value.dim() == 0 or value.shape[-1] != d:
@@ -187,18 +190,31 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
                 f"value of shape {tuple(value.shape)} does not broadcast with the batch shape "
                 f"{tuple(self.batch_shape)}"
             ) from None
+        check_finite(value, "value", "AmortizedFlowDistribution.log_prob")
         z = value.expand(batch + self.event_shape)
         log_det = z.new_zeros(batch)
-        for layer in reversed(self._layers):
-            z, ld = layer.inverse_and_log_det(z, self._context_for(layer))
-            log_det = log_det + ld
+        with checked_context(self._checked_context()):
+            for layer in reversed(self._layers):
+                z, ld = layer.inverse_and_log_det(z, self._context_for(layer))
+                log_det = log_det + ld
         eps = (z - self.loc) / self.scale
         log_base = (
             eps.square().sum(-1).mul(-0.5)
             - 0.5 * d * math.log(2 * math.pi)
             - torch.log(self.scale).sum(-1)
         )
-        return log_base + log_det
+        log_q = log_base + log_det
+        if not all_finite(log_q):  # the Normal base is positive everywhere
+            bad = (~torch.isfinite(log_q)).flatten().nonzero().flatten()
+            raise ValueError(
+                f"AmortizedFlowDistribution.log_prob: {bad.numel()} row(s) of value (flat row "
+                f"indices {bad[:10].tolist()}{'...' if bad.numel() > 10 else ''}, largest |value| "
+                f"{float(value.detach().abs().max()):.3g}) lie too far out for {value.dtype}: "
+                "their log density overflows (the inverse pass reaches non-finite values, or "
+                "|eps|^2 / 2 exceeds the dtype's range). Score them in float64 or bring them "
+                "closer to loc"
+            )
+        return log_q
 
     def expand(self, batch_shape: Any, _instance: object = None) -> AmortizedFlowDistribution:
         """The same posterior with batch shape ``batch_shape`` (``loc``, ``scale`` and
@@ -376,7 +392,8 @@ class AmortizedFlow(nn.Module):
         :return: an :class:`AmortizedFlowDistribution` of batch shape ``B`` (the broadcast of
             the three batch shapes) and event shape ``(latent_dim,)``.
         :raises ValueError: wrong event sizes, batch shapes that do not broadcast, a
-            non-positive or non-finite scale, or a missing/unexpected context.
+            non-positive or non-finite scale, a non-finite loc or context, or a
+            missing/unexpected context.
         :raises TypeError: non-tensors, or a dtype/device other than the flow's.
         """
         D = self.latent_dim
@@ -425,17 +442,19 @@ class AmortizedFlow(nn.Module):
                 f"AmortizedFlow: the batch shapes of loc, scale and context do not broadcast "
                 f"({shapes})"
             ) from None
-        if not bool((scale > 0).all()) or not bool(torch.isfinite(scale).all()):
+        if not bool((scale > 0).all()) or not all_finite(scale):
             raise ValueError(
                 "AmortizedFlow expected a positive, finite scale; got min "
                 f"{float(scale.min()):.3g} and {int((~torch.isfinite(scale)).sum())} non-finite "
                 "entries (map the encoder output through softplus or exp)"
             )
-        if not bool(torch.isfinite(loc).all()):
+        if not all_finite(loc):
             raise ValueError(
                 f"AmortizedFlow expected a finite loc; got "
                 f"{int((~torch.isfinite(loc)).sum())} non-finite entries"
             )
+        if context is not None:
+            check_finite(context, "context", "AmortizedFlow")
         loc = loc.expand(batch + (D,))
         scale = scale.expand(batch + (D,))
         if context is not None:

@@ -49,8 +49,7 @@ from tqdm.auto import tqdm
 
 from .._validation import as_tensor
 from ..flow import Flow
-from ._steps import StepTraining, check_step_args
-from .fit import NonFiniteLossError
+from ._steps import StepTraining, check_training_options
 
 __all__ = ["DistillHistory", "distill", "distillation_kl"]
 
@@ -68,7 +67,8 @@ class DistillHistory:
     :ivar eval_kl: those estimates (nats).
     :ivar eval_kl_se: their Monte Carlo standard errors (nats).
     :ivar time: training wall time in seconds (excluding evaluations).
-    :ivar stopped: ``"completed"`` or ``"max_time"``.
+    :ivar stopped: ``"completed"``, ``"max_time"``, or (with a ``NonFiniteLossError``)
+        ``"non-finite loss"``, ``"non-finite gradient"``.
     """
 
     objective: str = "kl"
@@ -299,12 +299,16 @@ def distill(
     :param lr: Adam learning rate (decayed to 0 by a cosine schedule).
     :param context: for conditional flows, context rows ``(N, C)``: each step uses
         ``batch_size`` rows drawn uniformly (one student sample per row).
-    :param clip_grad_norm: clip the gradients' global norm (``None``: off).
+    :param clip_grad_norm: clip the gradients' global norm to this positive number (``None``:
+        off); a NaN/inf global norm stops the training either way.
     :param eval_every: steps between KL estimates (0: only at the end).
     :param eval_samples: draws per KL estimate.
     :param checkpoint: file for the full training state (atomic writes every
         ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``).
-    :param resume: continue from ``checkpoint``: the result equals an uninterrupted run.
+    :param resume: continue from ``checkpoint``: the result equals an uninterrupted run (the
+        checkpoint must be one of ``distill`` with the same steps, objective, batch size, lr
+        and clipping, for this student's architecture; otherwise it is refused before anything
+        changes).
     :param progress: show a progress bar with the KL (``False``: quiet).
     :param seed: seeds the sampling noise.
     :param max_time: stop after this many seconds of training.
@@ -318,8 +322,9 @@ def distill(
     :raises ValueError: bad arguments, mismatched sizes, a student sharing parameters with
         the teacher, an unknown ``objective``, or (``"sampling_map"``) different base
         distributions.
-    :raises NonFiniteLossError: the student's samples or densities, or the teacher's density of
-        them, became non-finite; the student holds the last good parameters.
+    :raises NonFiniteLossError: the student's samples or densities, the teacher's density of
+        them, or the gradient became non-finite; the student holds the last good parameters
+        and ``history.stopped`` says which (``"non-finite loss"``, ``"non-finite gradient"``).
 
     Example:
 
@@ -352,12 +357,17 @@ def distill(
     - G. Papamakarios, T. Pavlakou, I. Murray. *Masked Autoregressive Flow for Density
       Estimation.* NeurIPS, 2017 (MAF as the inverse of IAF).
     """
-    check_step_args(
-        lr, resume, checkpoint, steps=steps, batch_size=batch_size, eval_samples=eval_samples,
-        checkpoint_every=checkpoint_every,
+    check_training_options(
+        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
+        checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
+        eval_every=eval_every, callback=callback, steps=steps, batch_size=batch_size,
+        eval_samples=eval_samples,
     )
-    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
-        raise ValueError(f"eval_every must be a non-negative int, got {eval_every!r}")
+    if not isinstance(student, nn.Module):
+        raise TypeError(
+            "student must be an nn.Module with rsample_and_log_prob (a pyro_flows.Flow), got "
+            f"{type(student).__name__}"
+        )
     params = [p for p in student.parameters() if p.requires_grad]
     ref = params[0] if params else None
     if context is not None:
@@ -373,13 +383,14 @@ def distill(
     run = StepTraining(
         student, params, kind="distill", steps=steps, lr=lr, history=DistillHistory(),
         checkpoint=checkpoint, resume=resume, seed=seed,
+        setup={
+            "objective": objective,
+            "batch_size": batch_size,
+            "lr": float(lr),
+            "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
+        },
     )
     history = run.history
-    if resume and history.steps and history.objective != objective:
-        raise ValueError(
-            f"the checkpoint was trained with objective={history.objective!r}, "
-            f"got objective={objective!r}"
-        )
     history.objective = objective
 
     def evaluate() -> None:
@@ -392,12 +403,11 @@ def distill(
         history.eval_kl.append(kl)
         history.eval_kl_se.append(se)
 
-    def fail(what: str) -> NonFiniteLossError:
-        run.restore_last_good()
-        return NonFiniteLossError(
+    def fail(what: str, stopped: str = "non-finite loss") -> FloatingPointError:
+        return run.fail(
+            stopped,
             f"distill: {what} at step {run.step}; the student holds the last good parameters "
             f"(lower lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
-            history,  # type: ignore[arg-type]
         )
 
     is_module = isinstance(teacher, nn.Module)
@@ -434,7 +444,7 @@ def distill(
             else:
                 loss = (z - eps).pow(2).flatten(1).sum(-1).mean()
             if not run.update(loss, clip_grad_norm):
-                raise fail("non-finite gradients")
+                raise fail("non-finite gradient (NaN/inf global norm)", "non-finite gradient")
             kl = float(batch_kl.detach())
             history.loss.append(float(loss.detach()))
             history.kl.append(kl)

@@ -28,8 +28,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
-from ._steps import StepTraining, check_step_args
-from .fit import NonFiniteLossError
+from ._steps import StepTraining, check_training_options
 
 __all__ = ["TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
 
@@ -51,7 +50,8 @@ class TargetFitHistory:
     :ivar ess_fraction: importance-sampling effective sample size / number of samples.
     :ivar log_Z: importance-weighted estimate :math:`\\log \\frac1n\\sum_i \\tilde p(x_i)/q(x_i)`.
     :ivar time: training wall time in seconds (excluding evaluations).
-    :ivar stopped: ``"completed"``, ``"max_time"``.
+    :ivar stopped: ``"completed"``, ``"max_time"``, or (with a ``NonFiniteLossError``)
+        ``"non-finite loss"``, ``"non-finite gradient"``.
     :ivar grad_evals: target gradient evaluations, ``steps * batch_size`` (for ESS per
         gradient comparisons with MCMC).
     """
@@ -75,15 +75,28 @@ class TargetFitHistory:
 
 
 def _log_density(target: Any) -> tuple[LogDensity, int | None, Any]:
-    """``(log_prob, dim or None, support)`` of a target object or callable."""
-    if hasattr(target, "log_prob") and callable(target.log_prob):
-        return target.log_prob, getattr(target, "dim", None), getattr(target, "support", None)
-    if callable(target):
-        return target, None, None
-    raise TypeError(
-        "target must be a callable log density z -> (batch,) or an object with .log_prob, got "
-        f"{type(target).__name__}"
-    )
+    """``(log_prob, dim or None, support)`` of a target object or callable.
+
+    The target is read by :func:`~pyro_flows.infer.results.as_target` (as the samplers read
+    it) at the dimension of the points it is first given, the flow's: an error it raises on
+    that first evaluation (a target written for another dimension), an output that is not real
+    log densities of shape ``x.shape[:-1]``, or points on another device than the target's is a
+    :class:`TargetError` naming what was given and what came back.
+    """
+    from .results import TargetOutputError, as_target, target_dim
+
+    dim = target_dim(target)  # TypeError for what is neither callable nor has a log_prob
+    read: dict[int, Any] = {}
+
+    def log_prob(x: Tensor) -> Tensor:
+        if x.shape[-1] not in read:  # read once, at the flow's dimension
+            read[x.shape[-1]] = as_target(target, x.shape[-1])
+        try:
+            return read[x.shape[-1]](x)
+        except TargetOutputError as err:
+            raise TargetError(str(err)) from err
+
+    return log_prob, dim, getattr(target, "support", None)
 
 
 def _check_support(support: Any, flow: nn.Module, name: str) -> None:
@@ -197,12 +210,15 @@ def fit_target(
     :param lr: Adam learning rate (decayed to 0 by a cosine schedule).
     :param anneal: ``None`` (no tempering), a fraction of ``steps`` over which :math:`\beta`
         rises linearly from 0.01 to 1, or a callable ``step -> beta``.
-    :param clip_grad_norm: clip the gradients' global norm (``None``: off).
+    :param clip_grad_norm: clip the gradients' global norm to this positive number (``None``:
+        off); a NaN/inf global norm stops the training either way.
     :param eval_every: steps between importance-sampling diagnostics (0: only at the end).
     :param eval_samples: draws per diagnostic.
     :param checkpoint: file for the full training state (atomic writes every
         ``checkpoint_every`` steps and on ``KeyboardInterrupt``).
-    :param resume: continue from ``checkpoint``: the result equals an uninterrupted run.
+    :param resume: continue from ``checkpoint``: the result equals an uninterrupted run (the
+        checkpoint must be one of ``fit_target`` with the same steps, batch size, lr,
+        clipping and annealing, for this architecture).
     :param progress: show a progress bar with the ELBO (``False``: quiet).
     :param seed: seeds the sampling noise.
     :param max_time: stop after this many seconds of training.
@@ -211,8 +227,12 @@ def fit_target(
     :returns: a :class:`TargetFitHistory`.
     :raises TargetError: (a ``ValueError``) the target returned the wrong shape or NaN/inf; the
         parameters are those before the offending step.
-    :raises NonFiniteLossError: the flow's own log density became non-finite; the flow is
-        restored to the last good state.
+    :raises NonFiniteLossError: the flow's own samples, log density or gradient became
+        non-finite; the flow is restored to the last good state and ``history.stopped`` says
+        which (``"non-finite loss"``, ``"non-finite gradient"``).
+    :raises TypeError, ValueError: an argument of the wrong type or out of range (each named
+        with its value), or a checkpoint that cannot be resumed (unreadable, or written for
+        another set-up or architecture; refused before anything changes).
 
     Example:
 
@@ -234,8 +254,11 @@ def fit_target(
       https://arxiv.org/abs/1912.02762
     """
     log_prob, dim, support = _log_density(target)
-    check_step_args(
-        lr, resume, checkpoint, steps=steps, batch_size=batch_size, eval_samples=eval_samples
+    check_training_options(
+        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
+        checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
+        eval_every=eval_every, callback=callback, steps=steps, batch_size=batch_size,
+        eval_samples=eval_samples,
     )
     if not hasattr(flow, "rsample_and_log_prob"):
         raise TypeError(
@@ -256,6 +279,12 @@ def fit_target(
     run = StepTraining(
         flow, params, kind="fit_target", steps=steps, lr=lr, history=TargetFitHistory(),
         checkpoint=checkpoint, resume=resume, seed=seed,
+        setup={
+            "batch_size": batch_size,
+            "lr": float(lr),
+            "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
+            "anneal": "a callable" if callable(anneal) else anneal,
+        },
     )
     history = run.history
 
@@ -276,20 +305,19 @@ def fit_target(
             beta = float(beta_at(step))
             x, log_q = flow.rsample_and_log_prob((batch_size,))
             if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                run.restore_last_good()
-                raise NonFiniteLossError(
+                raise run.fail(
+                    "non-finite loss",
                     "fit_target: the flow's samples or log density became non-finite at step "
-                    f"{step}; the flow holds the last good parameters (lower lr or "
-                    "clip_grad_norm)",
-                    history,  # type: ignore[arg-type]
+                    f"{step}; the flow holds the last good parameters (lower lr, now {lr}, or "
+                    f"clip_grad_norm, now {clip_grad_norm})",
                 )
             log_p = evaluate_target(log_prob, x)
             if not run.update((log_q - beta * log_p).mean(), clip_grad_norm):
-                run.restore_last_good()
-                raise NonFiniteLossError(
-                    f"fit_target: non-finite gradients at step {step}; the flow holds the last "
-                    "good parameters (lower lr or clip_grad_norm)",
-                    history,  # type: ignore[arg-type]
+                raise run.fail(
+                    "non-finite gradient",
+                    f"fit_target: non-finite gradient (NaN/inf global norm) at step {step}; the "
+                    f"flow holds the last good parameters (lower lr, now {lr}, or "
+                    f"clip_grad_norm, now {clip_grad_norm})",
                 )
             elbo = float((log_p - log_q).detach().mean())
             history.elbo.append(elbo)

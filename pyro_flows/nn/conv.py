@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._numbers import check_finite_number
 from .._validation import check_positive_int
 
 __all__ = ["ConvResNet"]
@@ -87,9 +88,13 @@ class ConvResNet(nn.Module):
         check_positive_int(num_blocks, "num_blocks", minimum=0)
         if context_dim is not None:
             check_positive_int(context_dim, "context_dim")
+        out_scale = check_finite_number(out_scale, "out_scale")
         first = in_channels + (context_dim or 0)
         if first == 0:
-            raise ValueError("ConvResNet needs in_channels + context_dim >= 1, got 0")
+            raise ValueError(
+                "ConvResNet needs in_channels + context_dim >= 1, got in_channels=0 and "
+                f"context_dim={context_dim}"
+            )
         self.in_channels = in_channels
         self.context_dim = context_dim
         self.first = nn.Conv2d(first, hidden_channels, 3, padding=1)
@@ -99,14 +104,40 @@ class ConvResNet(nn.Module):
             self.last.weight.mul_(out_scale)
             self.last.bias.zero_()
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``x``: ``(N, in_channels, H, W)``; ``context``: ``(N, context_dim)`` or ``None``."""
-        if self.context_dim is not None:
-            if context is None:
+    def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
+        """``ValueError`` naming the expected and the given shapes."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"ConvResNet expected x as a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or (self.in_channels and x.shape[1] != self.in_channels):
+            raise ValueError(
+                f"ConvResNet expected x of shape (N, {self.in_channels}, H, W) "
+                f"({self.in_channels} channels), got {tuple(x.shape)}"
+            )
+        if self.context_dim is None:
+            if context is not None:
                 raise ValueError(
-                    f"ConvResNet was built with context_dim={self.context_dim} and needs a "
-                    "context of shape (N, context_dim), got None"
+                    "ConvResNet was built without a context (context_dim=None) but got a context "
+                    f"of shape {tuple(context.shape)}"
                 )
+            return
+        if context is None:
+            raise ValueError(
+                f"ConvResNet was built with context_dim={self.context_dim} and needs a "
+                "context of shape (N, context_dim), got None"
+            )
+        if context.dim() != 2 or context.shape != (x.shape[0], self.context_dim):
+            raise ValueError(
+                f"ConvResNet expected a context of shape (N, {self.context_dim}) with N = "
+                f"{x.shape[0]} (one row per image), got {tuple(context.shape)}"
+            )
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x``: ``(N, in_channels, H, W)``; ``context``: ``(N, context_dim)`` or ``None``.
+
+        :raises ValueError: naming the expected and the given shapes.
+        """
+        self._check_inputs(x, context)
+        if context is not None:
             planes = context[:, :, None, None].expand(-1, -1, *x.shape[-2:])
             x = planes if self.in_channels == 0 else torch.cat([x, planes], 1)
         h = self.blocks(self.first(x))

@@ -114,7 +114,8 @@ class MADE(nn.Module):
             del layer.weight
             layer.register_buffer("weight", torch.zeros(D * num_params, 1))
         for i, mask in enumerate(masks):
-            self.register_buffer(f"mask{i}", mask.to(torch.get_default_dtype()))
+            # bool: ``where`` selects with it directly, and ``.to(dtype)`` leaves it alone
+            self.register_buffer(f"mask{i}", mask)
         self.register_buffer("input_order", order)
         with torch.no_grad():
             for layer, mask in zip(self.layers, masks, strict=False):
@@ -138,14 +139,24 @@ class MADE(nn.Module):
             )
         return order_t
 
+    def input_rank(self) -> Tensor:
+        """The position of each input in the autoregressive order (``rank[input_order[j]] = j``):
+        output ``i`` reads exactly the inputs of lower rank."""
+        return torch.argsort(self.input_order)
+
     @property
     def masks(self) -> list[Tensor]:
         return [getattr(self, f"mask{i}") for i in range(len(self.layers))]
 
     def masked_weights(self) -> MaskedWeights:
-        """The masked ``(weight, bias)`` of every layer; compute once, reuse for many passes."""
+        """The masked ``(weight, bias)`` of every layer; compute once, reuse for many passes.
+
+        Masked entries are selected to zero (``where``), not multiplied by it: their gradient is
+        then exactly 0 even where the unmasked product's gradient overflows (far from the data
+        in float32), where ``weight * mask`` would turn ``inf * 0`` into NaN.
+        """
         return [
-            (layer.weight * mask, layer.bias)
+            (torch.where(mask, layer.weight, 0.0), layer.bias)
             for layer, mask in zip(self.layers, self.masks, strict=False)
         ]
 

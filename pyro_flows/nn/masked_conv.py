@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._numbers import check_bool, check_finite_number, check_positive_number
 from .._validation import check_positive_int
 
 __all__ = ["MaskedConv2d", "triangular_masks"]
@@ -63,7 +64,12 @@ def triangular_masks(
     >>> int(diagonal.sum())
     1
     """
+    check_positive_int(in_channels, "in_channels")
+    check_positive_int(out_channels, "out_channels")
     check_positive_int(kernel_size, "kernel_size")
+    check_positive_int(in_group, "in_group")
+    check_positive_int(out_group, "out_group")
+    check_bool(reverse, "reverse")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd (a centre tap), got {kernel_size}")
     if in_channels % in_group or out_channels % out_group:
@@ -142,6 +148,11 @@ class MaskedConv2d(nn.Module):
         super().__init__()
         check_positive_int(in_channels, "in_channels")
         check_positive_int(out_channels, "out_channels")
+        check_positive_int(in_group, "in_group")
+        check_positive_int(out_group, "out_group")
+        check_bool(bias, "bias")
+        scale = check_finite_number(scale, "scale")
+        diagonal_init = check_positive_number(diagonal_init, "diagonal_init")
         if in_channels // in_group != out_channels // out_group:
             raise ValueError(
                 f"in and out need the same number of groups, got {in_channels // in_group} and "
@@ -175,4 +186,12 @@ class MaskedConv2d(nn.Module):
         return w.sum((1, 2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(N, in_channels, H, W)`` (``ValueError`` naming the shape otherwise)."""
+        in_channels = self.weight.shape[1]
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"MaskedConv2d expected x of shape (N, {in_channels}, H, W) ({in_channels} "
+                f"channels), got {shape}"
+            )
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)

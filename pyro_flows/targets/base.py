@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_sample_shape
 
 __all__ = ["Target", "check_sample_shape"]
 
@@ -34,31 +34,6 @@ __all__ = ["Target", "check_sample_shape"]
 def _same_device(a: torch.device, b: torch.device) -> bool:
     """``cuda`` and ``cuda:0`` count as the same device (an index left out means 'the current')."""
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
-
-
-def check_sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> torch.Size:
-    """``sample_shape`` as a ``torch.Size`` of non-negative ints, or a ``TypeError``/``ValueError``.
-
-    >>> check_sample_shape(3), check_sample_shape((2, 5))
-    (torch.Size([3]), torch.Size([2, 5]))
-    """
-    if isinstance(sample_shape, bool):
-        raise TypeError(f"sample_shape must be an int or a sequence of ints, got {sample_shape!r}")
-    if isinstance(sample_shape, int):
-        sample_shape = (sample_shape,)
-    try:
-        dims = tuple(sample_shape)
-    except TypeError:
-        raise TypeError(
-            "sample_shape must be an int or a sequence of ints, "
-            f"got {type(sample_shape).__name__} ({sample_shape!r})"
-        ) from None
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TypeError(f"sample_shape must contain ints, got {sample_shape!r}")
-        if d < 0:
-            raise ValueError(f"sample_shape must be non-negative, got {tuple(dims)}")
-    return torch.Size(dims)
 
 
 class Target(nn.Module):
@@ -188,6 +163,13 @@ class Target(nn.Module):
             raise ValueError(
                 f"{owner}.log_prob expected z of shape (..., {self.dim}) (dim={self.dim}), "
                 f"got shape {tuple(z.shape)}"
+            )
+        if z.device.type != "meta" and bool(z.isnan().any()):
+            rows = z.isnan().reshape(-1, self.dim).any(-1).nonzero().flatten()
+            raise ValueError(
+                f"{owner}.log_prob got NaN in {rows.numel()} row(s) of z of shape "
+                f"{tuple(z.shape)} (flat row indices {rows[:10].tolist()}); a log density at NaN "
+                "is undefined (+-inf is fine: it scores -inf or the tail's value)"
             )
         return z
 

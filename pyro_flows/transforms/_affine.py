@@ -42,6 +42,7 @@ from torch import Tensor
 
 MIN_SCALE = 1e-3
 _SHIFT = math.log(math.expm1(1.0 - MIN_SCALE))
+_SOFTPLUS_FLOOR = -87.0  # exp(-87) = 1.6e-38: a normal float32, far below half an ulp of MIN_SCALE
 
 
 EXP_LOG_SCALE_BOUND = 8.0
@@ -78,11 +79,25 @@ def scale_from_raw(
     with log-scale in ``(-bound, bound)``."""
     if kind == "exp":
         return torch.exp(_exp_log_scale(raw, bound))
-    return F.softplus(raw + _SHIFT) + MIN_SCALE
+    shifted = raw + _SHIFT
+    if shifted.requires_grad:
+        # below the floor softplus(t) + MIN_SCALE is MIN_SCALE exactly (float32 and float64),
+        # so the value is unchanged; the gradient there is exactly 0, where the softplus's own
+        # slope exp(t) could underflow to 0 and turn an overflowed incoming gradient (an
+        # outlier far from the data in float32) into inf * 0 = NaN
+        shifted = shifted.clamp_min(_SOFTPLUS_FLOOR)
+    return F.softplus(shifted) + MIN_SCALE
 
 
 def _exp_log_scale(raw: Tensor, bound: float) -> Tensor:
-    return bound * torch.tanh(raw / bound)
+    tanh = torch.tanh(raw / bound)
+    if tanh.requires_grad:
+        # saturated entries (tanh exactly +-1, slope exactly 0) are cut from the graph: for
+        # finite incoming gradients nothing changes (their product with 0 is 0 either way), and
+        # an incoming gradient that overflowed to inf (an outlier far from the data in float32,
+        # scored through a scale at its bound) gives 0 instead of inf * 0 = NaN
+        tanh = torch.where(tanh.abs() == 1, tanh.detach(), tanh)
+    return bound * tanh
 
 
 def scale_and_log_scale(

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._numbers import has_values
 from ._root_finding import implicit_root, solve_increasing
 
 Kernel = Literal["logistic", "gaussian"]
@@ -103,7 +104,8 @@ def log_mills(t: Tensor) -> Tensor:
     near = t.clamp_max(_MILLS_SWITCH)
     direct = torch.special.log_ndtr(-near) - log_normal_pdf(near)
     far_mask = t >= _MILLS_SWITCH
-    if not bool(far_mask.any()):  # the usual case in training: skip the 32-term recursion
+    # the usual case in training: skip the 32-term recursion (meta tensors: no values, shapes)
+    if has_values(far_mask) and not bool(far_mask.any()):
         return direct
     far = t.clamp_min(_MILLS_SWITCH)
     r = far
@@ -140,7 +142,7 @@ def log_ndtri(log_p: Tensor) -> Tensor:
         z = torch.special.ndtri(torch.exp(lp.clamp_min(_ASYMPTOTIC_BELOW)))
         in_tail = lp <= _ASYMPTOTIC_BELOW
         steps = 1  # ndtri's start is exact to rounding except for exp's error, one step fixes it
-        if bool(in_tail.any()):
+        if not has_values(in_tail) or bool(in_tail.any()):  # (meta: shapes only, take the tail)
             ell = -2.0 * lp
             tail = -torch.sqrt((ell - torch.log(2 * math.pi * ell.clamp_min(1.0))).clamp_min(0.0))
             z = torch.where(in_tail, tail, z)
@@ -262,13 +264,16 @@ def from_gaussian(
         lo = torch.where(upper, upper_lo, lower_lo)
         hi = torch.where(upper, upper_hi, lower_hi)
         ftol = 8 * torch.finfo(z.dtype).eps * (1 + t.abs())
-        root = solve_increasing(
-            lambda y: residual(y, mu, s, logw_e.detach(), t),
-            lo,
-            hi,
-            ftol=ftol,
-            max_iter=max_iter,
-        )
+        if has_values(z):
+            root = solve_increasing(
+                lambda y: residual(y, mu, s, logw_e.detach(), t),
+                lo,
+                hi,
+                ftol=ftol,
+                max_iter=max_iter,
+            )
+        else:  # meta tensors carry shapes only: there is nothing to iterate on
+            root = lo.clone()
     y = implicit_root(lambda y: residual(y, loc_e, scale_e, logw_e, target), root)
     _, _, hazard_cdf, hazard_sf = mixture_logs(y, loc, scale, log_weights, kernel)
     return y, -torch.where(upper, hazard_sf, hazard_cdf) - log_mills(z.abs())

@@ -71,7 +71,9 @@ def solve_increasing(
             lo = torch.where(pos, lo, alpha)
             width = 4 * eps * torch.maximum(lo.abs(), hi.abs()) + tiny
             done = done | (f.abs() <= ftol) | (hi - lo <= width)
-            if bool(done.all()):
+            # no early exit under tracing (the trace would freeze one input's iteration count)
+            # or on 'meta' (no values to test)
+            if not torch.jit.is_tracing() and done.device.type != "meta" and bool(done.all()):
                 break
             newton = alpha - f / fprime.clamp_min(tiny)
             ok = (newton >= lo) & (newton <= hi) & torch.isfinite(newton)

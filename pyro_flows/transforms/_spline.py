@@ -37,8 +37,12 @@ Numerics, beyond the reference implementations:
   :math:`\delta^{(k+1)}`);
 - the inverse solves from the nearer end of the bin (the spline is symmetric under
   :math:`(\theta, \delta^{(k)}, \delta^{(k+1)}) \to (1 - \theta, \delta^{(k+1)}, \delta^{(k)})`),
-  and the forward interpolates with ``lerp``: knots map to knots and :math:`\pm B` to
-  :math:`\pm B` exactly, in both directions;
+  and the forward interpolates with ``lerp``: :math:`\pm B` maps to :math:`\pm B` exactly, and
+  each of the spline's own knots to its image with no further rounding (:math:`\theta` is
+  exactly 0 there), in both directions. Knots recomputed in another call
+  (:func:`spline_knots`, another batch size) agree with the spline's own only to a few units
+  in the last place: the softmax and cumulative-sum kernels round differently with the memory
+  layout, the vector width and the BLAS code path;
 - the spline is evaluated at inputs clamped to :math:`[-B, B]` and every masked branch has a
   denominator bounded away from zero, so values *and* gradients are finite everywhere
   (:math:`\pm 10^4`, exactly on knots, exactly at :math:`\pm B`).
@@ -74,12 +78,16 @@ def derivative_shift(min_derivative: float) -> float:
 
 def spline_knots(raw: Tensor, bound: float, min_size: float, bin_dim: int = -1) -> Tensor:
     """All ``K + 1`` knot positions on ``[-bound, bound]`` from unnormalised sizes (``K`` along
-    ``bin_dim``), exactly as :func:`rational_quadratic_spline` computes them: a softmax floored
-    at ``min_size`` (a fraction of ``2 bound``), end knots exactly ``-bound`` and ``bound``."""
+    ``bin_dim``), by the formula :func:`rational_quadratic_spline` uses: a softmax floored at
+    ``min_size`` (a fraction of ``2 bound``), end knots exactly ``-bound`` and ``bound``.
+
+    The inner knots equal the spline's own to a few units in the last place, not bit for bit:
+    the softmax and cumulative-sum kernels round differently with the batch layout, the
+    vector width and the BLAS code path (compare with a tolerance of a few ulps of ``bound``)."""
     raw = raw.movedim(bin_dim, -1)
     K = raw.shape[-1]
     _check_min_size(min_size, K, "min_size")
-    if bin_dim == -2:  # the same memory layouts as the spline's, so the same rounding
+    if bin_dim == -2:  # the spline's memory layout
         inner = _Knots(raw.movedim(-1, -2), bound, min_size).inner().movedim(-2, -1)
     else:
         inner = _Knots(raw.reshape(-1, K).t(), bound, min_size).inner().t()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import all_finite
 from .rescale import Rescale, softplus_inverse
 
 __all__ = ["ElementwiseAffine"]
@@ -26,7 +27,7 @@ def _initial(value: Tensor | float, input_dim: int, name: str) -> Tensor:
             f"ElementwiseAffine: {name} must be a scalar or have shape ({input_dim},), "
             f"got shape {tuple(tensor.shape)}"
         )
-    if not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise ValueError(f"ElementwiseAffine: {name} must be finite, got {tensor.tolist()}")
     return tensor
 

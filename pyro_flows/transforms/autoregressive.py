@@ -75,14 +75,26 @@ class _AffineAutoregressive(FlowTransform):
         return torch.addcmul(shift, u, scale)
 
     def _solve_without_log_det(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes, and the last pass's scales."""
+        """``u`` with ``v = u * sigma(u) + mu(u)`` in ``D`` passes, and the last pass's scales.
+
+        After pass ``k`` the inputs of rank ``<= k`` in the autoregressive order are exact; the
+        others are kept at 0 rather than at that pass's guesses, which far from the data can
+        overflow and would then poison every later pass (``0 * inf = NaN`` in the masked
+        weights) though the solution itself is finite.
+        """
+        D = self.input_dim
         weights = self.made.masked_weights()
+        # not_yet[k]: the inputs still inexact after pass k (rank in the order above k)
+        passes = torch.arange(D - 1, device=v.device).unsqueeze(-1)
+        not_yet = (self.made.input_rank().to(v.device) > passes).unbind(0)
         u = torch.zeros_like(v)
         scale = torch.ones_like(v)
-        for _ in range(self.input_dim):
+        for k in range(D):
             shift, raw_scale = self.made(u, context, weights)
             scale = scale_from_raw(raw_scale, self.scale_kind, self.log_scale_bound)
             u = (v - shift) / scale
+            if k < D - 1:
+                u = u.masked_fill(not_yet[k], 0.0)
         # the last pass read u_{<D}, all exact by then, so its scales are the final ones
         return u, scale
 

@@ -21,7 +21,14 @@ are derived from these two methods; subclasses override ``log_abs_det_jacobian``
 
 Conditional layers (built with ``context_dim``) take ``context`` of shape ``(*B, context_dim)``;
 ``.condition(context)`` binds one and returns a plain ``TransformModule`` (Pyro's
-``ConditionalTransformModule`` protocol).
+``ConditionalTransformModule`` protocol). Their inverse ``.inv`` is conditional too:
+``layer.inv.condition(context)`` returns ``layer.condition(context).inv``, so
+``pyro.distributions.ConditionalTransformedDistribution(base, [layer.inv])`` works as with Pyro's
+own conditional transforms.
+
+``sign`` (the sign of :math:`\det \partial y/\partial x`, which ``torch.distributions`` and
+``torch.jit.trace`` read) is ``+1`` by default: a layer whose Jacobian determinant can be negative
+(a permutation, a learnt linear map) overrides it.
 """
 
 from __future__ import annotations
@@ -31,8 +38,15 @@ from pyro.distributions.conditional import ConditionalTransform
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor
 from torch.distributions import constraints
+from torch.distributions.transforms import Transform, _InverseTransform
 
-from .._validation import broadcast_batch, check_context, check_event, check_positive_int
+from .._validation import (
+    as_tensor,
+    broadcast_batch,
+    check_context,
+    check_event,
+    check_positive_int,
+)
 
 
 class FlowTransform(TransformModule, ConditionalTransform):
@@ -73,10 +87,24 @@ class FlowTransform(TransformModule, ConditionalTransform):
         return self.forward_and_log_det(x, context)[0]
 
     # -- helpers for subclasses ---------------------------------------------------------------
+    def _as_input(self, x: object, name: str) -> Tensor:
+        """``x`` as it is if a tensor; a NumPy array or list converted to the dtype and device
+        of the layer's first parameter or buffer (as :meth:`pyro_flows.Flow.log_prob` does);
+        ``TypeError`` for anything else."""
+        if isinstance(x, Tensor):
+            return x
+        like = next(self.parameters(), None)
+        if like is None:
+            like = next(self.buffers(), None)
+        if like is not None and not like.is_floating_point():
+            like = None
+        return as_tensor(x, name, like=like)
+
     def _prepare(
         self, x: Tensor, context: Tensor | None, name: str
     ) -> tuple[Tensor, Tensor | None]:
         """Validate ``x``/``context`` and broadcast them to one batch shape."""
+        x = self._as_input(x, name)
         check_event(x, self.input_dim, name, type(self).__name__)
         context = check_context(context, self.context_dim, type(self).__name__)
         if context is not None:
@@ -89,6 +117,7 @@ class FlowTransform(TransformModule, ConditionalTransform):
         """As :meth:`_prepare`, but only ``x`` is expanded to the joint batch shape: the context
         keeps its own (broadcastable) batch shape, so a conditioner that reads the context runs
         once per context row, not once per draw (``K`` draws per row at IWAE time)."""
+        x = self._as_input(x, name)
         check_event(x, self.input_dim, name, type(self).__name__)
         context = check_context(context, self.context_dim, type(self).__name__)
         if context is not None:
@@ -96,6 +125,33 @@ class FlowTransform(TransformModule, ConditionalTransform):
         return x, context
 
     # -- Pyro / torch.distributions glue -------------------------------------------------------
+    @property
+    def sign(self) -> int:
+        r"""The sign of :math:`\det \partial y/\partial x`: ``+1`` for this layer.
+
+        Constant over the whole domain (a diffeomorphism's Jacobian determinant never vanishes
+        on a connected domain), so one number describes the layer. ``+1`` holds for every layer
+        built from monotone elementwise maps, triangular Jacobians with a positive diagonal,
+        planar/radial maps under their invertibility constraints and ODE flows; layers that can
+        reverse the orientation (permutations, learnt linear maps) override it. Being defined,
+        it also lets ``torch.jit.trace`` walk a module holding the layer (the tracer reads every
+        attribute, and torch's default raises ``NotImplementedError``).
+        """
+        return 1
+
+    @property
+    def inv(self) -> InverseFlowTransform:
+        """The inverse transform (data -> base), built once and kept (``t.inv.inv is t``).
+
+        A conditional layer's inverse is conditional too: ``layer.inv.condition(context)``
+        returns ``layer.condition(context).inv`` (Pyro's ``ConditionalTransformModule.inv``
+        protocol), so ``ConditionalTransformedDistribution(base, [layer.inv])`` works."""
+        inv = self._inv
+        if inv is None:
+            inv = InverseFlowTransform(self)
+            self._inv = inv
+        return inv  # type: ignore[return-value]
+
     def _bound_context(self) -> Tensor | None:
         if self.context_dim is not None:
             raise ValueError(
@@ -164,6 +220,38 @@ class ConditionedTransform(FlowTransform):
 
     def forward_log_det(self, x: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         return self.transform.forward_log_det(x, y, self.context)
+
+    @property
+    def sign(self) -> int:
+        """The sign of the conditioned layer's Jacobian determinant."""
+        return self.transform.sign
+
+
+class InverseFlowTransform(_InverseTransform, ConditionalTransform):
+    """The inverse (``.inv``) of a :class:`FlowTransform`: torch's inverse transform, plus
+    Pyro's conditional protocol.
+
+    ``condition(context)`` returns the inverse of the conditioned layer,
+    ``layer.condition(context).inv`` (for an unconditional layer: this inverse itself), so a
+    conditional layer can be used in the data -> base direction in
+    ``pyro.distributions.ConditionalTransformedDistribution``. Calling it unconditioned on a
+    conditional layer raises the layer's "call .condition(context) first" ``ValueError``.
+
+    Example::
+
+        >>> import pyro.distributions as dist
+        >>> from pyro_flows.transforms import MaskedAutoregressive
+        >>> layer = MaskedAutoregressive(2, (8,), context_dim=3)
+        >>> base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+        >>> d = dist.ConditionalTransformedDistribution(base, [layer.inv])
+        >>> d.condition(torch.zeros(3)).log_prob(torch.zeros(4, 2)).shape
+        torch.Size([4])
+    """
+
+    def condition(self, context: Tensor) -> Transform:
+        """The inverse of ``transform.condition(context)``."""
+        assert self._inv is not None
+        return self._inv.condition(context).inv  # type: ignore[attr-defined]
 
 
 def zeros_log_det(x: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ estimator), and the transform :class:`ContinuousFlow` that solves it in either d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,13 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "softplus": nn.Soft
 _TRACES = ("auto", "exact", "hutchinson")
 _NOISES = ("rademacher", "gaussian")
 EXACT_TRACE_MAX_DIM = 10
+_NOT_TRACEABLE = (
+    "ContinuousFlow cannot run under torch.jit.trace (which pyro.infer.JitTrace_ELBO, "
+    "JitTraceGraph_ELBO, JitTraceMeanField_ELBO and other Jit* ELBOs use): its adaptive ODE solver "
+    "picks the number of steps from the data, and its log-determinant calls torch.autograd.grad "
+    "inside the dynamics; a trace can record neither. Use pyro.infer.Trace_ELBO (or another "
+    "non-Jit ELBO) and call the flow eagerly."
+)
 
 __all__ = ["ContinuousFlow", "ODEDynamics", "AugmentedDynamics", "EXACT_TRACE_MAX_DIM"]
 
@@ -231,6 +239,11 @@ class ContinuousFlow(FlowTransform):
     ``torchdiffeq.odeint_adjoint``: constant memory, a second (backward-in-time) solve, gradients
     equal to the direct ones up to the tolerances.
 
+    **Tracing.** Not supported: under ``torch.jit.trace`` (so also ``pyro.infer.JitTrace_ELBO``
+    and the other ``Jit*`` ELBOs) every solve raises a ``RuntimeError`` that says so, before any
+    work: the adaptive solver's step count depends on the data and the trace calls
+    ``torch.autograd.grad`` inside the dynamics. Use ``pyro.infer.Trace_ELBO``.
+
     **Cost.** forward (sampling) and inverse (density): one ODE solve each, i.e. (number of
     steps) :math:`\times` (6 for dopri5) evaluations of :math:`f`, each followed by :math:`D`
     vector-Jacobian products with the exact trace or 1 with Hutchinson; sampling without the
@@ -297,8 +310,8 @@ class ContinuousFlow(FlowTransform):
         for name, value in (("time", time), ("rtol", rtol), ("atol", atol)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
         self.hidden_dims = check_hidden_dims(hidden_dims)
         self.trace = trace
         self.noise = noise
@@ -323,6 +336,8 @@ class ContinuousFlow(FlowTransform):
     def _solve(
         self, x: Tensor, context: Tensor | None, reverse: bool, with_log_det: bool = True
     ) -> tuple[Tensor, Tensor]:
+        if torch.jit.is_tracing():
+            raise RuntimeError(_NOT_TRACEABLE)
         batch = x.shape[:-1]
         z = x.reshape(-1, self.input_dim)
         state: tuple[Tensor, ...] = (z, torch.zeros(z.shape[0], dtype=x.dtype, device=x.device))
@@ -337,6 +352,9 @@ class ContinuousFlow(FlowTransform):
                 aug.noise = torch.randn_like(z)
             else:
                 aug.noise = torch.randint_like(z, 2) * 2 - 1
+        if x.numel() == 0:  # an empty batch: nothing to integrate (the solver's step underflows)
+            batch = x.shape[:-1]
+            return x.clone(), x.new_zeros(batch)
         ends = [self.time, 0.0] if reverse else [0.0, self.time]
         t = torch.tensor(ends, dtype=x.dtype, device=x.device)
         floor = 100 * torch.finfo(x.dtype).eps

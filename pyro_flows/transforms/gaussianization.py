@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import as_tensor, check_event, check_positive_int
+from .._numbers import has_values
+from .._validation import all_finite, as_tensor, check_event, check_positive_int
 from ..nn.mlp import MLP
 from ._gaussianization import KERNELS, Kernel, from_gaussian, kernel_scale, to_gaussian
 from .base import FlowTransform
@@ -247,13 +248,18 @@ class MarginalGaussianization(FlowTransform):
             raise ValueError(f"bandwidth must be one of {BANDWIDTHS}, got {bandwidth!r}")
         data = as_tensor(data, "data", self.loc)
         check_event(data, self.input_dim, "data", type(self).__name__)
+        if not has_values(data):
+            raise NotImplementedError(
+                f"{type(self).__name__}.initialize fits its mixtures to data values, and data on "
+                "the meta device has none: initialise on a real device, then move the layer"
+            )
         rows = data.detach().reshape(-1, self.input_dim).double()
         if rows.shape[0] < 2:
             raise ValueError(
                 f"{type(self).__name__}.initialize needs at least 2 rows of data, got shape "
                 f"{tuple(data.shape)}"
             )
-        if not bool(torch.isfinite(rows).all()):
+        if not all_finite(rows):
             raise ValueError(f"{type(self).__name__}.initialize got non-finite data values")
         loc = column_quantiles(rows, self._levels(rows.dtype)).T
         width = silverman_bandwidth(rows, self.num_components).unsqueeze(-1).expand_as(loc)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import constraints
 
+from .._numbers import has_values
 from .base import FlowTransform
 
 
@@ -117,6 +118,8 @@ class Logit(FlowTransform):
         return x, log_det
 
     def _check_domain(self, y: Tensor) -> None:
+        if not has_values(y):
+            return
         lo, hi = self.bounds
         with torch.no_grad():
             bad = ~((y > lo) & (y < hi))

@@ -7,6 +7,8 @@ returned expanded to the batch shape ``x.shape[:-1]``. Both are written so that 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -186,12 +188,14 @@ class BatchNorm(FlowTransform):
 
     def __init__(self, input_dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(input_dim)
-        momentum = float(momentum)
-        eps = float(eps)
+        for name, value in (("momentum", momentum), ("eps", eps)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+        momentum, eps = float(momentum), float(eps)
         if not 0.0 < momentum <= 1.0:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-        if not eps > 0.0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        if not (eps > 0.0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a positive finite number, got {eps}")
         self.momentum = momentum
         self.eps = eps
         self.raw_gamma = nn.Parameter(torch.full((self.input_dim,), SOFTPLUS_INV_ONE))

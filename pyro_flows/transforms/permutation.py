@@ -15,16 +15,21 @@ from torch import Tensor
 from .._validation import check_positive_int
 from .base import FlowTransform, zeros_log_det
 
-__all__ = ["Permute", "Reverse"]
+__all__ = ["Permute", "Reverse", "permutation_sign"]
 
 
 def _as_permutation(permutation: Tensor | Sequence[int]) -> Tensor:
     """Return ``permutation`` as a 1-D ``LongTensor``, or raise ``ValueError``/``TypeError``."""
     if isinstance(permutation, Tensor):
+        if permutation.device.type == "meta":
+            raise ValueError(
+                "permutation must hold values to check, got a tensor on the 'meta' device; build "
+                "it on the CPU (device='cpu'): the layer's buffers follow the default device"
+            )
         perm = permutation.detach().cpu()
     else:
         try:
-            perm = torch.as_tensor(permutation)
+            perm = torch.as_tensor(permutation, device="cpu")
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
                 "permutation must be a 1-D LongTensor or a sequence of ints, got "
@@ -37,7 +42,7 @@ def _as_permutation(permutation: Tensor | Sequence[int]) -> Tensor:
         raise ValueError(f"permutation must be a non-empty 1-D sequence of ints, got {given}")
     perm = perm.long()
     n = perm.numel()
-    if not torch.equal(torch.sort(perm).values, torch.arange(n)):
+    if not torch.equal(torch.sort(perm).values, torch.arange(n, device="cpu")):
         values = perm.tolist()
         missing = sorted(set(range(n)) - set(values))[:10]
         repeated = sorted({v for v in values if values.count(v) > 1})[:10] if n <= 1000 else []
@@ -49,6 +54,31 @@ def _as_permutation(permutation: Tensor | Sequence[int]) -> Tensor:
     return perm
 
 
+def permutation_sign(permutation: Tensor) -> int:
+    r"""The sign :math:`(-1)^{D - c}` of a permutation of ``range(D)`` with :math:`c` cycles
+    (``+1`` even, ``-1`` odd): the determinant of its permutation matrix.
+
+    Cost: :math:`O(D)` Python steps (one walk over the cycles).
+
+    Example:
+
+    >>> import torch
+    >>> permutation_sign(torch.tensor([1, 0, 2])), permutation_sign(torch.tensor([1, 2, 0]))
+    (-1, 1)
+    """
+    perm = permutation.tolist()
+    seen = [False] * len(perm)
+    cycles = 0
+    for start in range(len(perm)):
+        if not seen[start]:
+            cycles += 1
+            i = start
+            while not seen[i]:
+                seen[i] = True
+                i = perm[i]
+    return -1 if (len(perm) - cycles) % 2 else 1
+
+
 class Permute(FlowTransform):
     r"""A fixed permutation of the coordinates: :math:`y_i = x_{\pi(i)}`.
 
@@ -58,7 +88,8 @@ class Permute(FlowTransform):
         \log\left|\det \frac{\partial y}{\partial x}\right| = 0.
 
     Cost: forward and inverse are both one gather, :math:`O(D)` per sample; the log-determinant is
-    zero (a tensor of zeros of shape ``x.shape[:-1]``).
+    zero (a tensor of zeros of shape ``x.shape[:-1]``). ``sign`` (the determinant itself, the
+    permutation's parity) walks the permutation's cycles, :math:`O(D)`.
 
     :param permutation: a 1-D ``LongTensor`` or sequence of ints holding each of
         :math:`0, \dots, D-1` exactly once; ``input_dim`` is its length. ``ValueError`` otherwise.
@@ -88,10 +119,11 @@ class Permute(FlowTransform):
     inverse_permutation: Tensor
 
     def __init__(self, permutation: Tensor | Sequence[int]) -> None:
-        perm = _as_permutation(permutation)
+        perm = _as_permutation(permutation)  # checked on the CPU
         super().__init__(perm.numel())
-        self.register_buffer("permutation", perm)
-        self.register_buffer("inverse_permutation", torch.argsort(perm))
+        device = torch.get_default_device()  # e.g. 'meta' inside ``with torch.device("meta")``
+        self.register_buffer("permutation", perm.to(device))
+        self.register_buffer("inverse_permutation", torch.argsort(perm).to(device))
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
@@ -108,6 +140,12 @@ class Permute(FlowTransform):
         """Data -> base: ``x = y[..., inverse_permutation]``; log-det zeros."""
         y, context = self._prepare(y, context, "y")
         return y.index_select(-1, self.inverse_permutation), zeros_log_det(y)
+
+    @property
+    def sign(self) -> int:
+        """The determinant of the permutation matrix: ``+1`` for an even permutation, ``-1``
+        for an odd one."""
+        return permutation_sign(self.permutation)
 
     def extra_repr(self) -> str:
         perm = self.permutation.tolist()
@@ -138,7 +176,7 @@ class Reverse(Permute):
 
     def __init__(self, input_dim: int) -> None:
         input_dim = check_positive_int(input_dim, "input_dim")
-        super().__init__(torch.arange(input_dim - 1, -1, -1))
+        super().__init__(torch.arange(input_dim - 1, -1, -1, device="cpu"))
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
@@ -153,6 +191,12 @@ class Reverse(Permute):
         """Data -> base: ``x = y.flip(-1)``; log-det zeros."""
         y, context = self._prepare(y, context, "y")
         return y.flip(-1), zeros_log_det(y)
+
+    @property
+    def sign(self) -> int:
+        r"""The determinant of the reversal, :math:`(-1)^{\lfloor D/2 \rfloor}` (one swap per
+        pair of mirrored coordinates)."""
+        return -1 if (self.input_dim // 2) % 2 else 1
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}"

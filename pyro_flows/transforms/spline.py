@@ -23,6 +23,7 @@ NeurIPS 2017; Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
@@ -38,10 +39,11 @@ from .coupling import CouplingTransform
 
 def _check_spline_options(num_bins: int, bound: float) -> tuple[int, float]:
     num_bins = check_positive_int(num_bins, "num_bins", minimum=2)
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
-        raise ValueError(f"bound must be a positive number, got {bound!r}")
-    if bound == float("inf"):
-        raise ValueError("bound must be finite")
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        raise TypeError(f"bound must be a positive finite number, got {type(bound).__name__} "
+                        f"({bound!r})")
+    if not (bound > 0 and math.isfinite(bound)):
+        raise ValueError(f"bound must be a positive finite number, got {bound!r}")
     return num_bins, float(bound)
 
 

@@ -103,3 +103,27 @@ def test_compare_mixture_quick_reports_mass_per_mode(capsys, tmp_path):
     assert re.search(r"\[(PASS|FAIL)\] mixture: flow finds every mode", printed)
     report = check_report(out, ["samples.png", "traces.png", "elbo.png", "modes.png"])
     assert "## Mass per mode" in report
+
+
+def test_an_earlier_report_is_refused_then_replaced_whole_with_overwrite(tmp_path):
+    from dataclasses import replace
+
+    from pyro_flows.compare.run import compare
+    from pyro_flows.compare.settings import SamplerSettings, settings_for
+
+    tiny = replace(settings_for("banana", quick=True), mh=SamplerSettings(100, 100, 2))
+    (tmp_path / "report.md").write_text("an earlier run")
+    (tmp_path / "modes.png").write_bytes(PNG)  # a figure this run does not make
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"already holds a report \(report.md, modes.png\)"):
+        compare("banana", "mh", settings=tiny, progress=False, out=tmp_path)
+    assert (tmp_path / "report.md").read_text() == "an earlier run"
+    c = compare("banana", "mh", settings=tiny, progress=False, out=tmp_path, overwrite=True)
+    assert c.report == tmp_path / "report.md" and "an earlier run" not in c.report.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.txt",  # not a report file: kept
+        "report.md",
+        "results.json",
+        "samples.png",
+        "traces.png",
+    ]  # the stale modes.png is gone: no figure of the earlier run passes for one of this run

@@ -119,7 +119,7 @@ def test_bad_arguments_are_clear_errors():
         distill(teacher, torch.nn.Linear(2, 2), steps=1, progress=False)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         distill(teacher, student, steps=0, progress=False)
-    with pytest.raises(ValueError, match="lr must be a positive number"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got -1.0"):
         distill(teacher, student, steps=1, lr=-1.0, progress=False)
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         distill(teacher, student, steps=1, resume=True, progress=False)

@@ -137,11 +137,11 @@ def test_normalized_log_prob():
 
 def test_check_sample_shape():
     assert check_sample_shape(torch.Size([2])) == (2,)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="negative"):
         check_sample_shape((2, -1))
     with pytest.raises(TypeError, match="sequence of ints"):
         check_sample_shape(2.5)
-    with pytest.raises(TypeError, match="must contain ints"):
+    with pytest.raises(TypeError, match="entry of type float"):
         check_sample_shape((2.0,))
 
 

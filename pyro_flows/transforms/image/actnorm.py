@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..._numbers import has_values
+from ..._validation import all_finite
 from ..rescale import SOFTPLUS_INV_ONE, log_softplus, softplus_inverse
 from .base import ImageShape, ImageTransform
 
@@ -95,7 +97,8 @@ class ChannelActNorm(ImageTransform):
         """Set bias and scale from ``data`` (data side, shape ``(..., C, H, W)``) so that it maps
         to zero mean and unit variance per channel, and mark the layer initialised.
 
-        :raises ValueError: on a wrong shape or fewer than 2 values per channel.
+        :raises ValueError: on a wrong shape, fewer than 2 values per channel or non-finite
+            values (the layer is then left as it was).
         """
         data, _ = self._prepare(data, None, "data")
         values = data.detach().to(self.bias).movedim(-3, 0).reshape(self.channels, -1)
@@ -104,11 +107,23 @@ class ChannelActNorm(ImageTransform):
                 "ChannelActNorm.initialize needs at least 2 values per channel, got data of "
                 f"shape {tuple(data.shape)}"
             )
+        if not all_finite(values):
+            raise ValueError(
+                "ChannelActNorm.initialize got non-finite values (NaN or inf) in data of shape "
+                f"{tuple(data.shape)}: the mean and scale of the channels would be NaN"
+            )
         mean = values.mean(1)
         std = values.var(1, unbiased=False).sqrt().clamp_min(self.min_std)
         self.bias.copy_(mean)
         self.raw_scale.copy_(softplus_inverse(std))
         self.initialized.fill_(True)
+
+    def _initializes_on(self, y: Tensor) -> bool:
+        """Whether this inverse call initialises: training mode, not yet initialised, at least
+        2 values per channel, and values to read (not the meta device)."""
+        if not (self.training and has_values(y) and has_values(self.initialized)):
+            return False
+        return not bool(self.initialized) and y[..., 0, :, :].numel() >= 2
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
@@ -123,7 +138,7 @@ class ChannelActNorm(ImageTransform):
     ) -> tuple[Tensor, Tensor]:
         """Data -> base: ``x = (y - bias) / scale``; initialises first (see the class docs)."""
         y, _ = self._prepare(y, context, "y")
-        if self.training and not bool(self.initialized) and y[..., 0, :, :].numel() >= 2:
+        if self._initializes_on(y):
             self.initialize(y)
         scale, bias = self._affine()
         return (y - bias) / scale, -self._log_det(y)

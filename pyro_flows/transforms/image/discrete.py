@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..._numbers import check_positive_number, has_values
 from ...nn.conv import ConvResNet
 from .base import (
     ImageShape,
@@ -124,10 +125,8 @@ class IntegerAdditiveCoupling(MaskedSplit, ImageTransform):
         output_scale: float = 1.0,
     ) -> None:
         super().__init__(shape)
-        for name, value in (("input_scale", input_scale), ("output_scale", output_scale)):
-            if not (isinstance(value, int | float) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        self.input_scale, self.output_scale = float(input_scale), float(output_scale)
+        self.input_scale = check_positive_number(input_scale, "input_scale")
+        self.output_scale = check_positive_number(output_scale, "output_scale")
         cond, out = self._init_split(mask, parity)
         self.conditioner = ConvResNet(cond, hidden_channels, out, num_blocks)
 
@@ -137,7 +136,7 @@ class IntegerAdditiveCoupling(MaskedSplit, ImageTransform):
         t = round_ste(self.output_scale * self.conditioner(self.input_scale * cond))
         y = self._join(cond, free + sign * t)
         limit = 2.0 / torch.finfo(y.dtype).eps  # 2**24 in float32, 2**53 in float64
-        if y.numel() and float(y.detach().abs().max()) >= limit:
+        if y.numel() and has_values(y) and float(y.detach().abs().max()) >= limit:
             raise OverflowError(
                 f"{type(self).__name__} produced values beyond {limit:.0f}, where {y.dtype} no "
                 "longer holds every integer exactly (the map would not be lossless): use "

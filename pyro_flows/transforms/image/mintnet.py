@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..._numbers import check_bool, check_positive_number, has_values
 from ..._validation import check_positive_int
 from ...nn.masked_conv import MaskedConv2d
 from ..rescale import SOFTPLUS_INV_ONE
@@ -124,12 +125,10 @@ class MintNetLayer(ImageTransform):
         super().__init__(shape)
         k = check_positive_int(hidden_per_channel, "hidden_per_channel")
         self.max_iter = check_positive_int(max_iter, "max_iter")
-        if not (isinstance(tol, int | float) and tol > 0):
-            raise ValueError(f"tol must be a positive number, got {tol!r}")
-        self.tol = float(tol)
+        self.tol = check_positive_number(tol, "tol")
         c = self.channels
         self.hidden_per_channel = k
-        self.reverse = bool(reverse)
+        self.reverse = check_bool(reverse, "reverse")
         self.raw_scale = nn.Parameter(torch.full((c,), SOFTPLUS_INV_ONE))
         self.conv1 = MaskedConv2d(c, c * k, kernel_size, 1, k, reverse, diagonal_init=0.5)
         self.conv2 = MaskedConv2d(
@@ -190,9 +189,12 @@ class MintNetLayer(ImageTransform):
 
     @torch.no_grad()
     def _solve(self, x: Tensor) -> Tensor:
-        """``y`` with ``g(y) = x`` to the tolerance (no gradient)."""
-        alpha = self._step()
+        """``y`` with ``g(y) = x`` to the tolerance (no gradient); on the meta device, which
+        has no values to iterate on, a tensor of the right shape."""
         y = x.clone()
+        if not has_values(x):
+            return y
+        alpha = self._step()
         limit = self._tol(x) * (1 + x.abs())
         self.iterations = self.max_iter
         for i in range(self.max_iter):

@@ -28,6 +28,21 @@ from .base import ImageShape, ImageTransform, zeros_image_log_det
 __all__ = ["ChannelPermute"]
 
 
+def _as_indices(permutation: object) -> Tensor:
+    """``permutation`` as a long tensor, refusing non-integer entries (which a cast to
+    ``long`` would silently truncate)."""
+    try:
+        perm = torch.as_tensor(permutation).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"permutation must be a sequence of ints, got {type(permutation).__name__} "
+            f"({permutation!r})"
+        ) from None
+    if perm.dtype == torch.bool or perm.is_floating_point() or perm.is_complex():
+        raise TypeError(f"permutation must hold ints, got {perm.tolist()} (dtype {perm.dtype})")
+    return perm.long()
+
+
 class ChannelPermute(ImageTransform):
     r"""Fixed channel permutation :math:`y_{c} = x_{\pi(c)}` (a buffer), exact both ways.
 
@@ -62,11 +77,7 @@ class ChannelPermute(ImageTransform):
     ) -> None:
         super().__init__(shape)
         c = self.channels
-        perm = (
-            torch.arange(c - 1, -1, -1)
-            if permutation is None
-            else torch.as_tensor(permutation, dtype=torch.long)
-        )
+        perm = torch.arange(c - 1, -1, -1) if permutation is None else _as_indices(permutation)
         if perm.dim() != 1 or not torch.equal(torch.sort(perm).values, torch.arange(c)):
             raise ValueError(
                 f"permutation must be a permutation of range({c}), got {perm.tolist()}"
