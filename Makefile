@@ -28,7 +28,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pyro_flows tests examples benchmarks
 
+# the gallery runs examples/ in their quick modes (about 2 minutes; only stale ones are rerun,
+# GALLERY="--force" reruns all), then Sphinx builds the site with it
 docs: $(STAMP)
+	$(PY) docs/_ext/gallery.py $(GALLERY)
 	$(VENV)/bin/sphinx-build -W -q -b html docs docs/_build/html
 
 bench: $(STAMP)

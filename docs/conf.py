@@ -7,6 +7,7 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
 
 project = "pyro_flows"
 author = "pyro_flows contributors"
@@ -22,7 +23,13 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "gallery",  # docs/_ext/gallery.py: runs examples/ (quick modes) into docs/gallery/
 ]
+
+# -- examples gallery ------------------------------------------------------------------------
+# The repository whose examples/ the gallery runs (default: the one holding this docs folder;
+# ``-D gallery_root=...`` when building a copy of docs/ elsewhere).
+gallery_root = ""
 
 # -- autodoc ---------------------------------------------------------------------------------
 autodoc_typehints = "description"

@@ -191,8 +191,9 @@ def save_grids(vaes: dict[str, VAE], test: Tensor, shape: tuple[int, int], out: 
             ),
         ]
         for col, (images, title) in enumerate(grids):
-            h, w = shape
-            grid = images.reshape(-1, 8, h, w).permute(0, 2, 1, 3).reshape(-1, 8 * w)
+            h, w = shape  # one blank pixel after each image, so that neighbours stay apart
+            tiles = F.pad(images.reshape(-1, 8, h, w), (0, 1, 0, 1))
+            grid = tiles.permute(0, 2, 1, 3).reshape(-1, 8 * (w + 1))
             axes[row, col].imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
             axes[row, col].set_title(title, fontsize=8)
             axes[row, col].axis("off")

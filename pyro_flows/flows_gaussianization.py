@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._numbers import has_values
 from ._validation import as_tensor, check_positive_int
 from .flow import Flow
 from .transforms.gaussianization import MarginalGaussianization
@@ -178,8 +179,9 @@ def initialize_gaussianization(
         ``"spacing"`` (local quantile spacing; a better start, see
         :meth:`~pyro_flows.transforms.gaussianization.MarginalGaussianization.initialize`).
     :param rotation_init: ``"random"`` or ``"pca"``.
-    :raises ValueError: on data of the wrong shape or with non-finite values, or an unknown
-        ``bandwidth`` or ``rotation_init``.
+    :raises ValueError: on data or a context of the wrong shape or with non-finite values, a
+        context for an unconditional flow (or none for a conditional one), or an unknown
+        ``bandwidth`` or ``rotation_init``; the flow is then left exactly as it was.
 
     Example:
 
@@ -209,20 +211,51 @@ def initialize_gaussianization(
             f"data must have shape (rows, {flow.input_dim}) (input_dim={flow.input_dim}), "
             f"got shape {tuple(x.shape)}"
         )
-    if not bool(torch.isfinite(x).all()):
+    if has_values(x) and not bool(torch.isfinite(x).all()):
         raise ValueError("data has non-finite values (NaN or inf): drop them before initialising")
-    if context is not None:
-        context = as_tensor(context, "context", ref)
-    for layer in reversed(flow.transforms):
-        if isinstance(layer, InvertibleLinear):
-            if rotation_init == "pca":
-                set_linear_to_pca(layer, x)
-        elif isinstance(layer, MarginalGaussianization):
-            layer.initialize(x, bandwidth=bandwidth)
-        elif callable(getattr(layer, "initialize", None)):
-            layer.initialize(x)
-        x = layer.inverse_and_log_det(x, context if layer.context_dim else None)[0]
+    context = _check_context_rows(flow, context, x, ref)
+    saved = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+    try:
+        for layer in reversed(flow.transforms):
+            if isinstance(layer, InvertibleLinear):
+                if rotation_init == "pca":
+                    set_linear_to_pca(layer, x)
+            elif isinstance(layer, MarginalGaussianization):
+                layer.initialize(x, bandwidth=bandwidth)
+            elif callable(getattr(layer, "initialize", None)):
+                layer.initialize(x)
+            x = layer.inverse_and_log_det(x, context if layer.context_dim else None)[0]
+    except BaseException:
+        flow.load_state_dict(saved)  # a refused initialisation leaves no layer half-set
+        raise
     return flow
+
+
+def _check_context_rows(
+    flow: Flow, context: object, x: Tensor, ref: Tensor | None
+) -> Tensor | None:
+    """``context`` as one row per data row, given exactly when the flow is conditional."""
+    if flow.context_dim is None:
+        if context is not None:
+            raise ValueError(
+                "the flow is unconditional (context_dim=None) but a context was given to "
+                "initialize_gaussianization"
+            )
+        return None
+    if context is None:
+        raise ValueError(
+            f"the flow is conditional (context_dim={flow.context_dim}): pass context= with one "
+            "row per data row"
+        )
+    c = as_tensor(context, "context", ref)
+    if c.dim() != 2 or c.shape != (x.shape[0], flow.context_dim):
+        raise ValueError(
+            f"context must have shape ({x.shape[0]}, {flow.context_dim}) (one row per data row, "
+            f"context_dim={flow.context_dim}), got shape {tuple(c.shape)}"
+        )
+    if has_values(c) and not bool(torch.isfinite(c).all()):
+        raise ValueError("context has non-finite values (NaN or inf): drop those rows")
+    return c
 
 
 def gaussianization(

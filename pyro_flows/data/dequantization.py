@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_positive_int
+from .._validation import as_tensor, check_positive_int
 
 __all__ = [
     "DequantizedModel",
@@ -298,9 +298,16 @@ class VariationalDequantization(nn.Module):
         r""":math:`\log q(u \mid x)` of noise :math:`u \in (0, 1)^D` (density on the unit cube),
         by the flow's inverse pass: :math:`v = \operatorname{logit}(u)`.
 
-        :raises ValueError: if ``u`` is outside :math:`(0, 1)`.
+        :raises ValueError: if ``u`` is outside :math:`(0, 1)` or not of ``x``'s shape.
         """
         x = check_discrete(x, self.num_levels, self.input_dim, type(self).__name__)
+        ref = next(self.flow.parameters(), None)
+        u = as_tensor(u, "u", ref)
+        if u.shape != x.shape:
+            raise ValueError(
+                f"noise_log_prob expects u of the shape of x {tuple(x.shape)} (one noise value "
+                f"per level), got {tuple(u.shape)}"
+            )
         if not bool(((u > 0) & (u < 1)).all()):
             raise ValueError(
                 "noise_log_prob expects u in the open interval (0, 1), got values in "
@@ -420,6 +427,19 @@ class DequantizedModel(nn.Module):
                 return x.flatten(-len(self.event_shape))
         return x
 
+    def _check_image_shape(self, x: object) -> None:
+        """For image flows: ``ValueError`` naming both accepted layouts when ``x`` (already
+        through :meth:`_rows`) is neither images nor rows."""
+        if not (self._is_image and isinstance(x, Tensor)):
+            return
+        if x.dim() >= 1 and x.shape[-1] == self.input_dim:
+            return
+        dims = ", ".join(map(str, self.event_shape))
+        raise ValueError(
+            f"{type(self).__name__} expected images of shape (..., {dims}) or rows of shape "
+            f"(..., {self.input_dim}), got shape {tuple(x.shape)}"
+        )
+
     def _flow_events(self, z: Tensor) -> Tensor:
         """Rows ``(..., D)`` in the flow's event shape."""
         return z.reshape(*z.shape[:-1], *self.event_shape) if self._is_image else z
@@ -442,7 +462,9 @@ class DequantizedModel(nn.Module):
         tighter bound (importance weighted), exact as :math:`S \to \infty`.
         """
         check_positive_int(num_samples, "num_samples")
-        x = check_discrete(self._rows(x), self.num_levels, self.input_dim, type(self).__name__)
+        x = self._rows(x)
+        self._check_image_shape(x)
+        x = check_discrete(x, self.num_levels, self.input_dim, type(self).__name__)
         if num_samples > 1:
             x = x.expand(num_samples, *x.shape)
             if context is not None:

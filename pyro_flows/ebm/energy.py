@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,10 +30,30 @@ from .._validation import check_event, check_hidden_dims, check_positive_int
 __all__ = ["EnergyModel", "GaussianEnergy", "grid_log_Z"]
 
 
-def _check_x(x: object, input_dim: int, owner: str) -> Tensor:
+def _check_x(x: object, input_dim: int, owner: str, module: nn.Module | None = None) -> Tensor:
+    """``x`` as a tensor of shape ``(..., input_dim)`` (a NumPy array is converted, to the
+    dtype and device of ``module``'s parameters); NaN is refused."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{owner} expected x to be a torch.Tensor, got {type(x).__name__}")
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+            what = type(x).__name__ if not isinstance(x, np.ndarray) else f"ndarray of {x.dtype}"
+            raise TypeError(
+                f"{owner} expected x to be a torch.Tensor (or a real NumPy array), got {what}"
+            )
+        ref = next(iter(module.parameters()), None) if module is not None else None
+        arr = x.astype(np.float64)
+        x = torch.as_tensor(
+            arr,
+            dtype=ref.dtype if ref is not None else torch.get_default_dtype(),
+            device=ref.device if ref is not None else None,
+        )
     check_event(x, input_dim, "x", owner)
+    if x.is_floating_point() and x.device.type != "meta" and bool(torch.isnan(x.detach()).any()):
+        rows = torch.isnan(x.detach()).reshape(-1, input_dim).any(-1).nonzero().flatten()
+        raise ValueError(
+            f"{owner} got non-finite (NaN) values in {rows.numel()} row(s) of x of shape "
+            f"{tuple(x.shape)} (flat row indices {rows[:5].tolist()}); the energy at NaN is "
+            "undefined"
+        )
     return x
 
 
@@ -138,6 +159,18 @@ class EnergyModel(nn.Module):
         super().__init__()
         self.input_dim = check_positive_int(input_dim, "input_dim")
         hidden = check_hidden_dims(hidden_dims)
+        if prior_scale is not None and (
+            isinstance(prior_scale, bool) or not isinstance(prior_scale, int | float)
+        ):
+            raise TypeError(
+                "prior_scale must be a positive finite number or None, got "
+                f"{type(prior_scale).__name__} {prior_scale!r}"
+            )
+        if not callable(activation):
+            raise TypeError(
+                "activation must be a callable returning an nn.Module (e.g. nn.SiLU), got "
+                f"{type(activation).__name__} {activation!r}"
+            )
         if prior_scale is not None and not (prior_scale > 0 and math.isfinite(prior_scale)):
             raise ValueError(f"prior_scale must be a positive number or None, got {prior_scale!r}")
         self.prior_scale = prior_scale
@@ -151,7 +184,7 @@ class EnergyModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The energy :math:`E_\\theta(x)`, shape ``x.shape[:-1]``."""
-        x = _check_x(x, self.input_dim, "EnergyModel")
+        x = _check_x(x, self.input_dim, "EnergyModel", self)
         e = self.net(x).squeeze(-1)
         if self.prior_scale is not None:
             e = e + 0.5 * (x**2).sum(-1) / self.prior_scale**2
@@ -230,7 +263,7 @@ class GaussianEnergy(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The energy, shape ``x.shape[:-1]``."""
-        x = _check_x(x, self.input_dim, "GaussianEnergy")
+        x = _check_x(x, self.input_dim, "GaussianEnergy", self)
         return (0.5 * ((x - self.loc) / self.scale) ** 2).sum(-1)
 
     def log_prob(self, x: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer.autoguide import AutoContinuous
@@ -188,8 +189,15 @@ class AutoFlow(AutoContinuous):
                 "AutoFlow: flow must be a builder name, a builder or a callable "
                 f"latent_dim -> Flow, got {type(flow).__name__}"
             )
-        if not isinstance(init_scale, (int, float)) or not init_scale > 0:
-            raise ValueError(f"AutoFlow: init_scale must be a number > 0, got {init_scale!r}")
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)):
+            raise TypeError(
+                f"AutoFlow: init_scale must be a finite number > 0, got "
+                f"{type(init_scale).__name__} {init_scale!r}"
+            )
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(
+                f"AutoFlow: init_scale must be a finite number > 0, got {init_scale!r}"
+            )
         if not isinstance(num_quantile_samples, int) or num_quantile_samples < 2:
             raise ValueError(
                 f"AutoFlow: num_quantile_samples must be an int >= 2, got {num_quantile_samples!r}"
@@ -356,8 +364,23 @@ class AutoFlow(AutoContinuous):
         """Posterior quantiles of every site, elementwise in constrained space, estimated from
         ``num_quantile_samples`` draws (seeded, so repeated calls agree; the global RNG is left
         untouched). Returns ``{site: tensor of shape (len(quantiles), *site_shape)}``."""
-        q = torch.as_tensor(quantiles, dtype=torch.get_default_dtype(), device="cpu").reshape(-1)
-        if q.numel() == 0 or bool(((q < 0) | (q > 1)).any()):
+        if isinstance(quantiles, str | bytes):
+            raise TypeError(
+                "quantiles must be a sequence or tensor of numbers in [0, 1], got "
+                f"{type(quantiles).__name__} {quantiles!r}"
+            )
+        try:
+            q = torch.as_tensor(
+                quantiles if isinstance(quantiles, Tensor) else np.asarray(quantiles, np.float64),
+                dtype=torch.get_default_dtype(),
+                device="cpu",
+            ).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                "quantiles must be a sequence or tensor of numbers in [0, 1], got "
+                f"{type(quantiles).__name__} {quantiles!r}"
+            ) from None
+        if q.numel() == 0 or not bool(((q >= 0) & (q <= 1)).all()):
             raise ValueError(f"quantiles must lie in [0, 1], got {q.tolist()}")
         with _forked_rng(0, [self._flow_device(*args, **kwargs)]):
             draws = self.sample_posterior(self.num_quantile_samples, *args, **kwargs)

@@ -135,7 +135,19 @@ def log_mean_exp(x: Tensor, dim: int = -1) -> Tensor:
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
+    ndim = max(x.dim(), 1)
+    if not -ndim <= dim < ndim:
+        raise ValueError(
+            f"dim must be in [{-ndim}, {ndim - 1}] for x of shape {tuple(x.shape)}, got dim={dim}"
+        )
     n = x.shape[dim] if x.dim() else 1
+    if bool(torch.isnan(x).any()):
+        raise ValueError(
+            f"log_mean_exp got NaN in {int(torch.isnan(x).sum())} of {x.numel()} values of x "
+            f"(shape {tuple(x.shape)}); -inf (zero weight) is fine, NaN is undefined"
+        )
     if n == 0:
         raise ValueError(
             f"log_mean_exp needs at least one value along dim {dim}, got shape {tuple(x.shape)}"
@@ -291,6 +303,13 @@ def _chains_draws_dim(samples: object, name: str = "samples") -> np.ndarray:
         )
     if t.shape[1] < 4:
         raise ValueError(f"{name} needs at least 4 draws per chain, got {t.shape[1]}")
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        kinds = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise ValueError(
+            f"{name} must be finite, got non-finite values ({kinds}) in "
+            f"{int((~finite).sum())} of {t.numel()} entries (shape {tuple(t.shape)})"
+        )
     return t.detach().cpu().to(torch.float64).numpy()
 
 
@@ -398,6 +417,8 @@ def _vector(value: object, dim: int, name: str) -> Tensor:
         t = t.expand(dim)
     if t.numel() != dim:
         raise ValueError(f"{name} must have {dim} entries (one per coordinate), got {t.numel()}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {t.tolist()[:10]}")
     return t
 
 
@@ -656,6 +677,11 @@ def guide_psis_khat(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if not isinstance(vectorize, bool):
+        raise TypeError(
+            f"vectorize must be a bool (True or False), got {type(vectorize).__name__} "
+            f"{vectorize!r}"
+        )
     if not vectorize:
         return psis_khat(_sequential_log_weights(model, guide, num_samples, args, kwargs))
     from pyro.infer.importance import vectorized_importance_weights

@@ -75,6 +75,30 @@ def systematic_resample(log_weights: Tensor, num: int, generator: torch.Generato
     schemes for particle filtering*, ISPA 2005.
     """
     _check_int(num, "num", 1)
+    if not isinstance(log_weights, Tensor):
+        raise TypeError(
+            f"log_weights must be a tensor of shape (n,), got {type(log_weights).__name__}"
+        )
+    if log_weights.dim() != 1 or log_weights.numel() == 0:
+        raise ValueError(
+            "log_weights must be a non-empty 1-D tensor of shape (n,), got shape "
+            f"{tuple(log_weights.shape)}" + (" (empty)" if log_weights.numel() == 0 else "")
+        )
+    if not log_weights.is_floating_point():
+        raise TypeError(f"log_weights must be a floating tensor, got dtype {log_weights.dtype}")
+    lw = log_weights.detach()
+    if lw.device.type == "meta":  # no values to check (shape-only tensors)
+        pass
+    elif bool(torch.isnan(lw).any()) or bool((lw == math.inf).any()):
+        bad = (torch.isnan(lw) | (lw == math.inf)).nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"log_weights must not be NaN or +inf, got NaN/+inf at indices {bad} (of "
+            f"{lw.numel()})"
+        )
+    elif not bool(torch.isfinite(lw).any()):
+        raise ValueError(
+            f"all {lw.numel()} log_weights are -inf (every weight is zero): nothing to resample"
+        )
     device = log_weights.device
     w = torch.softmax(log_weights.detach().to(torch.float64), 0)
     cdf = torch.cumsum(w, 0)
@@ -198,6 +222,11 @@ def importance_sample(
     """
     _check_int(num_samples, "num_samples", 10)
     _check_int(batch_size, "batch_size", 1)
+    if not isinstance(resample, bool):
+        raise TypeError(
+            f"resample must be a bool (True or False), got {type(resample).__name__} "
+            f"{resample!r}"
+        )
     density = as_target(target, dim)
     _, seed = _generator(seed)
     start = time.perf_counter()

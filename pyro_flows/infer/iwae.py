@@ -66,8 +66,18 @@ def _sample_sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
     }
 
 
+def _check_callables(model: object, guide: object) -> None:
+    for name, fn in (("model", model), ("guide", guide)):
+        if not callable(fn):
+            raise TypeError(
+                f"{name} must be a callable Pyro {name} (a function or a module), got "
+                f"{type(fn).__name__}"
+            )
+
+
 def _plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
     """The deepest vectorised plate of one (unvectorised) guide + replayed model run."""
+    _check_callables(model, guide)
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
@@ -168,6 +178,7 @@ def log_importance_weights(
     References: Burda, Grosse, Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
     """
     check_positive_int(num_samples, "num_samples")
+    _check_callables(model, guide)
     if not isinstance(data_plate, str):
         raise TypeError(f"data_plate must be a plate name (str), got {type(data_plate).__name__}")
     if max_plate_nesting is None:
@@ -274,6 +285,11 @@ def iwae_log_likelihood(
     """
     check_positive_int(num_samples, "num_samples")
     check_positive_int(chunk_size, "chunk_size")
+    if not isinstance(return_elbo, bool):
+        raise TypeError(
+            f"return_elbo must be a bool (True or False), got {type(return_elbo).__name__} "
+            f"{return_elbo!r}"
+        )
     if max_plate_nesting is None:
         max_plate_nesting = _plate_nesting(model, guide, args, kwargs)
     sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]

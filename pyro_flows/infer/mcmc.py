@@ -49,6 +49,22 @@ from .samplers import _check_accept
 __all__ = ["hmc", "nuts", "nuts_model"]
 
 
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} "
+                        f"{value!r}")
+    return value
+
+
+def _check_positive_finite(value: object, name: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive finite number, got {type(value).__name__} "
+                        f"{value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def _model_devices(*values: Any) -> list[torch.device]:
     """Devices a Pyro model may draw on: those of its tensor arguments and, when CUDA is in
     use, the current CUDA device."""
@@ -131,7 +147,13 @@ def _run_chains(
             mcmc.run()
         draws.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         div = torch.zeros(num_samples, dtype=torch.bool, device="cpu")
-        found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
+        # Pyro's per-chain sampler statistics; mcmc.diagnostics() would also compute split
+        # R-hat, which asserts at least 4 draws (a single draw is a valid budget here)
+        chain_diag = getattr(mcmc, "_diagnostics", None)
+        if chain_diag:
+            found = chain_diag[0].get("divergences", [])
+        else:
+            found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
         div[torch.as_tensor(list(found), dtype=torch.long, device="cpu")] = True
         num_divergent += int(div.sum())
         accept.append(recorder.accept)
@@ -273,6 +295,7 @@ def nuts(
 
     target_accept = _check_accept(target_accept)
     _check_int(max_tree_depth, "max_tree_depth", 1)
+    _check_bool(dense_mass, "dense_mass")
 
     def make_kernel(potential: Callable) -> Any:
         return NUTS(
@@ -368,10 +391,11 @@ def hmc(
 
     target_accept = _check_accept(target_accept)
     _check_int(num_steps, "num_steps", 1)
-    if not (isinstance(step_size, int | float) and step_size > 0):
-        raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-    if trajectory_length is not None and not trajectory_length > 0:
-        raise ValueError(f"trajectory_length must be positive, got {trajectory_length!r}")
+    _check_positive_finite(step_size, "step_size")
+    if trajectory_length is not None:
+        _check_positive_finite(trajectory_length, "trajectory_length")
+    _check_bool(adapt_step_size, "adapt_step_size")
+    _check_bool(dense_mass, "dense_mass")
 
     # Pyro computes L = int(trajectory_length / step_size): a length of exactly step * L can
     # round down to L - 1 steps (0.7 * 3 / 0.7 < 3 in floating point), hence the tiny margin
@@ -473,6 +497,11 @@ def nuts_model(
     _check_int(warmup, "warmup", 0)
     _check_int(num_chains, "num_chains", 1)
     _check_int(max_tree_depth, "max_tree_depth", 1)
+    if not isinstance(dense_mass, bool | list):  # Pyro also takes a list of site-name tuples
+        raise TypeError(
+            "dense_mass must be a bool or a list of tuples of site names, got "
+            f"{type(dense_mass).__name__} {dense_mass!r}"
+        )
     target_accept = _check_accept(target_accept)
     if not callable(model):
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")

@@ -522,6 +522,13 @@ class TargetDensity:
                 f"init must have shape ({self.dim},) or (num_chains, dim) = "
                 f"({num_chains}, {self.dim}), got {tuple(z.shape)}"
             )
+        finite = torch.isfinite(z).all(-1)
+        if z.device.type != "meta" and not bool(finite.all()):  # meta: no values to check
+            chains = (~finite).nonzero().flatten().tolist()
+            raise ValueError(
+                f"init must be finite, got non-finite (NaN or inf) values in the initial point "
+                f"of chain(s) {chains}: {z[~finite].tolist()[:5]}"
+            )
         with torch.no_grad():
             lp = self(z)
         bad = ~torch.isfinite(lp)

@@ -435,6 +435,11 @@ def langevin(
     - A. Durmus, E. Moulines. *Nonasymptotic convergence analysis for the unadjusted Langevin
       algorithm.* Annals of Applied Probability 27(3), 2017.
     """
+    if not isinstance(adjust, bool):
+        raise TypeError(
+            f"adjust must be a bool (True: MALA, False: ULA), got {type(adjust).__name__} "
+            f"{adjust!r}"
+        )
     return _run(
         "mala" if adjust else "ula",
         target,

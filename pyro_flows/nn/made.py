@@ -173,6 +173,31 @@ class MADE(nn.Module):
             ``x``'s: its share of the first layer is computed once per context row.
         :param weights: pre-computed :meth:`masked_weights` (for repeated sequential passes).
         """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"MADE expected x to be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"MADE expected x of shape (..., {self.input_dim}) (input_dim={self.input_dim}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if context is not None and (
+            not isinstance(context, Tensor)
+            or context.dim() == 0
+            or context.shape[-1] != self.context_dim
+        ):
+            got = (
+                f"shape {tuple(context.shape)}"
+                if isinstance(context, Tensor)
+                else type(context).__name__
+            )
+            if self.context_dim is None:
+                raise ValueError(
+                    f"this MADE takes no context (context_dim=None), got a context of {got}"
+                )
+            raise ValueError(
+                f"MADE expected context of shape (..., {self.context_dim}) "
+                f"(context_dim={self.context_dim}), got {got}"
+            )
         if weights is None:
             weights = self.masked_weights()
         last = len(weights) - 1

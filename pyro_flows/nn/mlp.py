@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._numbers import check_finite_number
@@ -44,6 +45,14 @@ def _check_features(value: Tensor, size: int, name: str) -> None:
         raise TypeError(f"MLP expected {name} as a torch.Tensor, got {type(value).__name__}")
     if value.dim() == 0 or value.shape[-1] != size:
         raise ValueError(f"MLP expected {name} of shape (..., {size}), got {tuple(value.shape)}")
+
+
+class _FreshOutputReLU(nn.ReLU):
+    """ReLU in place on a Linear's fresh output (one allocation less), out of place under
+    ``torch.jit.trace``, whose sanity check re-runs the graph and sees in-place edits differ."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x, inplace=not torch.jit.is_tracing())
 
 
 class MLP(nn.Module):
@@ -94,7 +103,7 @@ class MLP(nn.Module):
             if i < len(sizes) - 2:
                 # ReLU acts in place on each Linear's fresh output (one allocation less)
                 layers.append(
-                    nn.ReLU(inplace=True) if activation is nn.ReLU else make_activation(activation)
+                    _FreshOutputReLU() if activation is nn.ReLU else make_activation(activation)
                 )
         if len(sizes) == 2:
             make_activation(activation)  # no hidden layer uses it, but a bad one is still refused

@@ -385,6 +385,14 @@ class ModelTarget(Target):
 
     # -- the Target interface ----------------------------------------------------------------
     def _log_prob(self, z: Tensor) -> Tensor:
+        if z.device.type != "meta" and bool(z.isnan().any()):
+            # Pyro's distributions would refuse the NaN deep inside the model's trace
+            rows = z.isnan().reshape(-1, self.dim).any(-1).nonzero().flatten()
+            raise ValueError(
+                f"{type(self).__name__}.log_prob got NaN in {rows.numel()} row(s) of z of shape "
+                f"{tuple(z.shape)} (flat row indices {rows[:10].tolist()}); the model cannot be "
+                "evaluated at NaN"
+            )
         return self._run(z)[0]
 
     def unpack(self, z: Tensor) -> dict[str, Tensor]:

@@ -105,7 +105,8 @@ def log_mills(t: Tensor) -> Tensor:
     direct = torch.special.log_ndtr(-near) - log_normal_pdf(near)
     far_mask = t >= _MILLS_SWITCH
     # the usual case in training: skip the 32-term recursion (meta tensors: no values, shapes)
-    if has_values(far_mask) and not bool(far_mask.any()):
+    # (not under torch.jit.trace: a trace would freeze the branch of the traced input)
+    if has_values(far_mask) and not torch.jit.is_tracing() and not bool(far_mask.any()):
         return direct
     far = t.clamp_min(_MILLS_SWITCH)
     r = far
@@ -142,7 +143,8 @@ def log_ndtri(log_p: Tensor) -> Tensor:
         z = torch.special.ndtri(torch.exp(lp.clamp_min(_ASYMPTOTIC_BELOW)))
         in_tail = lp <= _ASYMPTOTIC_BELOW
         steps = 1  # ndtri's start is exact to rounding except for exp's error, one step fixes it
-        if not has_values(in_tail) or bool(in_tail.any()):  # (meta: shapes only, take the tail)
+        # (meta: shapes only; under a trace the branch must not depend on the traced input)
+        if torch.jit.is_tracing() or not has_values(in_tail) or bool(in_tail.any()):
             ell = -2.0 * lp
             tail = -torch.sqrt((ell - torch.log(2 * math.pi * ell.clamp_min(1.0))).clamp_min(0.0))
             z = torch.where(in_tail, tail, z)

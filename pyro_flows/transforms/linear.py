@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import FlowTransform
+from .permutation import permutation_sign
 from .rescale import expand_log_det, log_softplus, softplus_inverse
 
 __all__ = ["InvertibleLinear", "householder_product", "lu_weight"]
@@ -198,6 +199,16 @@ class InvertibleLinear(FlowTransform):
             if param is not None:
                 param.zero_()
         return self
+
+    @property
+    def sign(self) -> int:
+        r"""The sign of :math:`\det W`: :math:`\det P \prod_i \mathrm{diag\_sign}_i` for
+        ``"lu"`` (:math:`L` has a unit diagonal, :math:`|s| > 0`); :math:`(-1)^D` for ``"qr"``
+        (:math:`D` Householder reflections of determinant :math:`-1` each, :math:`R` with a
+        positive diagonal; :math:`Q = 1` when :math:`D = 1`)."""
+        if self.parametrization == "lu":
+            return permutation_sign(self.permutation) * int(self.diag_sign.prod().item())
+        return -1 if self.input_dim > 1 and self.input_dim % 2 else 1
 
     # -- the factors --------------------------------------------------------------------------
     def _upper_triangular(self) -> Tensor:

@@ -331,3 +331,25 @@ def test_mintnet_bad_options(option, value, fragments):
 def test_idf_bad_num_levels(value, fragments):
     with raises_naming(fragments):
         flows.idf((1, 4, 4), num_levels=value, **_small_image("idf"))
+
+
+@pytest.mark.parametrize(
+    "context_dim, context, fragments",
+    [
+        pytest.param(None, torch.zeros(50, 1), ("unconditional",), id="context-unconditional"),
+        pytest.param(1, None, ("context_dim=1",), id="context-missing"),
+        pytest.param(1, torch.zeros(49, 1), ("(50, 1)", "(49, 1)"), id="context-rows"),
+        pytest.param(1, torch.full((50, 1), NAN), ("non-finite",), id="context-nan"),
+    ],
+)
+def test_initialize_gaussianization_bad_context_changes_nothing(context_dim, context, fragments):
+    from pyro_flows.flows_gaussianization import initialize_gaussianization
+
+    from ._cases import unchanged
+
+    torch.manual_seed(0)
+    flow = flows.gaussianization(
+        2, num_transforms=2, hidden_dims=(4,), context_dim=context_dim, num_components=4
+    )
+    with unchanged(flow), raises_naming(fragments):
+        initialize_gaussianization(flow, torch.randn(50, 2), context=context)

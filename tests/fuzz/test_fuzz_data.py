@@ -288,7 +288,7 @@ def test_dequantizer_numpy_and_empty(deq):
         pytest.param(torch.tensor([[0.0, 0.5]]), ("(0, 1)", "0"), id="zero"),
         pytest.param(torch.tensor([[1.5, 0.5]]), ("(0, 1)", "1.5"), id="above"),
         pytest.param(torch.tensor([[NAN, 0.5]]), ("(0, 1)", "nan"), id="nan"),
-        pytest.param(torch.full((1, 3), 0.5), ("(..., 2)", "(1, 3)"), id="u-shape"),
+        pytest.param(torch.full((1, 3), 0.5), ("(1, 2)", "(1, 3)"), id="u-shape"),
     ],
 )
 def test_noise_log_prob_bad_noise(u, fragments):
@@ -408,3 +408,32 @@ def test_dataset_shape_helpers_refuse_wrong_shapes():
         data.flat(torch.zeros(3, 2, 8, 8))
     assert data.images(data.test[:2]).shape == (2, 1, 8, 8)
     assert data.flat(data.images(data.test[:2])).shape == (2, 64)
+
+
+# -- image flows and the noise density ----------------------------------------------------------
+def _image_model() -> DequantizedModel:
+    torch.manual_seed(0)
+    return DequantizedModel(flows.glow((1, 4, 4), 1, 4), UniformDequantization(16))
+
+
+def test_dequantized_image_model_layouts():
+    model = _image_model()
+    x = torch.randint(0, 16, (3, 1, 4, 4), generator=_seeded()).float()
+    torch.manual_seed(1)
+    expected = model.log_prob(x)
+    for layout in (x.reshape(3, 16), x.numpy()):
+        torch.manual_seed(1)
+        assert torch.allclose(model.log_prob(layout), expected, atol=1e-4)
+    with raises_naming(("(..., 1, 4, 4)", "(..., 16)", "(3, 1, 4, 5)")):
+        model.log_prob(torch.zeros(3, 1, 4, 5))
+    assert model.sample((2,)).shape == (2, 1, 4, 4)
+
+
+def test_noise_log_prob_numpy_and_shapes():
+    torch.manual_seed(0)
+    deq = VariationalDequantization(2, 4, num_transforms=1, hidden_dims=(4,))
+    u, x = torch.full((1, 2), 0.3), torch.tensor([[0.0, 1.0]])
+    expected = deq.noise_log_prob(u, x)
+    assert torch.allclose(deq.noise_log_prob(u.double().numpy(), x.numpy()), expected, atol=1e-5)
+    with raises_naming(("(1, 2)", "(3, 2)")):
+        deq.noise_log_prob(torch.full((3, 2), 0.3), x)

@@ -183,6 +183,11 @@ class ConditionedImageTransform(ImageTransform):
     (True, torch.Size([5, 2, 4, 4]))
     """
 
+    @property
+    def sign(self) -> int:
+        """The sign of the conditioned layer's Jacobian determinant."""
+        return self.transform.sign
+
     def __init__(self, transform: ImageTransform, context: Tensor) -> None:
         super().__init__(transform.event_shape)
         self.output_shape = transform.output_shape

@@ -57,6 +57,14 @@ class ImageSequential(ImageTransform):
       https://arxiv.org/abs/1505.05770
     """
 
+    @property
+    def sign(self) -> int:
+        """The product of the layers' Jacobian signs."""
+        sign = 1
+        for t in self.layers:
+            sign *= t.sign
+        return sign
+
     def __init__(self, transforms: Iterable[ImageTransform]) -> None:
         members = list(transforms)
         if not members:

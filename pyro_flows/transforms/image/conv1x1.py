@@ -70,6 +70,12 @@ class InvertibleConv1x1(ImageTransform):
       NeurIPS, 2018. https://arxiv.org/abs/1807.03039
     """
 
+    @property
+    def sign(self) -> int:
+        """The sign of the Jacobian determinant: the channel matrix's, once per pixel."""
+        h, w = self.event_shape[1], self.event_shape[2]
+        return self.linear.sign ** (h * w)
+
     def __init__(self, shape: ImageShape, parametrization: Literal["lu", "qr"] = "lu") -> None:
         super().__init__(shape)
         self.linear = InvertibleLinear(self.channels, parametrization=parametrization)

@@ -84,6 +84,16 @@ class MultiScale(ImageTransform):
       NeurIPS, 2018. https://arxiv.org/abs/1807.03039
     """
 
+    @property
+    def sign(self) -> int:
+        """The product of the steps' and the inner level's Jacobian signs (the squeeze and the
+        unsqueeze are the same reordering both ways, and cancel)."""
+        sign = 1
+        for t in (self.steps, self.inner):
+            if t is not None:
+                sign *= t.sign
+        return sign
+
     def __init__(
         self,
         shape: ImageShape,

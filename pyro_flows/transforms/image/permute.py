@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..permutation import permutation_sign
 from .base import ImageShape, ImageTransform, zeros_image_log_det
 
 __all__ = ["ChannelPermute"]
@@ -71,6 +72,12 @@ class ChannelPermute(ImageTransform):
 
     permutation: Tensor
     inverse_permutation: Tensor
+
+    @property
+    def sign(self) -> int:
+        """The sign of the Jacobian determinant: the channel permutation's, once per pixel."""
+        h, w = self.event_shape[1], self.event_shape[2]
+        return permutation_sign(self.permutation) ** (h * w)
 
     def __init__(
         self, shape: ImageShape, permutation: Sequence[int] | Tensor | None = None
