@@ -56,7 +56,10 @@ def train(model, guide, *args, steps=300, lr=0.02, elbo=None, **kwargs) -> list[
 def test_init_loc_fn_and_init_scale_are_honoured():
     values = {"loc": torch.tensor(1.5), "scale": torch.tensor(0.5), "p": torch.tensor(0.2)}
     guide = AutoFlow(
-        lambda: [constrained_model()], init_loc_fn=init_to_value(values=values), init_scale=0.05
+        lambda: [constrained_model()],
+        init_loc_fn=init_to_value(values=values),
+        init_scale=0.05,
+        gaussian_start=False,
     )
     median = guide.median()
     for name, value in values.items():
@@ -75,7 +78,9 @@ def test_flow_layers_start_at_identity_for_every_builder():
     N(init_loc, 0.1^2 I) in unconstrained space."""
     for name in FLOW_BUILDERS:
         pyro.clear_param_store()
-        guide = AutoFlow(constrained_model, name, num_transforms=2, hidden_dims=(8,))
+        guide = AutoFlow(
+            constrained_model, name, num_transforms=2, hidden_dims=(8,), gaussian_start=False
+        )
         guide()
         loc = guide._init_loc()
         z = loc + 0.1 * torch.randn(50, guide.latent_dim)
@@ -334,7 +339,14 @@ def test_stale_param_store_entries_of_another_model_are_a_clear_error():
 def test_exponential_scale_starts_exact_too():
     for name in ("iaf", "maf"):
         pyro.clear_param_store()
-        guide = AutoFlow(constrained_model, name, num_transforms=2, hidden_dims=(8,), scale="exp")
+        guide = AutoFlow(
+            constrained_model,
+            name,
+            num_transforms=2,
+            hidden_dims=(8,),
+            scale="exp",
+            gaussian_start=False,
+        )
         guide()
         loc = guide._init_loc()
         z = loc + 0.1 * torch.randn(50, guide.latent_dim)

@@ -27,7 +27,9 @@ def laplace_model() -> None:
 
 
 def test_learned_tails_start_exactly_at_the_initial_gaussian():
-    guide = AutoFlow(laplace_model, num_transforms=2, hidden_dims=(8,), learn_tails=True)
+    guide = AutoFlow(
+        laplace_model, num_transforms=2, hidden_dims=(8,), learn_tails=True, gaussian_start=False
+    )
     guide()
     assert isinstance(guide.flow.transforms[0], SinhArcsinh)
     loc = guide._init_loc()
@@ -77,13 +79,15 @@ def correlated_model() -> None:
 
 
 def test_full_rank_starts_exactly_at_the_initial_gaussian():
-    guide = AutoFlow(correlated_model, num_transforms=2, hidden_dims=(8,), full_rank=True)
+    guide = AutoFlow(
+        correlated_model, num_transforms=2, hidden_dims=(8,), full_rank=True, gaussian_start=False
+    )
     guide()
     loc = guide._init_loc()
     z = loc + 0.1 * torch.randn(50, guide.latent_dim)
     expected = dist.Normal(loc, 0.1).to_event(1).log_prob(z)
     assert torch.allclose(guide.get_posterior().log_prob(z), expected, atol=1e-5)
-    with pytest.raises(TypeError, match="full_rank must be a bool, got 1"):
+    with pytest.raises(TypeError, match="full_rank must be a bool or None, got 1"):
         AutoFlow(correlated_model, full_rank=1)
 
 

@@ -1,0 +1,229 @@
+r"""A deterministic Gaussian start for flow guides: fit the guide's Gaussian stages before the
+flow layers learn.
+
+A flow guide whose layers start at the identity is a Gaussian
+:math:`\zeta = \mu + \sigma \odot L\varepsilon` at the start. Stochastic gradient steps move
+:math:`\mu` by about the learning rate per step whatever the scale of the problem, so a
+regression intercept near 88 that starts at 0 takes Adam at ``lr=1e-2`` thousands of steps;
+meanwhile the flow layers' networks, pushed by the same huge, consistent gradients, learn shifts
+that grow faster than linearly, overshoot, and end in an infinite loss and NaN parameters. Both
+problems go away when the Gaussian stages start where a Gaussian fit would end.
+
+This module fits them on a *deterministic* objective (Giordano, Ingram and Broderick's DADVI):
+with :math:`M` base draws :math:`\varepsilon_1, \dots, \varepsilon_M` fixed once,
+
+.. math::
+
+    \hat{\mathcal L}(\mu, \sigma, L) = \frac1M \sum_{m=1}^M
+        \Big[\log p\big(x, T(\zeta_m)\big) + \log\big|\det J_T(\zeta_m)\big|\Big]
+        + \sum_d \log \sigma_d + \text{const}, \qquad
+    \zeta_m = \mu + \sigma \odot L \varepsilon_m,
+
+is a smooth, deterministic function of the Gaussian parameters, so a quasi-Newton method
+(L-BFGS with a strong-Wolfe line search) minimises :math:`-\hat{\mathcal L}` in tens of
+iterations whatever the scale of the posterior, where first-order stochastic steps need
+thousands. The fixed draws are the guide's own (drawn under a fixed seed), so the objective is
+exactly the guide's ELBO estimate with common random numbers; trial points where the model's
+density is not finite (or where a distribution refuses its parameters) count as "worse than
+anything seen" so the line search backs off, and the best finite point is kept. When no point
+improves on the start, nothing changes.
+
+References:
+
+- R. Giordano, M. Ingram, T. Broderick. *Black Box Variational Inference with a Deterministic
+  Objective: Faster, More Accurate, and Even More Reliable.* JMLR 25, 2024.
+  https://arxiv.org/abs/2304.05527
+- J. Nocedal, S. J. Wright. *Numerical Optimization*, 2nd ed., ch. 7 (L-BFGS). Springer, 2006.
+- A. Kucukelbir, D. Tran, R. Ranganath, A. Gelman, D. M. Blei. *Automatic Differentiation
+  Variational Inference.* JMLR 18, 2017. https://arxiv.org/abs/1603.00788
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GaussianStart", "fit_deterministic", "loss_hessian", "scale_and_unit_lower"]
+
+
+@dataclass(frozen=True)
+class GaussianStart:
+    """What the deterministic Gaussian start did.
+
+    :ivar loss_before: :math:`-\\hat{\\mathcal L}` at the initial point (``inf`` if not finite).
+    :ivar loss_after: :math:`-\\hat{\\mathcal L}` at the kept point.
+    :ivar evaluations: objective evaluations spent (each one ``num_draws`` model evaluations).
+    :ivar num_draws: the number :math:`M` of fixed base draws.
+    :ivar accepted: whether the parameters were changed (the kept point improved on the start).
+    :ivar reason: a short explanation when nothing was changed.
+    """
+
+    loss_before: float
+    loss_after: float
+    evaluations: int
+    num_draws: int
+    accepted: bool
+    reason: str = ""
+
+
+_REFUSED = (ValueError, RuntimeError, AssertionError, NotImplementedError)
+
+
+def fit_deterministic(
+    loss_fn: Callable[[], Tensor],
+    parameters: Sequence[nn.Parameter],
+    *,
+    num_draws: int,
+    max_evaluations: int = 300,
+    rounds: int = 6,
+) -> GaussianStart:
+    r"""Minimise a deterministic loss over ``parameters`` with L-BFGS, keeping the best finite
+    point and treating non-finite or refused evaluations as worse than anything seen.
+
+    :param loss_fn: a function of no arguments returning a scalar tensor that depends on
+        ``parameters`` (it must be deterministic: same parameters, same value).
+    :param parameters: the parameters to fit (changed in place; restored when no point improves).
+    :param num_draws: recorded in the result (the :math:`M` behind ``loss_fn``).
+    :param max_evaluations: a budget on calls of ``loss_fn`` in total.
+    :param rounds: L-BFGS restarts (each with a fresh curvature history) while the loss improves.
+    :returns: a :class:`GaussianStart`.
+
+    Example:
+
+    >>> import torch
+    >>> p = torch.nn.Parameter(torch.zeros(2))
+    >>> result = fit_deterministic(lambda: ((p - torch.tensor([88.0, -3.0])) ** 2).sum(), [p],
+    ...                            num_draws=1)
+    >>> result.accepted, [round(v) for v in p.tolist()]
+    (True, [88, -3])
+    """
+    params = list(parameters)
+    if not params:
+        raise ValueError("fit_deterministic: expected at least one parameter to fit, got none")
+    start = [p.detach().clone() for p in params]
+    with torch.enable_grad():
+        try:
+            first = float(loss_fn().detach())
+        except _REFUSED as error:
+            return GaussianStart(math.inf, math.inf, 1, num_draws, False, f"start refused: {error}")
+    if not math.isfinite(first):
+        return GaussianStart(first, first, 1, num_draws, False, "the start's loss is not finite")
+    best = {"loss": first, "values": start}
+    count = {"n": 1}
+
+    def closure() -> Tensor:
+        for p in params:
+            p.grad = None
+        count["n"] += 1
+        try:
+            with torch.enable_grad():
+                loss = loss_fn()
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+        except _REFUSED:
+            loss, grads = None, ()
+        for p, g in zip(params, grads, strict=False):
+            p.grad = torch.zeros_like(p) if g is None else g
+        grads_ok = loss is not None and all(
+            bool(torch.isfinite(g).all()) for g in grads if g is not None
+        )
+        if loss is None or not bool(torch.isfinite(loss)) or not grads_ok:
+            # worse than anything seen, with a zero slope: the line search backs off
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            return torch.tensor(best["loss"] + 10.0 * max(1.0, abs(best["loss"])))
+        value = float(loss.detach())
+        if value < best["loss"]:
+            best["loss"] = value
+            best["values"] = [p.detach().clone() for p in params]
+        return loss.detach()
+
+    per_round = max(1, max_evaluations // rounds)
+    for _ in range(rounds):
+        if count["n"] >= max_evaluations:
+            break
+        before = best["loss"]
+        with torch.no_grad():
+            for p, v in zip(params, best["values"], strict=True):
+                p.copy_(v)
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=per_round,
+            max_eval=per_round + per_round // 4,
+            history_size=20,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
+        optimizer.step(closure)
+        if not before - best["loss"] > 1e-6 * max(1.0, abs(before)):
+            break
+    with torch.no_grad():
+        values = best["values"] if best["loss"] < first else start
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+            p.grad = None
+    accepted = best["loss"] < first
+    return GaussianStart(
+        first,
+        best["loss"],
+        count["n"],
+        num_draws,
+        accepted,
+        "" if accepted else "no point improved on the start",
+    )
+
+
+def loss_hessian(loss_fn: Callable[[], Tensor], param: nn.Parameter) -> Tensor | None:
+    r"""The Hessian :math:`\nabla^2_\theta \ell` of a scalar loss in one vector parameter
+    (``D`` backward passes through the loss's graph), symmetrised, in float64; ``None`` when it
+    cannot be computed or is not finite.
+
+    >>> import torch
+    >>> p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    >>> loss_hessian(lambda: 2 * p[0] ** 2 + p[0] * p[1] + 3 * p[1] ** 2, p).tolist()
+    [[4.0, 1.0], [1.0, 6.0]]
+    """
+    try:
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(loss_fn(), param, create_graph=True)
+            flat = grad.reshape(-1)
+            rows = [
+                torch.autograd.grad(flat[i], param, retain_graph=True, allow_unused=True)[0]
+                for i in range(flat.numel())
+            ]
+    except _REFUSED:
+        return None
+    if any(row is None for row in rows):
+        return None
+    hessian = torch.stack([row.reshape(-1) for row in rows]).double()
+    hessian = 0.5 * (hessian + hessian.mT)
+    return hessian if bool(torch.isfinite(hessian).all()) else None
+
+
+def scale_and_unit_lower(precision: Tensor) -> tuple[Tensor, Tensor] | None:
+    r"""Factor the covariance :math:`C = \Lambda^{-1}` of a precision matrix as
+    :math:`C = \mathrm{diag}(\sigma)\, L L^\top \mathrm{diag}(\sigma)` with :math:`L` unit
+    lower triangular (from the Cholesky factor :math:`K` of :math:`C`:
+    :math:`\sigma = \mathrm{diag}(K)`, :math:`L = \mathrm{diag}(\sigma)^{-1} K`), the
+    parametrisation of AutoFlow's linear and location-scale stages. ``None`` when
+    :math:`\Lambda` is not positive definite.
+
+    >>> import torch
+    >>> sigma, lower = scale_and_unit_lower(torch.tensor([[2.0, 1.0], [1.0, 2.0]]).inverse())
+    >>> [round(v, 4) for v in sigma.tolist()], [round(v, 4) for v in lower[1].tolist()]
+    ([1.4142, 1.2247], [0.5774, 1.0])
+    """
+    chol, info = torch.linalg.cholesky_ex(precision.double())
+    if int(info) != 0:
+        return None
+    covariance = torch.cholesky_inverse(chol)
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+        return None
+    sigma = torch.diagonal(factor)
+    return sigma, factor / sigma[:, None]
