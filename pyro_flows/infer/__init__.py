@@ -16,6 +16,7 @@ from .diagnostics import (
 )
 from .distill import DistillHistory, distill, distillation_kl
 from .fit import FitHistory, NonFiniteLossError, evaluate_nll, fit
+from .fit_guide import GuideFitResult, fit_guide
 from .fit_target import TargetError, TargetFitHistory, fit_target
 from .importance import importance_sample, systematic_resample
 from .iwae import iwae_log_likelihood, log_importance_weights
@@ -32,6 +33,7 @@ __all__ = [
     "AutoFlow",
     "DistillHistory",
     "FitHistory",
+    "GuideFitResult",
     "NonFiniteLossError",
     "SampleResult",
     "TargetDensity",
@@ -44,6 +46,7 @@ __all__ = [
     "ess_fraction",
     "evaluate_nll",
     "fit",
+    "fit_guide",
     "fit_target",
     "flow_diagnostics",
     "flow_forward",

@@ -1,0 +1,562 @@
+r"""``fit_guide``: the SVI loop users write by hand around a Pyro model and guide, done well.
+
+For a model :math:`p(x, z)` and a guide :math:`q_\phi(z)` the loop maximises the evidence lower
+bound (Ranganath et al., 2014; Kingma & Welling, 2014)
+
+.. math::
+
+    \mathrm{ELBO}(\phi) = \mathbb E_{q_\phi}\big[\log p(x, z) - \log q_\phi(z)\big]
+        = \log p(x) - \mathrm{KL}\big(q_\phi(z) \,\|\, p(z \mid x)\big) \le \log p(x),
+
+estimated with :math:`S` reparametrised draws per step (``num_particles``, one vectorised run
+of model and guide); ``loss="iwae"`` maximises the tighter importance-weighted bound
+:math:`\mathbb E\,\log \frac1S\sum_s p(x, z_s)/q_\phi(z_s)` instead. It adds to
+``svi.step`` in a ``for`` loop: a learning-rate decay, gradient clipping, steps with a NaN/inf
+loss or gradient refused (and the last good guide kept), a stop when the ELBO no longer
+improves beyond its noise, a time limit, checkpoints that resume exactly, progress, and a final
+Pareto-smoothed importance-sampling check of the fitted guide.
+
+Example (the result's fields):
+
+>>> import pyro, pyro.distributions as dist
+>>> from pyro.infer.autoguide import AutoNormal
+>>> def model():
+...     pyro.sample("z", dist.Normal(0.0, 1.0))
+>>> pyro.clear_param_store()
+>>> result = fit_guide(model, AutoNormal(model), steps=50, progress=False, seed=0,
+...                    khat_samples=0)
+>>> result.steps, result.stopped, len(result.elbo), result.khat
+(50, 'completed', 50, None)
+
+References:
+
+- R. Ranganath, S. Gerrish, D. M. Blei. *Black Box Variational Inference.* AISTATS 2014.
+- D. P. Kingma, M. Welling. *Auto-Encoding Variational Bayes.* ICLR 2014.
+- Y. Yao, A. Vehtari, D. Simpson, A. Gelman. *Yes, but Did It Work?: Evaluating Variational
+  Inference.* ICML 2018. https://arxiv.org/abs/1802.02538
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from ._checkpoint import rng_state, set_rng_state
+from ._elbo_convergence import SCHEDULES, PlateauRule, default_window, learning_rate
+from ._guide_state import GuideTraining, checkpoint_exists, guide_buffers
+from ._steps import _shown, check_int, check_number, check_training_options, gradient_norm
+
+__all__ = ["GuideFitResult", "fit_guide"]
+
+#: ``loss=`` names and the Pyro ELBO each builds
+LOSSES = ("elbo", "mean_field", "iwae")
+#: consecutive refused (NaN/inf) steps after which training stops
+MAX_NONFINITE = 5
+#: seconds between progress lines when the output is not a terminal
+LINE_SECONDS = 10.0
+#: the PSIS k-hat above which the guide is flagged as unreliable (Vehtari et al.)
+KHAT_BAD = 0.7
+
+
+@dataclass
+class GuideFitResult:
+    """What :func:`fit_guide` did.
+
+    :ivar elbo: per optimiser step, the ELBO estimate (the IWAE bound for ``loss="iwae"``), in
+        nats; higher is better.
+    :ivar lr: per step, the learning rate used.
+    :ivar seconds: training wall time (the k-hat check excluded).
+    :ivar stopped: ``"completed"`` (all steps), ``"converged"`` (plateau test, after the
+        cool-down), ``"max_time"``, ``"non-finite"`` (too many NaN/inf steps in a row; the
+        guide holds its last good parameters) or ``"callback"``.
+    :ivar converged_at: the step at which the plateau test fired (``None``: it did not).
+    :ivar skipped_steps: steps refused for a NaN/inf loss or gradient (not in ``elbo``).
+    :ivar vectorized: whether the particles ran vectorised (``False`` after a fall-back).
+    :ivar khat: PSIS :math:`\\hat k` of the fitted guide against the model, or ``None``.
+    :ivar khat_note: why ``khat`` is ``None`` (or ``None`` when it was computed).
+    :ivar warnings: everything the run warned about, as text.
+    """
+
+    elbo: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: str = "completed"
+    converged_at: int | None = None
+    skipped_steps: int = 0
+    vectorized: bool = True
+    khat: float | None = None
+    khat_note: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps taken."""
+        return len(self.elbo)
+
+    @property
+    def losses(self) -> list[float]:
+        """Per step, Pyro's loss :math:`-\\mathrm{ELBO}` (what ``SVI.step`` returns)."""
+        return [-e for e in self.elbo]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def _make_elbo(loss: str, num_particles: int, vectorize: bool, max_plate_nesting: int) -> Any:
+    options = dict(
+        num_particles=num_particles, vectorize_particles=vectorize,
+        max_plate_nesting=max_plate_nesting,
+    )
+    if loss == "iwae":
+        return pyro.infer.RenyiELBO(alpha=0.0, **options)
+    if loss == "mean_field":
+        return pyro.infer.TraceMeanField_ELBO(**options)
+    return pyro.infer.Trace_ELBO(**options)
+
+
+def _invalid_values(err: BaseException) -> bool:
+    """A distribution's argument check failing on NaN/inf parameters (torch's message)."""
+    return isinstance(err, ValueError) and "invalid values" in str(err)
+
+
+def _note(result: GuideFitResult, message: str, category: type[Warning] | None = None,
+          stacklevel: int = 3) -> None:
+    """Record ``message`` in ``result.warnings`` (and warn with ``category``, pointing at the
+    caller of ``fit_guide``)."""
+    result.warnings.append(message)
+    if category is not None:
+        warnings.warn(message, category, stacklevel=stacklevel)
+
+
+class _Progress:
+    """A tqdm bar on a terminal (or in a notebook); a plain line every :data:`LINE_SECONDS`
+    otherwise; nothing when ``enabled`` is false."""
+
+    def __init__(self, enabled: bool, steps: int, initial: int) -> None:
+        self.enabled, self.steps = enabled, steps
+        self.bar = None
+        self.last_line = -math.inf
+        if not enabled:
+            return
+        stream = sys.stderr
+        if "ipykernel" in sys.modules or getattr(stream, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, initial=initial, desc="fit_guide", leave=False)
+
+    def update(self, step: int, smoothed: float, lr: float, seconds: float, force: bool = False
+               ) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(elbo=f"{smoothed:.4g}", lr=f"{lr:.2g}", refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        now = time.perf_counter()
+        if force or now - self.last_line >= LINE_SECONDS:
+            self.last_line = now
+            print(
+                f"fit_guide: step {step}/{self.steps}, smoothed ELBO {smoothed:.6g}, "
+                f"lr {lr:.3g}, {seconds:.1f} s",
+                file=sys.stderr, flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_options(model: object, guide: object, *, loss: object, lr_end: object,
+                   schedule: object, vectorize_particles: object, max_plate_nesting: object,
+                   converge: object, window: object, min_steps: object, tolerance: object,
+                   khat_samples: object, progress: object, seed: object) -> None:
+    for name, value in (("model", model), ("guide", guide)):
+        if not callable(value):
+            raise TypeError(f"{name} must be a callable Pyro program, got {_shown(value)}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_number(lr_end, "lr_end")
+    for name, value in (("vectorize_particles", vectorize_particles), ("converge", converge),
+                        ("progress", progress)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {_shown(value)}")
+    check_int(max_plate_nesting, "max_plate_nesting", 0, optional="found by tracing the model")
+    check_int(window, "window", 2, optional="steps / 50, clamped to [50, 250]")
+    check_int(min_steps, "min_steps", 0, optional="a tenth of the steps")
+    check_number(tolerance, "tolerance", positive=False)
+    check_int(khat_samples, "khat_samples", 0)
+    if 0 < khat_samples < 10:  # type: ignore[operator]
+        raise ValueError(f"khat_samples must be 0 (no check) or >= 10, got {khat_samples}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be None (leave the RNG as it is) or an int, got {_shown(seed)}")
+
+
+def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: GuideFitResult,
+          khat_samples: int, max_plate_nesting: int) -> None:
+    from .diagnostics import guide_psis_khat
+
+    if khat_samples == 0:
+        result.khat_note = "not computed (khat_samples=0)"
+        return
+    try:
+        with torch.no_grad():
+            k = guide_psis_khat(
+                model, guide, *args, num_samples=khat_samples,
+                max_plate_nesting=max_plate_nesting, batch_size=512,
+                vectorize=result.vectorized, **kwargs,
+            )
+    except Exception as err:  # a diagnostic must not lose the fit: report why instead
+        result.khat_note = f"k-hat could not be computed ({type(err).__name__}: {err})"
+        _note(result, f"fit_guide: {result.khat_note}")
+        return
+    result.khat = float(k)
+    if k > KHAT_BAD:
+        _note(
+            result,
+            f"fit_guide: PSIS k-hat = {k:.2f} > {KHAT_BAD} ({khat_samples} draws): the guide is "
+            "not a reliable approximation of the posterior; its means may be ok, its tails and "
+            "variances are not (Yao et al., 2018). Try a richer guide (AutoMultivariateNormal, "
+            "pyro_flows.infer.AutoFlow) or more steps.",
+            UserWarning, stacklevel=4,
+        )
+    elif k > 0.5:
+        _note(result, f"fit_guide: PSIS k-hat = {k:.2f} is in (0.5, {KHAT_BAD}]: usable, but "
+                      "importance-sampling corrections will be noisy")
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def fit_guide(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    steps: int = 5000,
+    lr: float = 1e-2,
+    lr_end: float = 1e-3,
+    schedule: str = "geometric",
+    num_particles: int = 8,
+    vectorize_particles: bool = True,
+    max_plate_nesting: int | None = None,
+    loss: str = "elbo",
+    clip_grad_norm: float | None = 10.0,
+    converge: bool = True,
+    window: int | None = None,
+    min_steps: int | None = None,
+    tolerance: float = 1.0,
+    max_time: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+    seed: int | None = None,
+    callback: Callable[[int, GuideFitResult], Any] | None = None,
+    khat_samples: int = 1000,
+    **kwargs: Any,
+) -> GuideFitResult:
+    r"""Fit a Pyro ``guide`` to a ``model`` by stochastic variational inference.
+
+    ``args`` and ``kwargs`` go to both ``model`` and ``guide`` on every call (as with
+    ``svi.step(*args, **kwargs)``); the keyword names below are ``fit_guide``'s own. Works with
+    any guide whose parameters live in Pyro's param store: Pyro's autoguides (``AutoNormal``,
+    ``AutoMultivariateNormal``, ``AutoIAFNormal``, ...), :class:`~pyro_flows.infer.AutoFlow`,
+    or hand-written guides with ``pyro.param``/``pyro.module``. As in ``SVI``, every parameter
+    met while computing the loss is trained (a ``pyro.param`` of the model too), and the
+    parameters stay in the param store (call ``pyro.clear_param_store()`` before fitting a new
+    guide whose parameter names an earlier one used).
+
+    **Loss.** With ``loss="elbo"`` (Pyro's ``Trace_ELBO``), ``"mean_field"``
+    (``TraceMeanField_ELBO``, analytic KL terms where known) or ``"iwae"`` (``RenyiELBO`` with
+    :math:`\alpha = 0`), estimated from ``num_particles`` draws :math:`z_s \sim q_\phi`,
+
+    .. math::
+
+        \widehat{\mathrm{ELBO}} = \frac1S \sum_{s=1}^S \log\frac{p(x, z_s)}{q_\phi(z_s)},
+        \qquad
+        \widehat{\mathrm{IWAE}} = \log \frac1S \sum_{s=1}^S \frac{p(x, z_s)}{q_\phi(z_s)}.
+
+    The particles run as one vectorised model call (``vectorize_particles=True``,
+    ``max_plate_nesting`` found by tracing model and guide once). If the first vectorised call
+    fails (a model whose shapes do not broadcast over an extra particle dimension), the loop
+    falls back to a Python loop over the particles, says so in ``result.warnings``
+    (and ``warnings.warn``), and sets ``result.vectorized = False``; if the loop fails as well,
+    its error is raised.
+
+    **Optimiser and schedule.** Adam on all the parameters (created by the first loss call),
+    global gradient norm clipped to ``clip_grad_norm``, learning rate falling from ``lr`` to
+    ``lr_end`` over ``steps``, geometrically (default) or along a cosine:
+
+    .. math::
+
+        \eta_t = \eta_0 (\eta_1/\eta_0)^{t/T}, \qquad
+        \eta_t = \eta_1 + \tfrac12 (\eta_0 - \eta_1)(1 + \cos \pi t/T).
+
+    **Non-finite steps.** A step whose loss or global gradient norm (the one clipping computes)
+    is NaN/inf, or whose model or guide rejects NaN parameters, is not applied. After
+    :data:`MAX_NONFINITE` such steps in a row the guide is put back to the last parameters at
+    which the loss and gradient were finite, ``stopped = "non-finite"`` and a ``RuntimeWarning``
+    says so; isolated refused steps are counted in ``skipped_steps``.
+
+    **Convergence** (``converge=True``). Cut the per-step ELBO into windows of :math:`W`
+    steps (``window``; default ``steps/50`` clamped to [50, 250]), with means :math:`m_j` and
+    variances :math:`v_j`. Window :math:`j` is *flat* when its gain over the window
+    :math:`P_j = \max(3, \lfloor j/4 \rfloor)` windows earlier (a quarter of the history) is
+    below ``tolerance`` :math:`=\kappa` standard errors,
+
+    .. math::
+
+        m_j - m_{j-P_j} < \kappa \sqrt{(v_j + v_{j-P_j}) / W};
+
+    after three flat windows in a row (and at least ``min_steps`` steps, default a tenth of
+    ``steps``) the remaining schedule is compressed into a cool-down of :math:`2W` steps (the
+    learning rate falls geometrically to ``lr_end``), then training stops with
+    ``stopped = "converged"`` (``converged_at`` is the step the test fired). An ELBO still
+    rising by more than about :math:`(\kappa + 2)/P_j` standard errors per window is not stopped
+    (see :mod:`pyro_flows.infer._elbo_convergence`). The test judges the objective, not the
+    parameters: where the objective is nearly flat along some parameters (IWAE's bound once it
+    is tight; a posterior scale a few percent off costs only thousandths of a nat) training
+    may stop while they still drift; pass ``converge=False`` (or a larger ``min_steps``) when
+    they matter.
+
+    **The k-hat check** (Yao et al., 2018). After training, ``khat_samples`` draws
+    :math:`z_i \sim q` give the log ratios :math:`\log p(x, z_i) - \log q(z_i)`, whose tail is
+    fitted by a generalised Pareto distribution (PSIS; Vehtari et al., 2015/2024): :math:`\hat k
+    < 0.5` good, :math:`0.5`-:math:`0.7` usable, :math:`\hat k > 0.7` means the guide misses
+    posterior mass: a ``UserWarning`` names the value (means may be fine, tails and variances
+    are not). ``khat`` is ``None`` (with ``khat_note`` saying why) when ``khat_samples=0`` or
+    the check fails.
+
+    :param model: a Pyro model.
+    :param guide: a Pyro guide for it.
+    :param args: positional arguments of model and guide.
+    :param steps: the most optimiser steps (the schedule's length).
+    :param lr: the initial Adam learning rate.
+    :param lr_end: the final learning rate.
+    :param schedule: ``"geometric"`` or ``"cosine"``.
+    :param num_particles: draws per ELBO estimate.
+    :param vectorize_particles: run the draws as one vectorised call (with the fall-back).
+    :param max_plate_nesting: the model's plate depth (default: found by tracing once).
+    :param loss: ``"elbo"``, ``"mean_field"`` or ``"iwae"``.
+    :param clip_grad_norm: clip the global gradient norm to this (``None``: no clipping).
+    :param converge: stop at a plateau of the ELBO (the rule above); ``False``: run all steps.
+    :param window: the plateau test's window :math:`W` in steps.
+    :param min_steps: no plateau stop before this many steps.
+    :param tolerance: :math:`\kappa`, the gain in standard errors below which a window is flat.
+    :param max_time: stop after this many seconds of training (``stopped = "max_time"``).
+    :param checkpoint: file for the full training state (parameters by param-store name, the
+        guide's buffers, Adam's state, RNG states, step and history), written atomically every
+        ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``.
+    :param checkpoint_every: steps between checkpoints.
+    :param resume: continue from ``checkpoint`` (if it exists): the parameters and ELBO history
+        equal those of an uninterrupted run. A checkpoint of another set-up (steps, lr, loss,
+        particles, ...) or another guide architecture is refused with a ``ValueError`` before
+        anything changes (the parameters and the RNG states are left as they were).
+    :param progress: show progress with the ELBO averaged over the last window: a tqdm bar on
+        a terminal or in a notebook, otherwise a line on stderr every :data:`LINE_SECONDS`
+        seconds and at the end; ``False``: quiet.
+    :param seed: seed Pyro's RNGs first (``None``: leave them as they are).
+    :param callback: called as ``callback(step, result)`` after every step; a true return value
+        stops training (``stopped = "callback"``).
+    :param khat_samples: guide draws for the final k-hat check (0: skip it).
+    :param kwargs: keyword arguments of model and guide.
+    :returns: a :class:`GuideFitResult`.
+    :raises TypeError, ValueError: an argument of the wrong type or out of range (named, with
+        the value given), a guide without parameters, or a refused checkpoint.
+
+    Example: a Normal mean with a known posterior, :math:`z \mid x \sim \mathcal N(\sum_i x_i
+    / (n + 1), 1/(n + 1))`:
+
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> from pyro.infer.autoguide import AutoNormal
+    >>> from pyro_flows.infer import fit_guide
+    >>> def model(x):
+    ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...     with pyro.plate("data", len(x)):
+    ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    >>> x = torch.tensor([0.5, 1.5, 1.0])
+    >>> pyro.clear_param_store()
+    >>> guide = AutoNormal(model)
+    >>> result = fit_guide(model, guide, x, steps=1500, progress=False, seed=0)
+    >>> loc, scale = guide.locs.z.item(), guide.scales.z.item()
+    >>> abs(loc - 0.75) < 0.05, abs(scale - 0.5) < 0.05, result.khat < 0.5
+    (True, True, True)
+
+    References:
+
+    - R. Ranganath, S. Gerrish, D. M. Blei. *Black Box Variational Inference.* AISTATS 2014.
+    - D. P. Kingma, M. Welling. *Auto-Encoding Variational Bayes.* ICLR 2014.
+    - Y. Burda, R. Grosse, R. Salakhutdinov. *Importance Weighted Autoencoders.* ICLR 2016.
+    - Y. Yao, A. Vehtari, D. Simpson, A. Gelman. *Yes, but Did It Work?: Evaluating
+      Variational Inference.* ICML 2018. https://arxiv.org/abs/1802.02538
+    - A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. *Pareto Smoothed Importance
+      Sampling.* arXiv 2015, JMLR 25, 2024. https://arxiv.org/abs/1507.02646
+    - Pyro's SVI tutorial and ``pyro.infer.SVI``: https://pyro.ai/examples/svi_part_i.html;
+      NumPyro's ``SVI.run``: https://num.pyro.ai/en/stable/svi.html
+    """
+    _check_options(
+        model, guide, loss=loss, lr_end=lr_end, schedule=schedule,
+        vectorize_particles=vectorize_particles, max_plate_nesting=max_plate_nesting,
+        converge=converge, window=window, min_steps=min_steps, tolerance=tolerance,
+        khat_samples=khat_samples, progress=progress, seed=seed,
+    )
+    check_training_options(
+        lr=lr, seed=0 if seed is None else seed, clip_grad_norm=clip_grad_norm,
+        max_time=max_time, checkpoint=checkpoint, resume=resume,
+        checkpoint_every=checkpoint_every, callback=callback, steps=steps,
+        num_particles=num_particles,
+    )
+    entry_rng = rng_state()
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    if max_plate_nesting is None:
+        from .diagnostics import _max_plate_nesting
+
+        max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
+    result = GuideFitResult()
+    vectorize = vectorize_particles and num_particles > 1
+
+    def evaluate(elbo: Any) -> float:
+        """One loss evaluation with its gradients; NaN for a model or guide that rejects
+        non-finite parameters."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            try:
+                return float(elbo.loss_and_grads(model, guide, *args, **kwargs))
+            except ValueError as err:
+                if _invalid_values(err):
+                    return math.nan
+                raise
+
+    # the first call creates the parameters (and is step 1's loss), vectorised if it can be
+    elbo = _make_elbo(loss, num_particles, vectorize, max_plate_nesting)
+    try:
+        with poutine.trace(param_only=True) as capture:
+            first = evaluate(elbo)
+    except Exception as err:
+        if not vectorize:
+            raise
+        vectorize = False
+        elbo = _make_elbo(loss, num_particles, False, max_plate_nesting)
+        with poutine.trace(param_only=True) as capture:
+            first = evaluate(elbo)
+        _note(
+            result,
+            "fit_guide: the model could not run with vectorised particles "
+            f"({type(err).__name__}: {err}); fell back to a loop over the {num_particles} "
+            "particles (slower; pass vectorize_particles=False to skip the attempt)",
+            UserWarning,
+        )
+    result.vectorized = vectorize
+    params: dict[str, Any] = {}
+    for name, site in capture.trace.nodes.items():
+        tensor = site["value"].unconstrained()
+        if site["type"] == "param" and all(tensor is not p for p in params.values()):
+            params[name] = tensor  # once each (AutoIAFNormal meets a tensor under two names)
+    if not params:
+        raise ValueError(
+            f"the guide {type(guide).__name__} has no parameters (no pyro.param or pyro.module "
+            "site was met while computing the loss): there is nothing to fit"
+        )
+    window = default_window(steps) if window is None else window
+    min_steps = steps // 10 if min_steps is None else min_steps
+    rule = PlateauRule(window=window, sigmas=float(tolerance), min_steps=min_steps)
+    cooldown = 2 * window
+    run = GuideTraining(
+        params, guide_buffers(guide), lr=lr, history=result, checkpoint=checkpoint,
+        guide_name=type(guide).__name__,
+        setup={
+            "steps": steps, "lr": float(lr), "lr_end": float(lr_end), "schedule": schedule,
+            "num_particles": num_particles, "loss": loss, "vectorized": vectorize,
+            "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
+            "converge": converge, "window": window, "min_steps": min_steps,
+            "tolerance": float(tolerance),
+        },
+    )
+    step, pending = 0, first
+    if resume and checkpoint_exists(checkpoint):
+        run.zero_grad()
+        try:
+            step = run.restore(GuideFitResult)
+        except BaseException:
+            set_rng_state(entry_rng)  # a refused resume changes nothing
+            raise
+        result, pending = run.history, None
+        result.stopped = "completed"
+
+    bar = _Progress(progress, steps, step)
+    started = time.perf_counter() - result.seconds
+    bad = 0
+    lr_now = learning_rate(step, lr=lr, lr_end=lr_end, steps=steps, schedule=schedule)
+    try:
+        while step < steps:
+            if result.converged_at is not None and step >= result.converged_at + cooldown:
+                break
+            lr_now = learning_rate(
+                step, lr=lr, lr_end=lr_end, steps=steps, schedule=schedule,
+                converged_at=result.converged_at, cooldown=cooldown,
+            )
+            run.set_lr(lr_now)
+            if pending is None:
+                run.zero_grad()
+                value = evaluate(elbo)
+            else:
+                value, pending = pending, None
+            if not (math.isfinite(value)
+                    and bool(torch.isfinite(gradient_norm(run.params, clip_grad_norm)))):
+                run.zero_grad()
+                result.skipped_steps += 1
+                bad += 1
+                if bad >= MAX_NONFINITE:
+                    run.restore_last_good()
+                    result.stopped = "non-finite"
+                    _note(
+                        result,
+                        f"fit_guide: {bad} steps in a row had a NaN/inf loss or gradient (after "
+                        f"{step} good steps); stopped with the last parameters whose loss and "
+                        f"gradient were finite. Lower lr (now {lr}) or clip_grad_norm (now "
+                        f"{clip_grad_norm}), or look for NaN log densities in the model",
+                        RuntimeWarning,
+                    )
+                    break
+                continue
+            bad = 0
+            run.mark_good()
+            run.optimiser.step()
+            run.zero_grad()
+            step += 1
+            result.elbo.append(-value)
+            result.lr.append(lr_now)
+            result.seconds = time.perf_counter() - started
+            if converge and result.converged_at is None and rule.converged(result.elbo):
+                result.converged_at = step
+            bar.update(step, rule.smoothed(result.elbo), lr_now, result.seconds)
+            if step % checkpoint_every == 0:
+                run.save(step)
+            if callback is not None and callback(step, result):
+                result.stopped = "callback"
+                break
+            if max_time is not None and result.seconds >= max_time:
+                result.stopped = "max_time"
+                break
+    except KeyboardInterrupt:
+        run.save(step)
+        raise
+    finally:
+        bar.update(step, rule.smoothed(result.elbo), lr_now, result.seconds, force=True)
+        bar.close()
+    if result.stopped == "completed" and result.converged_at is not None:
+        result.stopped = "converged"
+    run.save(step)
+    _khat(model, guide, args, kwargs, result, khat_samples, max_plate_nesting)
+    return result
