@@ -67,6 +67,10 @@ class UnitLowerTriangular(FlowTransform):
         dim = self.input_dim
         self.register_buffer("lower_index", torch.tril_indices(dim, dim, -1), persistent=False)
         self.lower = nn.Parameter(torch.zeros(dim * (dim - 1) // 2))
+        #: when set, the map uses ``lower.detach()``: no gradient reaches :attr:`lower`, so an
+        #: optimiser leaves it where it is (e.g. a whitening fixed from a Laplace approximation),
+        #: while it still lives in ``state_dict`` and Pyro's param store
+        self.frozen = False
 
     @property
     def matrix(self) -> Tensor:
@@ -74,7 +78,8 @@ class UnitLowerTriangular(FlowTransform):
         dim = self.input_dim
         eye = torch.eye(dim, dtype=self.lower.dtype, device=self.lower.device)
         idx = self.lower_index
-        return torch.zeros_like(eye).index_put((idx[0], idx[1]), self.lower) + eye
+        lower = self.lower.detach() if self.frozen else self.lower
+        return torch.zeros_like(eye).index_put((idx[0], idx[1]), lower) + eye
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None

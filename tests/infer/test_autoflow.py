@@ -370,7 +370,16 @@ def test_exponential_scale_follows_a_funnel_better_than_softplus():
     for scale in ("softplus", "exp"):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        guide = AutoFlow(funnel, "iaf", num_transforms=2, hidden_dims=(16, 16), scale=scale)
+        # both from the same plain start (the Gaussian start changes both; this test is about
+        # the scale parametrisation, measured before the start existed)
+        guide = AutoFlow(
+            funnel,
+            "iaf",
+            num_transforms=2,
+            hidden_dims=(16, 16),
+            scale=scale,
+            gaussian_start=False,
+        )
         svi = SVI(funnel, guide, pyro.optim.ClippedAdam({"lr": 0.01, "lrd": 0.999}),
                   Trace_ELBO(num_particles=32, vectorize_particles=True))
         for _ in range(800):

@@ -87,15 +87,20 @@ def test_full_rank_starts_exactly_at_the_initial_gaussian():
     z = loc + 0.1 * torch.randn(50, guide.latent_dim)
     expected = dist.Normal(loc, 0.1).to_event(1).log_prob(z)
     assert torch.allclose(guide.get_posterior().log_prob(z), expected, atol=1e-5)
-    with pytest.raises(TypeError, match="full_rank must be a bool or None, got 1"):
+    with pytest.raises(TypeError, match="full_rank must be a bool, got 1"):
         AutoFlow(correlated_model, full_rank=1)
 
 
-def _kl_after_fit(full_rank: bool) -> float:
+def _kl_after_fit(full_rank: bool, **options) -> float:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoFlow(
-        correlated_model, num_transforms=1, hidden_dims=(8,), init_scale=1.0, full_rank=full_rank
+        correlated_model,
+        num_transforms=1,
+        hidden_dims=(8,),
+        init_scale=1.0,
+        full_rank=full_rank,
+        **options,
     )
     elbo = Trace_ELBO(num_particles=32, vectorize_particles=True)
     optim = pyro.optim.ClippedAdam({"lr": LR, "lrd": 0.1 ** (1 / STEPS)})
@@ -113,6 +118,14 @@ def _kl_after_fit(full_rank: bool) -> float:
 def test_full_rank_fits_a_correlated_gaussian_better():
     """One small IAF layer fits an 8-D Gaussian with correlations 0.9 only roughly (measured KL
     0.079 nats); with the linear stage the family contains it (measured 0.019)."""
-    kl_diagonal, kl_full = _kl_after_fit(False), _kl_after_fit(True)
+    plain = {"gaussian_start": False, "whiten": False}
+    kl_diagonal, kl_full = _kl_after_fit(False, **plain), _kl_after_fit(True, **plain)
     assert kl_full < 0.04, kl_full
     assert kl_full < 0.5 * kl_diagonal, (kl_full, kl_diagonal)
+
+
+def test_the_default_start_whitens_a_correlated_gaussian():
+    """The default: the Gaussian start's Laplace step fixes a whitening stage, so one small
+    IAF layer in whitened coordinates fits the correlated Gaussian as well as the trainable
+    full-rank stage (measured KL 0.007 against 0.011)."""
+    assert _kl_after_fit(False) < 0.03
