@@ -49,7 +49,8 @@ from ..transforms.unit_lower import UnitLowerTriangular
 from .gaussian_start import (
     GaussianStart,
     fit_deterministic,
-    loss_hessian,
+    gradient_and_hessian,
+    newton_step,
     scale_and_unit_lower,
 )
 from .initialization import improper_safe
@@ -73,6 +74,10 @@ FlowSpec = str | Callable[..., Flow]
 #: ``whiten=None`` (the default) whitens by the start's Laplace step up to this many latent
 #: dimensions (the step costs one backward pass per dimension)
 WHITEN_MAX_DIM = 200
+#: at most this many Laplace steps of the Gaussian start (each re-smoothed at the last one's scales)
+LAPLACE_ROUNDS = 10
+#: ... and stops when a round improves the deterministic loss by less than this (nats)
+LAPLACE_SETTLED = 0.5
 
 
 def _default_hidden(latent_dim: int) -> tuple[int, int]:
@@ -329,7 +334,13 @@ class AutoFlow(AutoContinuous):
         if linear:
             linear[0].frozen = not self._full_rank
         affine = ElementwiseAffine(self.latent_dim, loc=init_loc, scale=self._init_scale)
-        stages = [*tails, *layers.transforms, *linear, affine]
+        # with the start, training moves a location-scale stage in the start's whitened units
+        # (y = mu0 + sigma0 * L (a + s * f)): Adam steps each parameter by about its learning
+        # rate, which in raw units is many posterior sds where those are small (a regression
+        # slope with sd 0.007 moved 1.5 sds in one step at lr 1e-2 and the fit never recovered
+        # the start's accuracy); the anchor (mu0, sigma0) and L are frozen after the start
+        steps = [ElementwiseAffine(self.latent_dim)] if self._gaussian_start else []
+        stages = [*tails, *layers.transforms, *steps, *linear, affine]
         self._has_linear_stage = bool(linear)  # not the module: an attribute would register it
         flow = Flow(stages, base=layers.base).to(init_loc)
         loaded = self._store_holds(flow)
@@ -375,18 +386,33 @@ class AutoFlow(AutoContinuous):
         # L overfit them unless M >> D (on a 31-D logistic regression with M = 32, sd ratios up
         # to 30; with the Laplace L and step 3 on location and scale, 0.86-1.18)
         first = fit_deterministic(loss, [affine.loc], num_draws=self._start_draws)
-        if linear is not None and first.accepted:
-            self._laplace_step(loss, affine, linear)
+        evaluations = first.evaluations
+        # the location was smoothed at init_scale in every direction, far too wide where the
+        # posterior is narrow (kilpisjarvi's slope: sd 0.0075 against 0.1): the Hessian there is
+        # not the posterior's; repeat the Laplace step at the smoothing it found until it settles
+        previous = first.loss_after
+        for round_ in range(LAPLACE_ROUNDS if linear is not None and first.accepted else 0):
+            if round_ > 0:  # the location again, at the new smoothing (L-BFGS, then Newton)
+                again = fit_deterministic(loss, [affine.loc], num_draws=self._start_draws)
+                evaluations += again.evaluations
+            evaluations += affine.loc.numel() + 4
+            if not self._laplace_step(loss, affine, linear):
+                break
+            current = float(loss().detach())
+            if not previous - current > LAPLACE_SETTLED:
+                break
+            previous = current
         last = fit_deterministic(
             loss, [affine.loc, affine.raw_scale], num_draws=self._start_draws
         )
         for p in flow.parameters():
             p.grad = None
         improved = last.loss_after < first.loss_before
+        affine.frozen = improved  # the anchor; a failed start leaves it trainable
         return GaussianStart(
             loss_before=first.loss_before,
             loss_after=last.loss_after if improved else first.loss_before,
-            evaluations=first.evaluations + last.evaluations,
+            evaluations=evaluations + last.evaluations,
             num_draws=self._start_draws,
             accepted=improved,
             reason="" if improved else (first.reason or last.reason),
@@ -422,10 +448,15 @@ class AutoFlow(AutoContinuous):
 
     @torch.no_grad()
     def _laplace_step(self, loss: Callable[[], Tensor], affine: Any, linear: Any) -> bool:
-        """Set the scale and the unit lower-triangular stage from the inverse Hessian of the
-        deterministic loss in the location (kept only if the loss does not get worse)."""
-        hessian = loss_hessian(loss, affine.loc)
-        factors = None if hessian is None else scale_and_unit_lower(hessian)
+        """A damped Newton step of the location on the deterministic loss, then the scale
+        and the unit lower-triangular stage from the inverse Hessian (kept only if the loss
+        does not get worse)."""
+        derivatives = gradient_and_hessian(loss, affine.loc)
+        if derivatives is None:
+            return False
+        gradient, hessian = derivatives
+        newton_step(loss, affine.loc, gradient, hessian)
+        factors = scale_and_unit_lower(hessian)
         if factors is None:
             return False
         sigma, lower = factors

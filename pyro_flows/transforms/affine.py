@@ -10,10 +10,11 @@ the flow layers after it start at the identity.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import all_finite
-from .rescale import Rescale, softplus_inverse
+from .rescale import Rescale, expand_log_det, log_softplus, softplus_inverse
 
 __all__ = ["ElementwiseAffine"]
 
@@ -83,22 +84,34 @@ class ElementwiseAffine(Rescale):
         self.loc = nn.Parameter(loc_t)
         with torch.no_grad():
             self.raw_scale.copy_(softplus_inverse(scale_t))
+        #: when set, the map uses detached :math:`\mu, r`: no gradient reaches them, so an
+        #: optimiser leaves them where they are (AutoFlow's anchor after its Gaussian start),
+        #: while they still live in ``state_dict`` and Pyro's param store
+        self.frozen = False
+
+    def _loc_and_raw(self) -> tuple[Tensor, Tensor]:
+        if self.frozen:
+            return self.loc.detach(), self.raw_scale.detach()
+        return self.loc, self.raw_scale
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Base -> data: ``y = loc + scale * x``; returns ``(y, sum(log scale))``."""
         x, context = self._prepare(x, context, "x")
-        return self.loc + self.scale * x, self._log_scale_sum(x)
+        loc, raw = self._loc_and_raw()
+        return loc + F.softplus(raw) * x, expand_log_det(log_softplus(raw).sum(), x)
 
     def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Base -> data without the log-determinant (the sampling path)."""
         x, context = self._prepare(x, context, "x")
-        return self.loc + self.scale * x
+        loc, raw = self._loc_and_raw()
+        return loc + F.softplus(raw) * x
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Data -> base: ``x = (y - loc) / scale``; returns ``(x, -sum(log scale))``."""
         y, context = self._prepare(y, context, "y")
-        return (y - self.loc) / self.scale, -self._log_scale_sum(y)
+        loc, raw = self._loc_and_raw()
+        return (y - loc) / F.softplus(raw), -expand_log_det(log_softplus(raw).sum(), y)
