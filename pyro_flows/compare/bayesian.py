@@ -52,6 +52,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..infer import AutoFlow, guide_psis_khat, mcmc_diagnostics, nuts_model
+from .table import FLAG, FLAGGED, flag_legend
 
 __all__ = [
     "EIGHT_SCHOOLS_Y",
@@ -229,6 +230,11 @@ _HEADERS = (
 )
 
 
+def _marked(text: str, header: str, value: Any) -> str:
+    """``text`` with the table's untrustworthy-result mark where ``value`` earns it."""
+    return text + FLAG if FLAGGED[header][0](value) else text
+
+
 def _cells(r: GuideRow) -> list[str]:
     ratio = (
         "-" if r.sd_ratio_min is None else f"{r.sd_ratio_min:.2f}-{r.sd_ratio_max:.2f}"  # type: ignore[str-format]
@@ -238,11 +244,11 @@ def _cells(r: GuideRow) -> list[str]:
         _fmt(r.wall_time, ".1f"),
         _fmt(r.grad_evals, ",d"),
         _fmt(r.ess_bulk, ".0f"),
-        _fmt(r.rhat, ".3f"),
-        _fmt(r.divergences, "d"),
+        _marked(_fmt(r.rhat, ".3f"), "R-hat max", r.rhat),
+        _marked(_fmt(r.divergences, "d"), "divergences", r.divergences),
         _fmt(r.mean_error, ".3f"),
         ratio,
-        _fmt(r.khat, ".2f"),
+        _marked(_fmt(r.khat, ".2f"), "k-hat", r.khat),
         _fmt(r.elbo, ".2f"),
         "-" if r.mu is None else f"{r.mu[0]:.2f} ({r.mu[1]:.2f})",
         "-" if r.tau is None else f"{r.tau[0]:.2f} ({r.tau[1]:.2f})",
@@ -286,7 +292,8 @@ class GuideComparison:
             lines = ["| " + " | ".join(h.replace("|", "\\|") for h in _HEADERS) + " |"]
             lines.append("| :--- |" + " ---: |" * (len(_HEADERS) - 1))
             lines += ["| " + " | ".join(c) + " |" for c in cells]
-            return "\n".join(lines)
+            legend = flag_legend(_HEADERS, cells)
+            return "\n".join(lines) + (f"\n\n{legend}" if legend else "")
         widths = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(_HEADERS)]
 
         def line(values: list[str] | tuple[str, ...]) -> str:
@@ -295,7 +302,9 @@ class GuideComparison:
                 for j, (v, w) in enumerate(zip(values, widths, strict=True))
             ).rstrip()
 
-        return "\n".join([line(_HEADERS), line(["-" * w for w in widths]), *map(line, cells)])
+        legend = flag_legend(_HEADERS, cells)
+        text = "\n".join([line(_HEADERS), line(["-" * w for w in widths]), *map(line, cells)])
+        return text + (f"\n{legend}" if legend else "")
 
 
 def fit_guide(

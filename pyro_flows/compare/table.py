@@ -31,7 +31,17 @@ from typing import Any
 from .._numbers import check_finite_number, check_fraction
 from .metrics import Row
 
-__all__ = ["COLUMNS", "format_table", "markdown_table", "mode_mass_table", "format_value"]
+__all__ = [
+    "COLUMNS",
+    "FLAG",
+    "FLAGGED",
+    "flag_legend",
+    "flagged_value",
+    "format_table",
+    "format_value",
+    "markdown_table",
+    "mode_mass_table",
+]
 
 
 def _num(fmt: str) -> Callable[[Any], str]:
@@ -68,6 +78,36 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
 )
 
 _BY_HEADER = {header: (key, fmt) for header, key, fmt in COLUMNS}
+
+#: the mark appended to a cell whose value says the result is not to be trusted
+FLAG = "!"
+
+#: ``header -> (test, meaning)``: cells that get :data:`FLAG` (Vehtari et al.'s thresholds:
+#: PSIS k-hat above 0.7, split R-hat above 1.01; any divergent transition)
+FLAGGED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "k-hat": (lambda v: v is not None and not math.isnan(v) and v > 0.7, "k-hat > 0.7"),
+    "R-hat max": (lambda v: v is not None and not math.isnan(v) and v > 1.01, "R-hat > 1.01"),
+    "divergences": (lambda v: v is not None and v > 0, "divergences"),
+}
+
+
+def flagged_value(header: str, value: Any) -> str:
+    """``value`` formatted for the column ``header``, with :data:`FLAG` appended where the
+    value marks an untrustworthy result (:data:`FLAGGED`).
+
+    >>> flagged_value("k-hat", 0.93), flagged_value("k-hat", 0.41), flagged_value("R-hat max", 1.2)
+    ('0.93!', '0.41', '1.200!')
+    """
+    text = format_value(header, value)
+    test = FLAGGED.get(header)
+    return text + FLAG if test is not None and test[0](value) else text
+
+
+def flag_legend(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """One line naming what the marks in a table mean ("" when nothing is marked)."""
+    used = [FLAGGED[h][1] for j, h in enumerate(headers) if h in FLAGGED
+            and any(row[j].endswith(FLAG) for row in cells)]
+    return f"{FLAG.strip()} marks: {', '.join(used)}" if used else ""
 
 
 def format_value(header: str, value: Any) -> str:
@@ -114,7 +154,7 @@ def _select(
         if h not in _BY_HEADER:
             raise ValueError(f"unknown column {h!r}; columns: {', '.join(_BY_HEADER)}")
     rows = check_rows(rows)
-    cells = [[format_value(h, getattr(row, _BY_HEADER[h][0])) for h in headers] for row in rows]
+    cells = [[flagged_value(h, getattr(row, _BY_HEADER[h][0])) for h in headers] for row in rows]
     return headers, cells
 
 
@@ -148,7 +188,8 @@ def format_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> s
     References: see the module docstring.
     """
     headers, cells = _select(rows, columns)
-    return _aligned(headers, cells)
+    legend = flag_legend(headers, cells)
+    return _aligned(headers, cells) + (f"\n{legend}" if legend else "")
 
 
 def markdown_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
@@ -162,7 +203,8 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str] | None = None) ->
     References: see the module docstring.
     """
     headers, cells = _select(rows, columns)
-    return _markdown(headers, cells)
+    legend = flag_legend(headers, cells)
+    return _markdown(headers, cells) + (f"\n\n{legend}" if legend else "")
 
 
 def _markdown(headers: list[str], cells: list[list[str]]) -> str:

@@ -28,7 +28,7 @@ def table_rows(printed: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("method  wall s"))
     rows = {}
     for line in lines[start + 2 :]:
-        if not line.strip():
+        if not line.strip() or line.startswith("! marks"):
             break
         rows[line.split()[0]] = line.split()
     return rows

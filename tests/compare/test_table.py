@@ -50,8 +50,11 @@ def rows() -> list[Row]:
 def test_text_table_is_aligned_with_dashes_for_missing_values():
     text = format_table(rows())
     lines = text.splitlines()
-    assert len(lines) == 4
-    header, rule, flow, nuts = lines
+    assert len(lines) == 5
+    header, rule, flow, nuts, legend = lines
+    # NUTS's R-hat 1.829 is marked, and the legend says what the mark means
+    assert "1.829!" in nuts and "!" not in flow
+    assert legend == "! marks: R-hat > 1.01"
     assert header.split("  ")[0] == "method"
     # every column starts where its rule starts: the rule has one dash run per column
     runs = rule.split()
@@ -79,7 +82,9 @@ def test_column_selection_and_errors():
 
 def test_markdown_table_escapes_pipes_and_right_aligns_numbers():
     md = markdown_table(rows())
-    lines = md.splitlines()
+    table, legend = md.split("\n\n")
+    assert legend == "! marks: R-hat > 1.01"
+    lines = table.splitlines()
     assert lines[0].startswith("| method | wall s |")
     assert "max \\|mean err\\| (sd)" in lines[0]  # a pipe inside a header is escaped
     cells = lines[1].strip("| ").split(" | ")
@@ -114,3 +119,13 @@ def test_mode_mass_table_counts_found_modes():
     assert strict.splitlines()[-1].split()[-1] == "3/4"
     with pytest.raises(ValueError, match="3 mode masses, expected 4"):
         mode_mass_table([Row("x", 1.0, 1, mode_masses=[0.2, 0.3, 0.5])], [0.1, 0.2, 0.3, 0.4])
+
+
+def test_untrustworthy_values_are_marked_in_every_flagged_column():
+    bad = Row("flow", 1.0, 10, khat=0.93, rhat=1.02, divergences=3)
+    good = Row("nuts", 1.0, 10, khat=0.5, rhat=1.005, divergences=0)
+    text = format_table([bad, good], columns=("method", "k-hat", "R-hat max", "divergences"))
+    flow_line, nuts_line = text.splitlines()[2:4]
+    assert flow_line.count("!") == 3 and "!" not in nuts_line
+    assert text.splitlines()[-1] == "! marks: k-hat > 0.7, R-hat > 1.01, divergences"
+    assert "!" not in format_table([good], columns=("method", "k-hat"))
