@@ -11,10 +11,13 @@
 - :mod:`pyro_flows.ebm`: energy-based models trained by contrastive divergence, score matching,
   NCE, flow contrastive estimation and adversarially with an IAF sampler.
 - :mod:`pyro_flows.data`: 2-D toys with exact densities, digits and MNIST-5k, dequantization.
+- :func:`pyro_flows.torch_threads`: a block (or, as ``threads=``, one training call) on that
+  many CPU threads, torch's setting restored afterwards (:mod:`pyro_flows.threads`).
 """
 
 from . import compare, data, distributions, ebm, flows, infer, nn, targets, transforms
 from .flow import Flow
+from .threads import torch_threads
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,5 +30,6 @@ __all__ = [
     "infer",
     "nn",
     "targets",
+    "torch_threads",
     "transforms",
 ]

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import flows
+from ._progress import progress_bar
 from .compare.bayesian import STAN_REFERENCE, GuideComparison, compare_guides, plot_guides
 from .compare.checks import format_checks
 from .compare.run import Comparison, compare
@@ -126,7 +126,7 @@ def fit_density(
     opt = torch.optim.Adam(params, lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"maf on {toy}", disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc=f"maf on {toy}", enabled=progress)
     for step in bar:
         batch = train[torch.randint(0, len(train), (batch_size,), generator=g)]
         loss = -flow.log_prob(batch).mean()

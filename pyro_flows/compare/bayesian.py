@@ -49,8 +49,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..infer import AutoFlow, guide_psis_khat, mcmc_diagnostics, nuts_model
 from .table import FLAG, FLAGGED, flag_legend
 
@@ -358,7 +358,7 @@ def fit_guide(
         ),
     )
     losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc=desc, enabled=progress)
     for step in bar:
         losses.append(float(svi.step(*args)))
         if step % 50 == 0:

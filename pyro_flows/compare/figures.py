@@ -240,6 +240,9 @@ def plot_traces(runs: Mapping[str, MethodRun], path: str | Path, coords: int = 2
                 ax.plot(run.samples[c, :, d].numpy(), lw=0.5, alpha=0.8, label=f"chain {c}")
             ax.set_title(f"{_label(run)}: z{d}", loc="left", fontsize=9)
         axes[r, 0].set_ylabel("value")
+        # which line is which chain: chains that disagree are what R-hat flags
+        axes[r, -1].legend(fontsize=7, loc="upper right", ncol=min(4, run.samples.shape[0]),
+                           framealpha=0.7, handlelength=1.0)
     axes[-1, 0].set_xlabel("draw (after warm-up)")
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._validation import as_tensor
 from ..infer._steps import check_int, check_number, check_training_options, gradients_are_finite
 from ..infer.fit import NonFiniteLossError
@@ -246,7 +246,7 @@ def train_ebm(
             )
         opt.step()
 
-    bar = tqdm(range(steps), desc=f"train_ebm[{name}]", disable=not progress)
+    bar = progress_bar(range(steps), desc=f"train_ebm[{name}]", enabled=progress, leave=True)
     try:
         for step in bar:
             if pos + bs > n:

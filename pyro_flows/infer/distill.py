@@ -45,10 +45,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._validation import as_tensor
 from ..flow import Flow
+from ..threads import accepts_threads
 from ._steps import StepTraining, check_training_options
 
 __all__ = ["DistillHistory", "distill", "distillation_kl"]
@@ -233,6 +234,7 @@ def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> No
         raise ValueError("context has non-finite values (NaN or inf)")
 
 
+@accepts_threads
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -310,6 +312,9 @@ def distill(
         and clipping, for this student's architecture; otherwise it is refused before anything
         changes).
     :param progress: show a progress bar with the KL (``False``: quiet).
+    :param threads: run this call on that many CPU threads and restore torch's setting
+        afterwards (:func:`~pyro_flows.threads.torch_threads`); ``None``: torch's setting.
+        One thread is often faster for small models (see :mod:`pyro_flows.threads`).
     :param seed: seeds the sampling noise.
     :param max_time: stop after this many seconds of training.
     :param callback: called as ``callback(step, history)`` after every step.
@@ -418,7 +423,7 @@ def distill(
     if is_module:
         teacher.eval()
     student.train()
-    bar = tqdm(total=steps, initial=run.step, desc="distill", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, initial=run.step, desc="distill", enabled=progress)
     try:
         while run.step < steps:
             ctx = None

@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._validation import as_tensor
+from ..threads import accepts_threads
 from . import _checkpoint
 from ._data import Split, check_pair, split
 from ._distributed import setup, shard
@@ -264,6 +265,7 @@ def _resume(
     return history, saved["loop"]
 
 
+@accepts_threads
 def fit(
     model: nn.Module,
     data: Tensor,
@@ -321,6 +323,9 @@ def fit(
         clipping) and data (a digest of the training and validation rows); otherwise it is
         refused with a ``ValueError`` naming the difference, before anything is changed.
     :param progress: show a progress bar (off: ``False``).
+    :param threads: run this call on that many CPU threads and restore torch's setting
+        afterwards (:func:`~pyro_flows.threads.torch_threads`); ``None``: torch's setting.
+        One thread is often faster for small models (see :mod:`pyro_flows.threads`).
     :param device: move the model and the data there (default: where the model is).
     :param seed: seeds the validation split and the batch order (an int).
     :param max_time: stop after this many seconds of training (a wall-time budget, ``>= 0``).
@@ -460,12 +465,12 @@ def fit(
         )
 
     start = time.perf_counter() - state["elapsed"]
-    bar = tqdm(
+    bar = progress_bar(
         total=epochs,
         initial=state["epoch"],
         desc="fit",
         unit="epoch",
-        disable=not progress or not where.is_main,
+        enabled=progress and where.is_main,
     )
     model.train()
     try:

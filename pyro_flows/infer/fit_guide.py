@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -51,6 +50,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from .._progress import progress_bar
+from ..threads import accepts_threads
 from ._checkpoint import rng_state, set_rng_state
 from ._elbo_convergence import SCHEDULES, PlateauRule, default_window, learning_rate
 from ._guide_state import GuideTraining, checkpoint_exists, guide_buffers
@@ -62,8 +63,6 @@ __all__ = ["GuideFitResult", "fit_guide"]
 LOSSES = ("elbo", "mean_field", "iwae")
 #: consecutive refused (NaN/inf) steps after which training stops
 MAX_NONFINITE = 5
-#: seconds between progress lines when the output is not a terminal
-LINE_SECONDS = 10.0
 #: the PSIS k-hat above which the guide is flagged as unreliable (Vehtari et al.)
 KHAT_BAD = 0.7
 
@@ -139,44 +138,6 @@ def _note(result: GuideFitResult, message: str, category: type[Warning] | None =
         warnings.warn(message, category, stacklevel=stacklevel)
 
 
-class _Progress:
-    """A tqdm bar on a terminal (or in a notebook); a plain line every :data:`LINE_SECONDS`
-    otherwise; nothing when ``enabled`` is false."""
-
-    def __init__(self, enabled: bool, steps: int, initial: int) -> None:
-        self.enabled, self.steps = enabled, steps
-        self.bar = None
-        self.last_line = -math.inf
-        if not enabled:
-            return
-        stream = sys.stderr
-        if "ipykernel" in sys.modules or getattr(stream, "isatty", lambda: False)():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=steps, initial=initial, desc="fit_guide", leave=False)
-
-    def update(self, step: int, smoothed: float, lr: float, seconds: float, force: bool = False
-               ) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(elbo=f"{smoothed:.4g}", lr=f"{lr:.2g}", refresh=False)
-            self.bar.update(step - self.bar.n)
-            return
-        now = time.perf_counter()
-        if force or now - self.last_line >= LINE_SECONDS:
-            self.last_line = now
-            print(
-                f"fit_guide: step {step}/{self.steps}, smoothed ELBO {smoothed:.6g}, "
-                f"lr {lr:.3g}, {seconds:.1f} s",
-                file=sys.stderr, flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _check_options(model: object, guide: object, *, loss: object, lr_end: object,
                    schedule: object, vectorize_particles: object, max_plate_nesting: object,
                    converge: object, window: object, min_steps: object, tolerance: object,
@@ -238,6 +199,7 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
 
 
 # -- the loop -----------------------------------------------------------------------------------
+@accepts_threads
 def fit_guide(
     model: Callable,
     guide: Callable,
@@ -363,8 +325,11 @@ def fit_guide(
         particles, ...) or another guide architecture is refused with a ``ValueError`` before
         anything changes (the parameters and the RNG states are left as they were).
     :param progress: show progress with the ELBO averaged over the last window: a tqdm bar on
-        a terminal or in a notebook, otherwise a line on stderr every :data:`LINE_SECONDS`
-        seconds and at the end; ``False``: quiet.
+        a terminal or in a notebook, otherwise a line on stderr every ten seconds and at the
+        end; ``False``: quiet.
+    :param threads: run this call on that many CPU threads and restore torch's setting
+        afterwards (:func:`~pyro_flows.threads.torch_threads`); ``None``: torch's setting.
+        One thread is often faster for small models (see :mod:`pyro_flows.threads`).
     :param seed: seed Pyro's RNGs first (``None``: leave them as they are).
     :param callback: called as ``callback(step, result)`` after every step; a true return value
         stops training (``stopped = "callback"``).
@@ -494,7 +459,13 @@ def fit_guide(
         result, pending = run.history, None
         result.stopped = "completed"
 
-    bar = _Progress(progress, steps, step)
+    bar = progress_bar(total=steps, initial=step, desc="fit_guide", enabled=progress)
+
+    def show() -> None:
+        bar.set_postfix({"smoothed ELBO": f"{rule.smoothed(result.elbo):.6g}",
+                         "lr": f"{lr_now:.3g}"}, refresh=False)
+        bar.update(step - bar.n)
+
     started = time.perf_counter() - result.seconds
     bad = 0
     lr_now = learning_rate(step, lr=lr, lr_end=lr_end, steps=steps, schedule=schedule)
@@ -540,7 +511,7 @@ def fit_guide(
             result.seconds = time.perf_counter() - started
             if converge and result.converged_at is None and rule.converged(result.elbo):
                 result.converged_at = step
-            bar.update(step, rule.smoothed(result.elbo), lr_now, result.seconds)
+            show()
             if step % checkpoint_every == 0:
                 run.save(step)
             if callback is not None and callback(step, result):
@@ -553,7 +524,7 @@ def fit_guide(
         run.save(step)
         raise
     finally:
-        bar.update(step, rule.smoothed(result.elbo), lr_now, result.seconds, force=True)
+        show()
         bar.close()
     if result.stopped == "completed" and result.converged_at is not None:
         result.stopped = "converged"

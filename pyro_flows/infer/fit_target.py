@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
+from ..threads import accepts_threads
 from ._steps import StepTraining, check_training_options
 
 __all__ = ["TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
@@ -165,6 +166,7 @@ def _beta_schedule(anneal: float | Callable[[int], float] | None, steps: int) ->
     return lambda step: min(1.0, 0.01 + 0.99 * step / ramp)
 
 
+@accepts_threads
 def fit_target(
     flow: nn.Module,
     target: Any,
@@ -220,6 +222,9 @@ def fit_target(
         checkpoint must be one of ``fit_target`` with the same steps, batch size, lr,
         clipping and annealing, for this architecture).
     :param progress: show a progress bar with the ELBO (``False``: quiet).
+    :param threads: run this call on that many CPU threads and restore torch's setting
+        afterwards (:func:`~pyro_flows.threads.torch_threads`); ``None``: torch's setting.
+        One thread is often faster for small models (see :mod:`pyro_flows.threads`).
     :param seed: seeds the sampling noise.
     :param max_time: stop after this many seconds of training.
     :param ignore_support: skip the check that the target lives on :math:`\mathbb R^D`.
@@ -298,7 +303,7 @@ def fit_target(
         history.ess_fraction.append(float(ess))
 
     flow.train()
-    bar = tqdm(total=steps, initial=run.step, desc="fit_target", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, initial=run.step, desc="fit_target", enabled=progress)
     try:
         while run.step < steps:
             step = run.step

@@ -41,8 +41,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._validation import check_positive_int
 
 __all__ = ["iwae_log_likelihood", "log_importance_weights"]
@@ -295,7 +295,7 @@ def iwae_log_likelihood(
     sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
     chunks: list[Tensor] = []
     elbo_sum: Tensor | None = None
-    for size in tqdm(sizes, desc="IWAE", disable=not progress, leave=False):
+    for size in progress_bar(sizes, desc="IWAE", unit="chunk", enabled=progress):
         log_w = log_importance_weights(
             model,
             guide,

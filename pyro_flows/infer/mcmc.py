@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._progress import progress_bar
 from .results import DeviceLike, SampleResult, _check_int, _forked_rng, _generator, as_target
 from .samplers import _check_accept
 
@@ -131,35 +132,54 @@ def _run_chains(
     draws: list[dict[str, Tensor]] = []
     accept, steps, diverging, step_sizes = [], [], [], []
     num_divergent = 0
-    for c, init in enumerate(inits):
-        kernel = make_kernel(potential)
-        recorder = _Recorder(lambda: potential.grad_calls, num_samples)
-        mcmc = MCMC(
-            kernel,
-            num_samples=num_samples,
-            warmup_steps=warmup,
-            initial_params=init,
-            num_chains=1,
-            disable_progbar=not progress,
-            hook_fn=recorder,
-        )
-        with _forked_rng(None if seed is None else seed + c, [device]):
-            mcmc.run()
-        draws.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-        div = torch.zeros(num_samples, dtype=torch.bool, device="cpu")
-        # Pyro's per-chain sampler statistics; mcmc.diagnostics() would also compute split
-        # R-hat, which asserts at least 4 draws (a single draw is a valid budget here)
-        chain_diag = getattr(mcmc, "_diagnostics", None)
-        if chain_diag:
-            found = chain_diag[0].get("divergences", [])
-        else:
-            found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
-        div[torch.as_tensor(list(found), dtype=torch.long, device="cpu")] = True
-        num_divergent += int(div.sum())
-        accept.append(recorder.accept)
-        steps.append(recorder.num_steps)
-        diverging.append(div)
-        step_sizes.append(float(kernel.step_size))
+    # our bar, fed by the hook: Pyro's own bar is drawn from log records of "pyro.infer.mcmc",
+    # so it froze at 0% wherever the "pyro" logger was quieted (as the CLI does), and it is off
+    # whenever a CI variable is set
+    bar = progress_bar(total=len(inits) * (warmup + num_samples), desc=method,
+                       enabled=progress, leave=True)
+    with bar:
+        for c, init in enumerate(inits):
+            kernel = make_kernel(potential)
+            recorder = _Recorder(lambda: potential.grad_calls, num_samples)
+            chain = f"{method}, chain {c + 1}/{len(inits)}" if len(inits) > 1 else method
+
+            def hook(kernel: Any, params: Any, stage: str, i: int, recorder: _Recorder = recorder,
+                     label: list[str] = [chain, ""]) -> None:  # noqa: B006 (one per chain)
+                recorder(kernel, params, stage, i)
+                if stage != label[1] or bar.n % 25 == 0:
+                    label[1] = stage
+                    bar.set_description(f"{label[0]} ({stage.lower()})", refresh=False)
+                    step_size = getattr(kernel, "step_size", None)
+                    if isinstance(step_size, float):
+                        bar.set_postfix(step_size=f"{step_size:.3g}", refresh=False)
+                bar.update(1)
+
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup,
+                initial_params=init,
+                num_chains=1,
+                disable_progbar=True,
+                hook_fn=hook,
+            )
+            with _forked_rng(None if seed is None else seed + c, [device]):
+                mcmc.run()
+            draws.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+            div = torch.zeros(num_samples, dtype=torch.bool, device="cpu")
+            # Pyro's per-chain sampler statistics; mcmc.diagnostics() would also compute split
+            # R-hat, which asserts at least 4 draws (a single draw is a valid budget here)
+            chain_diag = getattr(mcmc, "_diagnostics", None)
+            if chain_diag:
+                found = chain_diag[0].get("divergences", [])
+            else:
+                found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
+            div[torch.as_tensor(list(found), dtype=torch.long, device="cpu")] = True
+            num_divergent += int(div.sum())
+            accept.append(recorder.accept)
+            steps.append(recorder.num_steps)
+            diverging.append(div)
+            step_sizes.append(float(kernel.step_size))
     return {  # the statistics on the draws' device, like the draws
         "draws": draws,
         "accept_prob": torch.stack(accept).to(device),

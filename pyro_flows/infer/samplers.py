@@ -56,8 +56,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ._adapt import DualAveraging
 from .results import (
     DeviceLike,
@@ -230,7 +230,7 @@ def _run(
     accepted = torch.zeros(num_chains, dtype=torch.long, device=device)
     restart_at = warmup // 4 if warmup >= 20 else -1
     evals_after_warmup = (0, 0)
-    bar = tqdm(total=warmup + num_samples, desc=method, unit="step", disable=not progress)
+    bar = progress_bar(total=warmup + num_samples, desc=method, enabled=progress, leave=True)
     try:
         for i in range(warmup + num_samples):
             where[0] = i

@@ -286,11 +286,10 @@ def test_max_time_stops_training():
 
 
 def test_progress_lines_when_not_a_terminal(capsys, monkeypatch):
-    module = importlib.import_module("pyro_flows.infer.fit_guide")  # the module, not the function
-    monkeypatch.setattr(module, "LINE_SECONDS", 0.0)
+    monkeypatch.setattr(importlib.import_module("pyro_flows._progress"), "LINE_SECONDS", 0.0)
     fit_guide(normal_mean, AutoNormal(normal_mean), X, steps=5, seed=0, khat_samples=0)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit_")]
-    assert len(lines) >= 5 and "step 5/5" in lines[-1] and "smoothed ELBO" in lines[-1]
+    assert len(lines) >= 5 and "5/5 step (100%)" in lines[-1] and "smoothed ELBO=" in lines[-1]
     fit_guide(normal_mean, AutoNormal(normal_mean), X, steps=5, seed=0, khat_samples=0,
               progress=False)
     assert capsys.readouterr().err == ""
