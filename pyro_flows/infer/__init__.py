@@ -1,6 +1,8 @@
 """Inference: maximum likelihood (``fit``), reverse KL (``fit_target``), flow guides
-(``AutoFlow``), MCMC baselines, NeuTra, and diagnostics."""
+(``AutoFlow``), MCMC baselines, NeuTra, annealed importance sampling
+(``annealed_importance_sampling``), and diagnostics."""
 
+from .ais import annealed_importance_sampling
 from .amortized import AmortizedFlow, AmortizedFlowDistribution
 from .autoflow import FLOW_BUILDERS, AutoFlow
 from .diagnostics import (
@@ -40,6 +42,7 @@ __all__ = [
     "TargetError",
     "TargetOutputError",
     "TargetFitHistory",
+    "annealed_importance_sampling",
     "as_target",
     "distill",
     "distillation_kl",
