@@ -12,6 +12,9 @@ differentiable), ``dim``, ``log_Z`` (:math:`\log \int \tilde p`, or ``None``), e
 - :class:`Funnel` (Neal), :class:`Banana` (Haario et al.), :class:`Ring`,
   :class:`GaussianMixture` (separated modes, :meth:`~GaussianMixture.mode_masses`),
   :class:`IllConditionedGaussian` (100-D, condition number :math:`10^4`).
+- Multimodal benchmarks of Midgley et al. (FAB): :class:`GMM40` (40 equal modes in
+  :math:`[-40, 40]^2`, :meth:`~GMM40.mode_masses`) and :class:`ManyWell` (32-D, :math:`2^{16}`
+  modes, exact :math:`\log Z`, well masses per pair).
 - :class:`ModelTarget` / :func:`model_target`: any Pyro model on its unconstrained space.
 - :class:`UnconstrainedTarget` (``target.unconstrained()``): a box target pushed to
   :math:`\mathbb{R}^D`.
@@ -32,6 +35,8 @@ from .base import Target
 from .energy import U1, U2, U3, U4
 from .funnel import Funnel
 from .gaussian import IllConditionedGaussian, random_rotation
+from .gmm40 import GMM40
+from .many_well import ManyWell
 from .mixture import GaussianMixture, mixture_centres
 from .model import ModelTarget, model_target
 from .registry import TARGETS, get_target
@@ -45,9 +50,11 @@ __all__ = [
     "U3",
     "U4",
     "Banana",
+    "GMM40",
     "Funnel",
     "GaussianMixture",
     "IllConditionedGaussian",
+    "ManyWell",
     "ModelTarget",
     "Ring",
     "Target",

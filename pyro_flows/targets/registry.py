@@ -9,6 +9,10 @@ r"""The targets by their short command-line names (``pyro-flows compare TARGET``
   (:class:`~pyro_flows.targets.mixture.GaussianMixture`).
 - ``gaussian100``: a rotated 100-D Gaussian with condition number :math:`10^4`
   (:class:`~pyro_flows.targets.gaussian.IllConditionedGaussian`).
+- ``gmm40``: FAB's 40 equal Gaussians scattered over :math:`[-40, 40]^2`, 2-D
+  (:class:`~pyro_flows.targets.gmm40.GMM40`).
+- ``many_well``: FAB's many-well, 32-D, :math:`2^{16}` modes, unnormalised
+  (:class:`~pyro_flows.targets.many_well.ManyWell`).
 
 Every one has an exact sampler, ``mean`` and ``std``, and ``log_Z`` (0 for the normalised ones).
 """
@@ -23,6 +27,8 @@ from .base import Target
 from .energy import U1, U2, U3, U4
 from .funnel import Funnel
 from .gaussian import IllConditionedGaussian
+from .gmm40 import GMM40
+from .many_well import ManyWell
 from .mixture import GaussianMixture
 from .ring import Ring
 
@@ -40,6 +46,8 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "ring": Ring,
     "mixture": GaussianMixture,
     "gaussian100": IllConditionedGaussian,
+    "gmm40": GMM40,
+    "many_well": ManyWell,
 }
 
 

@@ -21,7 +21,8 @@ def targets() -> dict[str, Target]:
 
 def test_registry_names_and_defaults(targets):
     assert set(NAMES) == {
-        "u1", "u2", "u3", "u4", "funnel", "banana", "ring", "mixture", "gaussian100"
+        "u1", "u2", "u3", "u4", "funnel", "banana", "ring", "mixture", "gaussian100", "gmm40",
+        "many_well",
     }  # fmt: skip
     for name, target in targets.items():
         assert isinstance(target, Target) and target.name == name
