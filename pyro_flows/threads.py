@@ -1,11 +1,11 @@
 r"""How many CPU threads a computation uses, for one call, without touching the user's setting.
 
 PyTorch runs every CPU operation on :func:`torch.get_num_threads` threads (by default one per
-core). The library's training loops are small operations dispatched thousands of times a
-second: below a few hundred thousand floats of work per step the threads' hand-offs cost more
-than they save, and on a shared machine extra threads wait for busy cores. One thread is then
-faster, often by a factor of 2-4 (``benchmarks/threads.py`` measures it on this machine; the
-numbers are in :doc:`/installation`). Wide models on large batches gain from more threads.
+core). The library's training loops dispatch many small operations: the threads' hand-offs cost
+more than they save, and on a shared machine a second thread waits for a busy core. Measured
+by ``benchmarks/threads.py`` on a loaded two-core machine, two threads made ``fit``,
+``fit_target`` and ``fit_guide`` steps 9-13 times slower than one; idle, they gained at most
+16% on ``fit`` and tied elsewhere (the table is in :doc:`/installation`).
 
 The library never changes the global setting on its own. :func:`torch_threads` does it for a
 block and restores it afterwards, and the loops (:func:`~pyro_flows.infer.fit`,
@@ -83,35 +83,26 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 
 def accepts_threads(fn: F) -> F:
-    r"""Give ``fn`` a keyword-only ``threads=None`` argument that runs the call inside
-    :func:`torch_threads`; ``fn`` itself never sees it. The signature shown by ``help`` and
-    :func:`inspect.signature` lists ``threads`` (before ``**kwargs``, if ``fn`` has them).
+    r"""Run each call of ``fn`` inside :func:`torch_threads` with the call's ``threads``
+    argument. ``fn`` declares ``threads: int | None = None`` as a keyword-only parameter (so
+    that its signature, source and docs show it) and otherwise ignores it.
 
     >>> @accepts_threads
-    ... def count() -> int:
+    ... def count(*, threads: int | None = None) -> int:
     ...     return torch.get_num_threads()
     >>> count(threads=1)
     1
-    >>> "threads" in inspect.signature(count).parameters
-    True
+
+    :raises TypeError: (at decoration) when ``fn`` has no keyword-only ``threads`` parameter.
     """
-    signature = inspect.signature(fn)
-    params = list(signature.parameters.values())
-    if "threads" in signature.parameters:
-        raise TypeError(f"{fn.__qualname__} already has a parameter named 'threads'")
-    where = len(params)
-    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
-        where -= 1
-    params.insert(
-        where,
-        inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation="int | None"),
-    )
+    parameter = inspect.signature(fn).parameters.get("threads")
+    if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+        raise TypeError(f"{fn.__qualname__} needs a keyword-only parameter named 'threads'")
+    default = parameter.default if parameter.default is not inspect.Parameter.empty else None
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, threads: int | None = None, **kwargs: Any) -> Any:
-        with torch_threads(threads):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch_threads(kwargs.get("threads", default)):
             return fn(*args, **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -105,3 +105,52 @@ def test_density_benchmark_quick_run(tmp_path) -> None:
     assert "pyro_flows gaussianization" in digits
     assert "pyro_flows cnf" not in digits
     assert "pyro_flows cnf: skipped" in proc.stdout
+
+
+@pytest.mark.slow  # ~20 s on an idle 2-core box, minutes when a core is busy (2 threads stall)
+def test_threads_benchmark_quick_run(tmp_path) -> None:
+    """``benchmarks/threads.py --quick``: every workload is timed at 1 and 2 threads and the
+    closing rule is printed (the ratios themselves depend on the machine and are not checked)."""
+    out = tmp_path / "threads.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "threads.py"),
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for label in (
+        "fit maf(2), moons, batch 256",
+        "fit maf(2), moons, batch 4096",
+        "fit maf(16)",
+        "fit_target realnvp(2) on u1",
+        "fit_guide AutoFlow",
+        "nuts banana(2)",
+        "t2/t1",
+        "Summary:",
+    ):
+        assert label in proc.stdout, f"{label!r} missing from:\n{proc.stdout}"
+    data = json.loads(out.read_text())
+    assert {r["row"] for r in data["rows"]} == {
+        "fit/maf2/b256",
+        "fit/maf2/b4096",
+        "fit/maf_large",
+        "fit_target/realnvp2_u1",
+        "fit_guide/autoflow_8schools",
+        "nuts/banana",
+    }
+    for r in data["rows"]:
+        assert r["error"] is None
+        assert r["steps"] > 0 and r["work"] > 0
+        assert set(r["per_step_s"]) >= {"1", "2"}
+        assert all(t > 0 for times in r["per_step_s"].values() for t in times)
+        assert r["ratio_2_over_1"] == pytest.approx(r["median_s"]["2"] / r["median_s"]["1"])
+    assert data["summary"].startswith("Summary:")

@@ -72,8 +72,11 @@ def test_the_signatures_show_threads():
     assert list(inspect.signature(fit_guide).parameters)[-2:] == ["threads", "kwargs"]
 
 
-def test_a_function_that_has_threads_already_is_refused():
-    def f(threads: int = 1) -> None: ...
+def test_the_decorator_needs_a_keyword_only_threads_parameter():
+    def positional(threads: int | None = None) -> None: ...
 
-    with pytest.raises(TypeError, match="already has a parameter named 'threads'"):
-        accepts_threads(f)
+    def missing() -> None: ...
+
+    for fn in (positional, missing):
+        with pytest.raises(TypeError, match="needs a keyword-only parameter named 'threads'"):
+            accepts_threads(fn)

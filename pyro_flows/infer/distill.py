@@ -254,6 +254,7 @@ def distill(
     max_time: float | None = None,
     callback: Callable[[int, DistillHistory], None] | None = None,
     objective: str = "kl",
+    threads: int | None = None,
 ) -> DistillHistory:
     r"""Train ``student`` to match ``teacher`` on the student's own samples: by minimising
     :math:`\mathrm{KL}(\text{student}\,\|\,\text{teacher})` (``objective="kl"``, probability

@@ -287,6 +287,7 @@ def fit(
     seed: int = 0,
     max_time: float | None = None,
     callback: Callable[[int, FitHistory], None] | None = None,
+    threads: int | None = None,
 ) -> FitHistory:
     r"""Fit ``model`` to ``data`` by maximum likelihood (forward KL).
 

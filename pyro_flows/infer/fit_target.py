@@ -186,6 +186,7 @@ def fit_target(
     max_time: float | None = None,
     ignore_support: bool = False,
     callback: Callable[[int, TargetFitHistory], None] | None = None,
+    threads: int | None = None,
 ) -> TargetFitHistory:
     r"""Fit ``flow`` to an unnormalised density by reverse KL (maximising the ELBO).
 
