@@ -49,7 +49,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "GaussianStart",
+    "distinct_optima",
     "fit_deterministic",
+    "fit_from_starts",
     "gradient_and_hessian",
     "newton_step",
     "scale_and_unit_lower",
@@ -66,6 +68,9 @@ class GaussianStart:
     :ivar num_draws: the number :math:`M` of fixed base draws.
     :ivar accepted: whether the parameters were changed (the kept point improved on the start).
     :ivar reason: a short explanation when nothing was changed.
+    :ivar optima: the losses of the distinct local optima that the searches from several
+        starting points reached (:func:`fit_from_starts`), best first; one entry when they all
+        met, empty when a single start was searched.
     """
 
     loss_before: float
@@ -74,6 +79,7 @@ class GaussianStart:
     num_draws: int
     accepted: bool
     reason: str = ""
+    optima: tuple[float, ...] = ()
 
 
 _REFUSED = (ValueError, RuntimeError, AssertionError, NotImplementedError)
@@ -182,6 +188,94 @@ def fit_deterministic(
         accepted,
         "" if accepted else "no point improved on the start",
     )
+
+
+def distinct_optima(found: Sequence[tuple[float, Tensor]], *, loss_gap: float = 0.5,
+                    distance: float = 1.0) -> list[tuple[float, Tensor]]:
+    r"""The distinct points among ``(loss, point)`` pairs, best (lowest loss) first: a point is
+    the same optimum as a better one when its loss is within ``loss_gap`` nats of it and no
+    coordinate differs by more than ``distance``.
+
+    >>> import torch
+    >>> found = [(3.0, torch.zeros(2)), (1.0, torch.ones(2) * 5), (1.2, torch.ones(2) * 5.1)]
+    >>> [loss for loss, _ in distinct_optima(found)]
+    [1.0, 3.0]
+    """
+    kept: list[tuple[float, Tensor]] = []
+    for loss, point in sorted(found, key=lambda pair: pair[0]):
+        same = any(
+            abs(loss - other) <= loss_gap and float((point - where).abs().max()) <= distance
+            for other, where in kept
+        )
+        if not same:
+            kept.append((loss, point))
+    return kept
+
+
+def fit_from_starts(
+    loss_fn: Callable[[], Tensor],
+    parameter: nn.Parameter,
+    starts: Sequence[Tensor],
+    *,
+    num_draws: int,
+    max_evaluations: int = 300,
+) -> GaussianStart:
+    r""":func:`fit_deterministic` of one ``parameter`` from each of several starting values,
+    keeping the lowest loss reached: a local search from one point finds the optimum of its
+    basin, and a posterior with several modes (an ODE's parameters, a mixture) has several.
+
+    ``starts[0]`` is the reference start (``loss_before`` is its loss); starts whose loss is
+    not finite are skipped. The distinct optima reached (:func:`distinct_optima`) are reported
+    in ``optima``, so that a caller can say when a second mode carries real mass.
+
+    :param loss_fn: a deterministic loss of ``parameter`` (see :func:`fit_deterministic`).
+    :param parameter: the parameter searched (left at the best point found).
+    :param starts: starting values, each of ``parameter``'s shape.
+    :param num_draws: recorded in the result.
+    :param max_evaluations: the budget of each search.
+
+    Example:
+
+    >>> import torch
+    >>> p = torch.nn.Parameter(torch.zeros(1))
+    >>> two_wells = lambda: ((p**2 - 4.0) ** 2).sum() + p.sum()   # minima near -2 and +2
+    >>> result = fit_from_starts(two_wells, p, [torch.ones(1), -torch.ones(1)], num_draws=1)
+    >>> round(float(p.detach()), 1), len(result.optima)   # the deeper well; the other one seen
+    (-2.0, 2)
+    """
+    if not starts:
+        raise ValueError("fit_from_starts: expected at least one starting value, got none")
+    found: list[tuple[float, Tensor, GaussianStart]] = []
+    evaluations = 0
+    reference: GaussianStart | None = None
+    for start in starts:
+        with torch.no_grad():
+            parameter.copy_(start.to(parameter))
+        result = fit_deterministic(loss_fn, [parameter], num_draws=num_draws,
+                                   max_evaluations=max_evaluations)
+        evaluations += result.evaluations
+        reference = reference or result
+        if math.isfinite(result.loss_after):
+            found.append((result.loss_after, parameter.detach().clone(), result))
+    if not found:
+        with torch.no_grad():
+            parameter.copy_(starts[0].to(parameter))
+        assert reference is not None
+        return GaussianStart(reference.loss_before, reference.loss_after, evaluations,
+                             num_draws, False, reference.reason)
+    loss, point, _ = min(found, key=lambda item: item[0])
+    with torch.no_grad():
+        parameter.copy_(point)
+    assert reference is not None
+    before = reference.loss_before
+    accepted = not math.isfinite(before) or loss < before
+    optima = tuple(value for value, _ in distinct_optima([(v, x) for v, x, _ in found]))
+    if not accepted:  # no search improved on the reference start: it stays
+        with torch.no_grad():
+            parameter.copy_(starts[0].to(parameter))
+    return GaussianStart(before, loss if accepted else before, evaluations, num_draws,
+                         accepted, "" if accepted else "no point improved on the start",
+                         optima if len(starts) > 1 else ())
 
 
 def gradient_and_hessian(

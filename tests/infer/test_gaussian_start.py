@@ -225,3 +225,53 @@ def test_training_moves_the_whitened_stage_not_the_frozen_anchor():
     again(x, y)
     assert not again.start_result.accepted and "already holds" in again.start_result.reason
     assert torch.equal(again.flow.transforms[-1].loc.detach(), anchor.loc.detach())
+
+
+# -- several starting points: the best basin, and a warning when a second mode carries mass ----
+def two_modes(weight_right: float):
+    """x with modes near -3 and +3 (sd 0.3), the right one carrying ``weight_right``."""
+
+    def model() -> None:
+        x = pyro.sample("x", dist.Normal(0.0, 10.0))
+        right = dist.Normal(3.0, 0.3).log_prob(x) + math.log(weight_right)
+        left = dist.Normal(-3.0, 0.3).log_prob(x) + math.log1p(-weight_right)
+        pyro.factor("modes", torch.logaddexp(right, left))
+
+    return model
+
+
+def test_the_start_leaves_a_poor_basin_for_the_best_one():
+    """init_loc_fn puts x in the left well, which holds e^-12 of the mass: the searches from
+    the other starting points find the right well, and no warning is raised (the other mode
+    is 12 nats worse)."""
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    model = two_modes(1.0 - math.exp(-12.0))
+    guide = AutoFlow(model, init_loc_fn=init_to_value(values={"x": torch.tensor(-3.0)}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        guide()
+    assert guide.start_result.accepted and len(guide.start_result.optima) == 2
+    assert guide.start_result.optima[1] - guide.start_result.optima[0] > 10.0
+    assert abs(float(guide.median()["x"]) - 3.0) < 0.1
+    # one starting point: the search stays in the basin it was given
+    pyro.clear_param_store()
+    single = AutoFlow(model, init_loc_fn=init_to_value(values={"x": torch.tensor(-3.0)}),
+                      start_points=1)
+    single()
+    assert abs(float(single.median()["x"]) + 3.0) < 0.1 and single.start_result.optima == ()
+
+
+def test_a_second_mode_with_mass_is_reported():
+    guide = AutoFlow(two_modes(0.6))
+    with pytest.warns(UserWarning, match="2 distinct local optima.*several modes"):
+        guide()
+    gap = guide.start_result.optima[1] - guide.start_result.optima[0]
+    assert abs(gap - math.log(0.6 / 0.4)) < 0.2  # the start's losses see the mass ratio
+
+
+def test_start_points_are_checked():
+    with pytest.raises(ValueError, match="start_points must be an int >= 1, got 0"):
+        AutoFlow(two_modes(0.5), start_points=0)
