@@ -3,7 +3,7 @@ r"""The ``pyro-flows`` command line.
 - ``pyro-flows demo [--quick] [--out DIR] [--seed N] [--quiet]``: the showcase (density
   estimation, a flow guide against NUTS, flow vs NUTS vs NeuTra), a summary and a report folder
   (:mod:`pyro_flows.demo`).
-- ``pyro-flows compare TARGET [--methods flow,nuts,neutra,mh,mala,is] [--quick] [--out DIR]
+- ``pyro-flows compare TARGET [--methods flow,nuts,neutra,mh,mala,is,ais] [--quick] [--out DIR]
   [--overwrite]``: a comparison table of the methods on one target, PASS/FAIL against the
   target's requirements, and a report folder (:mod:`pyro_flows.compare`); a folder that already
   holds a report is refused (exit status 2, before anything runs) unless ``--overwrite`` is
@@ -15,7 +15,7 @@ batches here are small, and one thread per process is fastest on a shared machin
 Example:
 
 >>> build_parser().parse_args(["compare", "u1", "--quick"]).methods
-'flow,nuts,neutra,mh,mala,is'
+'flow,nuts,neutra,mh,mala,is,ais'
 
 References:
 
@@ -32,7 +32,9 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-_ALL_METHODS = "flow,nuts,neutra,mh,mala,is"
+#: every method of :data:`pyro_flows.compare.methods.METHODS` (a test keeps the two in step;
+#: importing compare here would load torch for ``--help``)
+_ALL_METHODS = "flow,nuts,neutra,mh,mala,is,ais"
 
 
 def _positive_int(text: str) -> int:

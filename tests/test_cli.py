@@ -15,6 +15,7 @@ import pytest
 from pyro_flows import demo
 from pyro_flows.cli import build_parser, main
 from pyro_flows.compare import bayesian, settings
+from pyro_flows.compare.methods import METHODS
 from pyro_flows.compare.settings import FlowSettings, SamplerSettings
 from pyro_flows.targets import TARGETS
 
@@ -110,7 +111,7 @@ def test_parser_defaults():
     args = build_parser().parse_args(["compare", "Funnel"])
     assert (args.target, args.methods, args.quick, args.out, args.seed) == (
         "Funnel",
-        "flow,nuts,neutra,mh,mala,is",
+        ",".join(METHODS),
         False,
         None,
         0,

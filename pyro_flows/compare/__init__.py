@@ -1,5 +1,6 @@
-r"""``pyro-flows compare``: flows, NUTS, NeuTra, MH, MALA and importance sampling on one target,
-with the same costs and errors for all, PASS/FAIL against fixed targets, and a report folder.
+r"""``pyro-flows compare``: flows, NUTS, NeuTra, MH, MALA, importance sampling and annealed
+importance sampling on one target, with the same costs and errors for all, PASS/FAIL against
+fixed targets, warnings where the methods disagree (a mode the flow misses), and a report folder.
 
 - :func:`compare` (:mod:`~pyro_flows.compare.run`): everything for one target.
 - :mod:`~pyro_flows.compare.settings`: per-target flows and budgets (:func:`settings_for`).
@@ -14,7 +15,7 @@ Example:
 
 >>> from pyro_flows.compare import METHODS
 >>> METHODS
-('flow', 'nuts', 'neutra', 'mh', 'mala', 'is')
+('flow', 'nuts', 'neutra', 'mh', 'mala', 'is', 'ais')
 
 References:
 
@@ -22,16 +23,25 @@ References:
   Transport.* 2019. https://arxiv.org/abs/1903.03704
 """
 
-from .checks import Check, format_checks, run_checks
+from .checks import Alert, Check, format_alerts, format_checks, run_alerts, run_checks
 from .methods import METHODS, MethodRun, TrainedFlow, parse_methods, run_methods, train_flow
 from .metrics import Row, row_for
 from .run import Comparison, compare
-from .settings import SETTINGS, FlowSettings, SamplerSettings, TargetSettings, settings_for
-from .table import format_table, markdown_table, mode_mass_table
+from .settings import (
+    SETTINGS,
+    AISSettings,
+    FlowSettings,
+    SamplerSettings,
+    TargetSettings,
+    settings_for,
+)
+from .table import format_table, markdown_table, mode_mass_table, well_mass_table
 
 __all__ = [
     "METHODS",
     "SETTINGS",
+    "AISSettings",
+    "Alert",
     "Check",
     "Comparison",
     "FlowSettings",
@@ -41,14 +51,17 @@ __all__ = [
     "TargetSettings",
     "TrainedFlow",
     "compare",
+    "format_alerts",
     "format_checks",
     "format_table",
     "markdown_table",
     "mode_mass_table",
     "parse_methods",
     "row_for",
+    "run_alerts",
     "run_checks",
     "run_methods",
     "settings_for",
     "train_flow",
+    "well_mass_table",
 ]

@@ -105,6 +105,7 @@ _LABELS = {
     "mh": "MH",
     "mala": "MALA",
     "is": "IS, flow proposal",
+    "ais": "AIS, weighted particles",
 }
 
 
@@ -241,8 +242,13 @@ def plot_traces(runs: Mapping[str, MethodRun], path: str | Path, coords: int = 2
             ax.set_title(f"{_label(run)}: z{d}", loc="left", fontsize=9)
         axes[r, 0].set_ylabel("value")
         # which line is which chain: chains that disagree are what R-hat flags
-        axes[r, -1].legend(fontsize=7, loc="upper right", ncol=min(4, run.samples.shape[0]),
-                           framealpha=0.7, handlelength=1.0)
+        axes[r, -1].legend(
+            fontsize=7,
+            loc="upper right",
+            ncol=min(4, run.samples.shape[0]),
+            framealpha=0.7,
+            handlelength=1.0,
+        )
     axes[-1, 0].set_xlabel("draw (after warm-up)")
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,4 +1,4 @@
-r"""The six methods of ``pyro-flows compare``, each run on a target with its per-target budget.
+r"""The seven methods of ``pyro-flows compare``, each run on a target with its per-target budget.
 
 ========  ===============================================================================
 method    what runs
@@ -14,11 +14,18 @@ mh        random-walk Metropolis, vectorised chains
 mala      Metropolis-adjusted Langevin, vectorised chains (:func:`~pyro_flows.infer.mala`)
 is        importance sampling with the trained flow as the proposal, resampled
           (:func:`~pyro_flows.infer.importance_sample`)
+ais       annealed importance sampling from the trained flow (a standard Normal when no
+          flow-based method ran) to :math:`\tilde p` along :math:`q^{1-\beta}\tilde p^\beta`,
+          one HMC move per temperature (:func:`~pyro_flows.infer.annealed_importance_sampling`):
+          an estimate of :math:`\log Z` that IS from the flow cannot give when the flow
+          misses a mode, and weighted particles
 ========  ===============================================================================
 
 ``flow``, ``neutra`` and ``is`` share one trained flow; each of them is charged the training's
 wall time and its ``steps * batch_size`` target gradients, so their costs compare honestly with
-the samplers that need no training. A box target (U2-U4) is handled on :math:`\mathbb R^D`: the
+the samplers that need no training. ``ais`` uses the same flow when one was trained (and is then
+charged its training too) and adds its own gradients, about ``particles x temperatures x
+leapfrog steps``. A box target (U2-U4) is handled on :math:`\mathbb R^D`: the
 flow is pushed onto the box with :func:`~pyro_flows.infer.onto_support`, the samplers run on
 ``target.unconstrained()`` (density :math:`\tilde p(T(u))|\det J_T(u)|`) and their draws are
 mapped back by :math:`z = T(u)`; NeuTra uses the flow before the push, which approximates the
@@ -33,6 +40,7 @@ References:
 - G. O. Roberts, R. L. Tweedie. *Exponential convergence of Langevin distributions and their
   discrete approximations.* Bernoulli 2(4), 1996.
 - A. B. Owen. *Monte Carlo theory, methods and examples*, 2013, chapter 9.
+- R. M. Neal. *Annealed importance sampling.* Statistics and Computing 11, 125-139, 2001.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from ..flow import Flow
 from ..infer import (
     SampleResult,
     TargetFitHistory,
+    annealed_importance_sampling,
     fit_target,
     importance_sample,
     mala,
@@ -59,6 +68,7 @@ from ..infer import (
     nuts,
     onto_support,
     random_walk_metropolis,
+    systematic_resample,
 )
 from ..targets import Target
 from .settings import FlowSettings, TargetSettings
@@ -66,6 +76,7 @@ from .settings import FlowSettings, TargetSettings
 __all__ = [
     "METHODS",
     "FLOW_METHODS",
+    "OPTIONAL_FLOW_METHODS",
     "MethodRun",
     "TrainedFlow",
     "box_starts",
@@ -75,10 +86,13 @@ __all__ = [
     "train_flow",
 ]
 
-#: Every method, in the order of the table.
-METHODS: tuple[str, ...] = ("flow", "nuts", "neutra", "mh", "mala", "is")
+#: Every method, in the order of the table: the one registry of the names ``compare`` and the
+#: command line accept (and the default set: ``ais`` costs 1-3 s on a 2-D target in ``--quick``).
+METHODS: tuple[str, ...] = ("flow", "nuts", "neutra", "mh", "mala", "is", "ais")
 #: The methods that need the trained flow.
 FLOW_METHODS: frozenset[str] = frozenset({"flow", "neutra", "is"})
+#: The methods that use the trained flow when one is trained, and run without it otherwise.
+OPTIONAL_FLOW_METHODS: frozenset[str] = frozenset({"ais"})
 
 
 def parse_methods(methods: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -222,18 +236,23 @@ class MethodRun:
 
     :ivar method: one of :data:`METHODS`.
     :ivar kind: ``"mcmc"`` (nuts, neutra, mh, mala: chains of correlated draws), ``"flow"``
-        (independent draws of :math:`q`, unweighted) or ``"is"`` (resampled importance draws).
-    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for ``flow``/``is``).
+        (independent draws of :math:`q`, unweighted), ``"is"`` (resampled importance draws) or
+        ``"ais"`` (resampled AIS particles).
+    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for ``flow``/``is``/``ais``).
     :ivar wall_time: seconds, training included for the flow-based methods.
     :ivar grad_evals: target gradients (training included for the flow-based methods).
     :ivar log_prob_evals: target log-density evaluations without a gradient (MH, IS).
     :ivar divergences: divergent transitions (NUTS, NeuTra), else ``None``.
-    :ivar proposal: raw flow draws ``(n, dim)`` behind ``flow``/``is`` (``None`` for MCMC).
-    :ivar log_weights: their :math:`\log w_i = \log\tilde p(x_i) - \log q(x_i)`.
+    :ivar proposal: raw flow draws ``(n, dim)`` behind ``flow``/``is``, the final AIS particles
+        for ``ais`` (``None`` for MCMC).
+    :ivar log_weights: their :math:`\log w_i = \log\tilde p(x_i) - \log q(x_i)` (``ais``: the
+        AIS log weights).
     :ivar stats: importance-sampling statistics (``elbo``, ``log_Z_hat``, ``log_Z_stderr``,
-        ``ess``, ``ess_fraction``, ``khat``) for ``flow``/``is``.
+        ``ess``, ``ess_fraction``, ``khat``) for ``flow``/``is``; the same but ``elbo`` for
+        ``ais``.
     :ivar history: the flow's training history for the flow-based methods.
-    :ivar result: the underlying :class:`~pyro_flows.infer.SampleResult`.
+    :ivar result: the underlying :class:`~pyro_flows.infer.SampleResult` (``ais``: the
+        :class:`~pyro_flows.infer.ais.AISResult`).
     :ivar settings: a one-line description of the budget.
 
     ESS per gradient of a run is :math:`\mathrm{ESS}/\texttt{grad\_evals}`
@@ -260,7 +279,7 @@ class MethodRun:
     log_weights: Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
     history: TargetFitHistory | None = None
-    result: SampleResult | None = None
+    result: Any = None
     settings: str = ""
 
 
@@ -318,6 +337,51 @@ def _importance_run(
     )
 
 
+def _ais_run(
+    target: Target,
+    settings: TargetSettings,
+    trained: TrainedFlow | None,
+    seed: int,
+    progress: bool,
+) -> MethodRun:
+    r"""AIS on :math:`\mathbb R^D` (a box target: ``target.unconstrained()`` from the flow before
+    its push onto the box, as NeuTra), particles mapped back; :math:`\log Z` is the same."""
+    density = target.unconstrained()
+    proposal = None if trained is None else trained.base_flow
+    result = annealed_importance_sampling(
+        density, proposal, **settings.ais.kwargs(), progress=progress, seed=seed
+    )
+    particles = result.samples.detach()
+    if _boxed(target):
+        particles = density.to_support(particles.to(torch.float64))  # type: ignore[attr-defined]
+    lw = result.log_weights.detach()
+    g = torch.Generator().manual_seed(seed)
+    index = systematic_resample(lw, lw.numel(), g)
+    training_time = 0.0 if trained is None else trained.wall_time
+    training_grads = 0 if trained is None else trained.grad_evals
+    source = "a standard Normal" if trained is None else "the trained flow"
+    return MethodRun(
+        method="ais",
+        kind="ais",
+        samples=particles[index].unsqueeze(0),
+        wall_time=training_time + float(result.wall_time),
+        grad_evals=training_grads + int(result.num_grad_evals),
+        log_prob_evals=int(result.num_log_prob_evals),
+        proposal=particles,
+        log_weights=lw,
+        stats={
+            "log_Z_hat": float(result.log_Z),
+            "log_Z_stderr": float(result.log_Z_stderr),
+            "ess": float(result.ess),
+            "ess_fraction": float(result.ess_fraction),
+            "khat": float(result.khat),
+        },
+        history=None if trained is None else trained.history,
+        result=result,
+        settings=f"{settings.ais.describe()} from {source}",
+    )
+
+
 def run_method(
     method: str,
     target: Target,
@@ -329,7 +393,8 @@ def run_method(
 ) -> MethodRun:
     r"""Run one method of :data:`METHODS` on ``target`` with the budget of ``settings``.
 
-    The flow-based methods need ``trained`` (from :func:`train_flow`); the MCMC methods run on
+    The flow-based methods need ``trained`` (from :func:`train_flow`; ``ais`` uses it when
+    given and starts from a standard Normal otherwise); the MCMC methods run on
     :math:`\mathbb R^D` (``target.unconstrained()`` for a box) and map their draws back. Every
     run is seeded by ``seed``.
 
@@ -356,6 +421,8 @@ def run_method(
         )
     if method in FLOW_METHODS and trained is None:
         raise ValueError(f"method {method!r} needs the trained flow: pass trained=train_flow(...)")
+    if method == "ais":
+        return _ais_run(target, settings, trained, seed, progress)
     if method in ("flow", "is"):
         n = settings.flow_samples if method == "flow" else settings.is_samples
         return _importance_run(method, target, trained, n, seed)  # type: ignore[arg-type]
@@ -440,7 +507,8 @@ def run_methods(
     on_done: Callable[[MethodRun], None] | None = None,
 ) -> tuple[dict[str, MethodRun], TrainedFlow | None]:
     r"""Run ``methods`` on ``target`` in order, training the shared flow first when one of them
-    needs it; returns ``({method: MethodRun}, trained flow or None)``.
+    needs it (``ais`` alone does not: it then anneals from a standard Normal); returns
+    ``({method: MethodRun}, trained flow or None)``.
 
     Example:
 

@@ -3,11 +3,13 @@ the PNGs, and ``results.json`` with every number.
 
 Layout of ``out/``:
 
-- ``report.md``: settings, the Markdown table, mass per mode (mixture), PASS/FAIL lines, links
-  to the figures and how each column is computed.
+- ``report.md``: settings, the Markdown table, the warnings of the cross-checks (``!``), the
+  modes found (mass per mode of the mixtures, well masses per pair and modes visited of the
+  many-well), PASS/FAIL lines, links to the figures and how each column is computed.
 - ``samples.png`` (draws over the target, or pair plots), ``traces.png`` (MCMC chains),
   ``elbo.png`` (flow training), ``modes.png`` (mixture).
-- ``results.json``: the rows, the checks, the settings (non-finite numbers as strings).
+- ``results.json``: the rows, the checks, the warnings, the settings (non-finite numbers as
+  strings).
 
 A folder that already holds a report is refused (``FileExistsError``) unless ``overwrite=True``
 (``pyro-flows compare --overwrite``), which replaces every file above (so that no figure of the
@@ -40,16 +42,21 @@ _COLUMN_NOTES = """\
 How the columns are computed (details: `docs/compare.rst`):
 
 - **wall s**, **grad evals**: the run's seconds and target gradients; `flow`, `neutra` and `is`
-  include the flow's training (`steps x batch_size` gradients). MH and IS take no gradient.
+  include the flow's training (`steps x batch_size` gradients), `ais` too when it annealed from
+  the flow, plus its own (about particles x temperatures x leapfrog steps). MH and IS take no
+  gradient.
 - **ESS bulk / tail (min)**: MCMC: the smallest rank-normalised bulk / tail ESS over the
-  coordinates (ArviZ). `is`: Kish's ESS of the weights. `flow`: not a sampler of p, `-`.
+  coordinates (ArviZ). `is`, `ais`: Kish's ESS of the weights. `flow`: not a sampler of p, `-`.
 - **ESS/s**, **ESS/grad**: ESS bulk per wall second and per gradient.
 - **R-hat max**: largest rank-normalised split R-hat (MCMC).
 - **max |mean err| (sd)**, **max sd rel err**: against the target's exact means and sds;
   `flow` shows q's own moments, `is` self-normalised weighted ones.
 - **log Z hat**, **log Z err**, **log Z - ELBO**, **IS ESS frac**, **k-hat**: importance weights
   w = p~(x)/q(x) of fresh flow draws: log mean w, its error, log Z - mean log w (~ KL(q||p)),
-  Kish ESS / n, PSIS k-hat.
+  Kish ESS / n, PSIS k-hat. `ais`: the same from its annealed importance weights (no ELBO).
+- **!**: a value not to be trusted (k-hat > 0.7, R-hat > 1.01, divergences); the warnings
+  above also compare the flow's IS log Z with the AIS one (a gap above max(0.05, 3 combined
+  se) nats: a mode the flow misses).
 """
 
 
@@ -164,16 +171,33 @@ def write_report(comparison: Comparison, out: str | Path, *, overwrite: bool = F
         c.table(markdown=True),
         "",
     ]
+    if c.alerts:
+        lines += ["## Warnings", ""]
+        lines += [f"- **!** {a.message}" for a in c.alerts]
+        lines.append("")
     modes = c.mode_table(markdown=True)
-    if modes is not None:
+    if modes is not None and target.true_mode_weights is not None:
         lines += [
-            "## Mass per mode",
+            "## Mass per mode (modes found)",
             "",
             "A mode counts as found when a method puts at least half its true weight near it.",
             "",
             modes,
             "",
             "![mass per mode](modes.png)",
+            "",
+        ]
+    elif modes is not None:
+        lines += [
+            "## Modes found: well masses per pair",
+            "",
+            "A mode is a choice of well in every pair. Each column is a method's mass in the "
+            "right well of every pair (exact value in the second column), the pairs off by "
+            "more than 0.05, and the distinct modes among its draws against the number "
+            "expected of as many exact draws (in brackets; MCMC draws are correlated, so "
+            "even a good chain visits fewer).",
+            "",
+            modes,
             "",
         ]
     lines += ["## Targets", ""]
@@ -209,6 +233,9 @@ def write_report(comparison: Comparison, out: str | Path, *, overwrite: bool = F
         "wall_time": c.wall_time,
         "rows": [r.as_dict() for r in c.rows],
         "checks": [{"name": ch.name, "status": ch.status, "detail": ch.detail} for ch in c.checks],
+        "warnings": [
+            {"kind": a.kind, "methods": list(a.methods), "message": a.message} for a in c.alerts
+        ],
         "settings": {m: c.runs[m].settings for m in c.methods},
         "true_mode_weights": target.true_mode_weights,
     }

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..targets import TARGETS, Target, get_target
-from .checks import Check, format_checks, run_checks
+from .checks import Alert, Check, format_alerts, format_checks, run_alerts, run_checks
 from .methods import MethodRun, TrainedFlow, parse_methods, run_methods
 from .metrics import Row, row_for
 from .report import check_report_folder, write_report
 from .settings import TargetSettings, settings_for
-from .table import format_table, markdown_table, mode_mass_table
+from .table import format_table, markdown_table, mode_mass_table, well_mass_table
 
 __all__ = ["Comparison", "compare"]
 
@@ -53,6 +53,9 @@ class Comparison:
     :ivar runs: ``{method: MethodRun}``.
     :ivar rows: one :class:`~pyro_flows.compare.metrics.Row` per method.
     :ivar checks: the target's :class:`~pyro_flows.compare.checks.Check` outcomes.
+    :ivar alerts: the cross-checks that fired (:func:`~pyro_flows.compare.checks.run_alerts`:
+        IS from the flow vs AIS on :math:`\log Z`, :math:`\hat k > 0.7`, :math:`\hat R > 1.01`),
+        printed as ``! ...`` lines.
     :ivar trained: the shared trained flow (``None`` when no flow-based method ran).
     :ivar wall_time: seconds for everything (report excluded).
     :ivar report: the report's Markdown file, or ``None``.
@@ -85,6 +88,7 @@ class Comparison:
     wall_time: float = 0.0
     report: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
 
     def row(self, method: str) -> Row:
         """The row of ``method`` (``KeyError`` naming the methods run otherwise)."""
@@ -98,14 +102,36 @@ class Comparison:
         return markdown_table(self.rows) if markdown else format_table(self.rows)
 
     def mode_table(self, markdown: bool = False) -> str | None:
-        """Mass per mode vs the true weights (mixture targets), else ``None``."""
+        """Mass per mode vs the true weights (mixture targets: mixture, gmm40), the right-well
+        mass per pair and the modes visited (many_well), else ``None``."""
         weights = self.target.true_mode_weights
-        if weights is None or not any(r.mode_masses is not None for r in self.rows):
-            return None
-        return mode_mass_table(self.rows, weights.tolist(), markdown=markdown)
+        if weights is not None and any(r.mode_masses is not None for r in self.rows):
+            return mode_mass_table(self.rows, weights.tolist(), markdown=markdown)
+        wells = getattr(self.target, "well_masses", None)
+        if wells is not None and any(r.well_masses is not None for r in self.rows):
+            expected = {
+                r.method: self.target.expected_modes_visited(r.num_draws)  # type: ignore[operator]
+                for r in self.rows
+                if r.num_draws is not None
+            }
+            return well_mass_table(
+                self.rows, float(wells[1]), expected_visited=expected, markdown=markdown
+            )
+        return None
+
+    def mode_table_title(self) -> str:
+        """The heading of :meth:`mode_table`."""
+        if self.target.true_mode_weights is not None:
+            return "mass per mode (found: mass >= 0.5 x true weight)"
+        return (
+            "modes found: mass of the right well per pair (exact "
+            f"{float(self.target.well_masses[1]):.3f}), modes visited vs expected for as many "
+            "exact draws"
+        )
 
     def summary(self) -> str:
-        """What the command prints: a title, the table, the mode table, the checks."""
+        """What the command prints: a title, the table, the warnings (``! ...``), the mode table,
+        the checks."""
         t = self.target
         log_z = "unknown" if t.log_Z is None else f"{t.log_Z:.4f}"
         title = (
@@ -114,9 +140,11 @@ class Comparison:
             f"{self.wall_time:.0f} s"
         )
         parts = [title, "", self.table()]
+        if self.alerts:
+            parts += ["", "warnings:", format_alerts(self.alerts)]
         modes = self.mode_table()
         if modes is not None:
-            parts += ["", "mass per mode (found: mass >= 0.5 x true weight)", modes]
+            parts += ["", self.mode_table_title(), modes]
         parts += ["", "targets:", format_checks(self.checks)]
         return "\n".join(parts)
 
@@ -132,7 +160,7 @@ def compare(
     settings: TargetSettings | None = None,
     overwrite: bool = False,
 ) -> Comparison:
-    r"""Run ``methods`` (default: all six) on the target called ``target``, tabulate and check
+    r"""Run ``methods`` (default: all seven) on the target called ``target``, tabulate and check
     them, and write the report folder ``out`` (Markdown + PNGs + JSON) when given.
 
     :param target: a name of :data:`~pyro_flows.targets.TARGETS` (case-insensitive).
@@ -175,7 +203,11 @@ def compare(
     runs, trained = run_methods(target_obj, names, chosen, seed=seed, progress=progress)
     rows = [row_for(runs[m], target_obj) for m in names]
     weights = target_obj.true_mode_weights
-    checks = run_checks(name, rows, None if weights is None else weights.tolist())
+    if weights is None:
+        weights = getattr(target_obj, "well_masses", None)
+    checks = run_checks(
+        name, rows, None if weights is None else weights.tolist(), log_Z=target_obj.log_Z
+    )
     result = Comparison(
         target_name=name,
         target=target_obj,
@@ -188,6 +220,7 @@ def compare(
         checks=checks,
         trained=trained,
         wall_time=time.perf_counter() - start,
+        alerts=run_alerts(rows),
     )
     if out is not None:
         write_report(result, out, overwrite=overwrite)

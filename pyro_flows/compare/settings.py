@@ -38,6 +38,7 @@ from ..targets import TARGETS
 from ..transforms.linear import InvertibleLinear
 
 __all__ = [
+    "AISSettings",
     "FlowSettings",
     "SamplerSettings",
     "TargetSettings",
@@ -184,6 +185,60 @@ class SamplerSettings:
 
 
 @dataclass(frozen=True)
+class AISSettings:
+    r"""The budget of the ``ais`` method: annealed importance sampling
+    (:func:`~pyro_flows.infer.annealed_importance_sampling`) from the trained flow (a standard
+    Normal when no flow-based method ran) to the target.
+
+    .. math::
+
+        \text{target gradients} \approx \texttt{num\_samples} \times \texttt{num\_steps}
+        \times \texttt{num\_leapfrog\_steps}.
+
+    :param num_samples: particles :math:`n`.
+    :param num_steps: annealing temperatures :math:`T` (linear :math:`\beta_t = t/T`).
+    :param num_leapfrog_steps: leapfrog steps of the one HMC move per temperature.
+
+    Example:
+
+    >>> AISSettings(1024, 64).describe(), AISSettings(1024, 64).grad_evals
+    ('1024 particles x 64 temperatures x 5 leapfrog steps', 327680)
+
+    References: R. M. Neal. *Annealed importance sampling.* Statistics and Computing 11, 2001.
+    """
+
+    num_samples: int = 2048
+    num_steps: int = 256
+    num_leapfrog_steps: int = 5
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.num_samples, "num_samples", minimum=10)
+        check_positive_int(self.num_steps, "num_steps")
+        check_positive_int(self.num_leapfrog_steps, "num_leapfrog_steps")
+
+    @property
+    def grad_evals(self) -> int:
+        """Target gradients of the annealing, about ``n x T x leapfrog`` (the exact count of a
+        run is its ``num_grad_evals``)."""
+        return self.num_samples * self.num_steps * self.num_leapfrog_steps
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~pyro_flows.infer.annealed_importance_sampling`."""
+        return {
+            "num_samples": self.num_samples,
+            "num_steps": self.num_steps,
+            "num_leapfrog_steps": self.num_leapfrog_steps,
+        }
+
+    def describe(self) -> str:
+        """One line: particles, temperatures, leapfrog steps."""
+        return (
+            f"{self.num_samples} particles x {self.num_steps} temperatures x "
+            f"{self.num_leapfrog_steps} leapfrog steps"
+        )
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     r"""Everything ``compare`` needs for one target: the flow, the samplers, the draw counts.
 
@@ -196,6 +251,7 @@ class TargetSettings:
     :param flow_samples: fresh flow draws for the flow's own diagnostics (ELBO,
         :math:`\log\hat Z`, ESS fraction, :math:`\hat k`, moments of :math:`q`).
     :param is_samples: proposal draws of importance sampling with the flow.
+    :param ais: particles and temperatures of annealed importance sampling (:class:`AISSettings`).
     :param target_options: keyword arguments of :func:`~pyro_flows.targets.get_target`.
 
     Example:
@@ -216,6 +272,7 @@ class TargetSettings:
     mala: SamplerSettings = SamplerSettings(2000, 1000, 4)
     flow_samples: int = 20_000
     is_samples: int = 20_000
+    ais: AISSettings = AISSettings()
     target_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -231,6 +288,10 @@ class TargetSettings:
                 )
         check_positive_int(self.flow_samples, "flow_samples")
         check_positive_int(self.is_samples, "is_samples")
+        if not isinstance(self.ais, AISSettings):
+            raise TypeError(
+                f"ais must be an AISSettings, got {type(self.ais).__name__} ({self.ais!r})"
+            )
         _check_mapping(self.target_options, "target_options")
 
     def sampler(self, method: str) -> SamplerSettings:
@@ -319,6 +380,7 @@ def _quick(s: TargetSettings, flow_steps: int) -> TargetSettings:
         mala=replace(s.mala, num_samples=500, warmup=500),
         flow_samples=4000,
         is_samples=4000,
+        ais=replace(s.ais, num_samples=1024, num_steps=64),
     )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "format_value",
     "markdown_table",
     "mode_mass_table",
+    "well_mass_table",
 ]
 
 
@@ -105,8 +106,11 @@ def flagged_value(header: str, value: Any) -> str:
 
 def flag_legend(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     """One line naming what the marks in a table mean ("" when nothing is marked)."""
-    used = [FLAGGED[h][1] for j, h in enumerate(headers) if h in FLAGGED
-            and any(row[j].endswith(FLAG) for row in cells)]
+    used = [
+        FLAGGED[h][1]
+        for j, h in enumerate(headers)
+        if h in FLAGGED and any(row[j].endswith(FLAG) for row in cells)
+    ]
     return f"{FLAG.strip()} marks: {', '.join(used)}" if used else ""
 
 
@@ -267,8 +271,10 @@ def mode_mass_table(
         for r in used
     ]
     cells.append(["modes found", str(len(weights))] + [f"{n}/{len(weights)}" for n in found])
-    if markdown:
-        return _markdown(headers, cells)
+    return _markdown(headers, cells) if markdown else _narrow(headers, cells)
+
+
+def _narrow(headers: list[str], cells: list[list[str]]) -> str:
     widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
     widths = [max(w, 5) for w in widths]
 
@@ -279,3 +285,70 @@ def mode_mass_table(
         ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def well_mass_table(
+    rows: Sequence[Row],
+    right_mass: float,
+    *,
+    expected_visited: dict[str, float] | None = None,
+    tolerance: float = 0.05,
+    markdown: bool = False,
+) -> str:
+    r"""Many-well targets: the mass of the right well of every pair for every method, against
+    the exact :math:`m_\mathrm{right}`, the pairs off by more than ``tolerance``, and the modes
+    visited against the number expected of as many exact draws.
+
+    A mode is a choice of well per pair (:math:`2^{D/2}` of them); a method that visits far fewer
+    than expected is stuck in a few (MCMC draws are correlated, so even a good chain visits
+    fewer than exact draws would).
+
+    :param rows: rows whose ``well_masses`` are set (others are skipped).
+    :param right_mass: :math:`m_\mathrm{right}` (``target.well_masses[1]``, 0.8443).
+    :param expected_visited: ``{method: E[modes visited]}`` for its number of draws
+        (:meth:`~pyro_flows.targets.ManyWell.expected_modes_visited`); ``-`` where missing.
+    :param tolerance: a pair is *off* when :math:`|\hat m_{i,\mathrm{right}} -
+        m_\mathrm{right}| >` ``tolerance``.
+    :param markdown: Markdown instead of aligned text.
+
+    Example:
+
+    >>> rows = [Row("nuts", 1.0, 10, well_masses=[1.0, 1.0], modes_visited=1),
+    ...         Row("is", 1.0, 10, well_masses=[0.85, 0.82], modes_visited=4)]
+    >>> print(well_mass_table(rows, 0.8443, expected_visited={"nuts": 3.9, "is": 4.0}))
+    pair                 exact   nuts     is
+    -------------------  -----  -----  -----
+    1                    0.844  1.000  0.850
+    2                    0.844  1.000  0.820
+    pairs off (> 0.05)       0    2/2    0/2
+    modes visited (exp)         1 (4)  4 (4)
+
+    References: Midgley et al., *Flow Annealed Importance Sampling Bootstrap*, ICLR 2023
+    (many-well: modes and well masses).
+    """
+    right_mass = check_finite_number(right_mass, "right_mass")
+    tolerance = check_fraction(tolerance, "tolerance")
+    used = [r for r in check_rows(rows) if r.well_masses is not None]
+    pairs = {len(r.well_masses) for r in used}  # type: ignore[arg-type]
+    if len(pairs) > 1:
+        raise ValueError(f"the rows have different numbers of pairs: {sorted(pairs)}")
+    num_pairs = pairs.pop() if pairs else 0
+    expected = expected_visited or {}
+    headers = ["pair", "exact"] + [r.method for r in used]
+    cells = [
+        [str(i + 1), f"{right_mass:.3f}"] + [f"{r.well_masses[i]:.3f}" for r in used]  # type: ignore[index]
+        for i in range(num_pairs)
+    ]
+    off = [
+        sum(abs(m - right_mass) > tolerance for m in r.well_masses)  # type: ignore[union-attr]
+        for r in used
+    ]
+    cells.append([f"pairs off (> {tolerance:g})", "0"] + [f"{n}/{num_pairs}" for n in off])
+
+    def visited(r: Row) -> str:
+        seen = "-" if r.modes_visited is None else str(r.modes_visited)
+        e = expected.get(r.method)
+        return seen if e is None else f"{seen} ({e:.0f})"
+
+    cells.append(["modes visited (exp)", ""] + [visited(r) for r in used])
+    return _markdown(headers, cells) if markdown else _narrow(headers, cells)

@@ -47,12 +47,13 @@ def check_report(out: Path, figures: list[str]) -> str:
 def test_compare_u1_quick(capsys, tmp_path):
     printed, data, out = run(capsys, tmp_path, "u1")
     rows = table_rows(printed)
-    assert list(rows) == ["flow", "nuts", "neutra", "mh", "mala", "is"]
+    assert list(rows) == ["flow", "nuts", "neutra", "mh", "mala", "is", "ais"]
     assert all(len(cells) == len(COLUMNS) for cells in rows.values())
     by = {r["method"]: r for r in data["rows"]}
     # the flow after 500 steps: close to the target, not yet within the 0.02-nat bar
     assert 0.0 < by["flow"]["kl"] < 0.3 and by["flow"]["ess_fraction"] > 0.4
     assert abs(by["is"]["log_Z_error"]) < 0.05  # importance sampling corrects the flow
+    assert abs(by["ais"]["log_Z_error"]) < 0.1  # and so does annealing from it
     assert by["is"]["ess_bulk"] == pytest.approx(by["is"]["ess_fraction"] * 4000, rel=1e-6)
     assert by["neutra"]["grad_evals"] > by["flow"]["grad_evals"] == 500 * 256
     assert by["mh"]["grad_evals"] == 0 and by["mh"]["ess_per_grad"] is None
