@@ -449,7 +449,9 @@ def format_checks(checks: Sequence[Check]) -> str:
 class Alert:
     r"""A cross-check that failed: the methods disagree, or a diagnostic says not to trust one.
 
-    :ivar kind: ``"log Z gap"`` (IS from the flow vs AIS), ``"k-hat"`` or ``"R-hat"``.
+    :ivar kind: ``"log Z gap"`` (IS from the flow vs AIS), ``"k-hat"``, ``"R-hat"`` or
+        ``"missed modes"`` (the trained flow's mode probe, see
+        :func:`~pyro_flows.infer.mode_probe.probe_modes`).
     :ivar methods: the methods concerned.
     :ivar message: what was measured and what it likely means.
 

@@ -149,6 +149,17 @@ class Comparison:
         return "\n".join(parts)
 
 
+def _missed_modes(trained: TrainedFlow | None) -> list[Alert]:
+    """The trained flow's missed modes (fit_target's mode probe) as an alert."""
+    history = getattr(trained, "history", None)
+    missed = getattr(history, "missed_modes", None)
+    if not missed:
+        return []
+    return [Alert("missed modes", ("flow",),
+                  f"the trained flow misses {len(missed)} mode(s) found by climbing the target "
+                  f"from over-dispersed points: {history.mode_check}")]
+
+
 def compare(
     target: str,
     methods: str | Iterable[str] | None = None,
@@ -220,7 +231,7 @@ def compare(
         checks=checks,
         trained=trained,
         wall_time=time.perf_counter() - start,
-        alerts=run_alerts(rows),
+        alerts=run_alerts(rows) + _missed_modes(trained),
     )
     if out is not None:
         write_report(result, out, overwrite=overwrite)
