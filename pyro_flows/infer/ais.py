@@ -74,8 +74,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._validation import check_positive_int
 from .diagnostics import ess_fraction, importance_log_Z, psis_khat
 from .results import (
@@ -564,7 +564,8 @@ def annealed_importance_sampling(
     :param initial_step_size: the first step size when adapting (default
         :math:`0.5\,D^{-1/4}`).
     :param target_accept: the acceptance probability the adaptation aims at, in (0, 1).
-    :param progress: show a tqdm progress bar over the temperatures.
+    :param progress: show progress over the temperatures (a bar on a terminal, a line every
+        ten seconds otherwise).
     :param seed: seeds the proposal draws (in a forked RNG: the global RNGs are left as they
         were), the momenta and the Metropolis uniforms; ``None``: a seed drawn from the global
         RNG.
@@ -758,7 +759,7 @@ def _anneal(
     step_sizes = torch.full((num_steps,), math.nan, dtype=torch.float64)
     accept_rates = torch.full((num_steps,), math.nan, dtype=torch.float64)
     num_alive = max(int(alive.sum()), 1)
-    bar = tqdm(total=num_steps, desc="ais", unit="temp", disable=not progress)
+    bar = progress_bar(total=num_steps, desc="ais", unit="temperature", enabled=progress)
     try:
         for t in range(1, num_steps + 1):
             beta, previous = float(betas[t]), float(betas[t - 1])
