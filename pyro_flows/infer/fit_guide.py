@@ -63,10 +63,6 @@ __all__ = ["GuideFitResult", "fit_guide"]
 LOSSES = ("elbo", "mean_field", "iwae")
 #: consecutive refused (NaN/inf) steps after which training stops
 MAX_NONFINITE = 5
-#: the cool-down after the plateau test fires lasts this fraction of ``steps`` (at least two
-#: windows): 2 windows (200 of 5000 steps) left the location jittering at a high learning rate,
-#: 0.06-0.10 posterior sds off on kidiq-interaction against 0.03-0.04 with 1000 steps (3 seeds)
-COOLDOWN_FRACTION = 0.2
 #: the PSIS k-hat above which the guide is flagged as unreliable (Vehtari et al.)
 KHAT_BAD = 0.7
 
@@ -286,8 +282,7 @@ def fit_guide(
         m_j - m_{j-P_j} < \kappa \sqrt{(v_j + v_{j-P_j}) / W};
 
     after three flat windows in a row (and at least ``min_steps`` steps, default a tenth of
-    ``steps``) the remaining schedule is compressed into a cool-down of
-    :math:`\max(2W, T/5)` steps (:data:`COOLDOWN_FRACTION`; the
+    ``steps``) the remaining schedule is compressed into a cool-down of :math:`2W` steps (the
     learning rate falls geometrically to ``lr_end``), then training stops with
     ``stopped = "converged"`` (``converged_at`` is the step the test fired). An ELBO still
     rising by more than about :math:`(\kappa + 2)/P_j` standard errors per window is not stopped
@@ -442,7 +437,7 @@ def fit_guide(
     window = default_window(steps) if window is None else window
     min_steps = steps // 10 if min_steps is None else min_steps
     rule = PlateauRule(window=window, sigmas=float(tolerance), min_steps=min_steps)
-    cooldown = max(2 * window, int(COOLDOWN_FRACTION * steps))
+    cooldown = 2 * window
     run = GuideTraining(
         params, guide_buffers(guide), lr=lr, history=result, checkpoint=checkpoint,
         guide_name=type(guide).__name__,
