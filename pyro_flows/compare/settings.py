@@ -326,7 +326,8 @@ SETTINGS: dict[str, TargetSettings] = {
             batch_size=64,
         ),
         nuts=SamplerSettings(500, 500, 2),
-        neutra=SamplerSettings(500, 300, 2, {"target_accept": 0.95}),
+        # 0.99: through the exp-scale flow, 0.95 left one divergence on 2 of 3 seeds
+        neutra=SamplerSettings(500, 300, 2, {"target_accept": 0.99}),
         flow_samples=100_000,
         is_samples=100_000,
     ),
