@@ -53,6 +53,7 @@ __all__ = [
     "fit_deterministic",
     "fit_from_starts",
     "gradient_and_hessian",
+    "has_barrier",
     "newton_step",
     "scale_and_unit_lower",
 ]
@@ -190,26 +191,73 @@ def fit_deterministic(
     )
 
 
-def distinct_optima(found: Sequence[tuple[float, Tensor]], *, loss_gap: float = 0.5,
-                    distance: float = 1.0) -> list[tuple[float, Tensor]]:
-    r"""The distinct points among ``(loss, point)`` pairs, best (lowest loss) first: a point is
+def distinct_optima(
+    found: Sequence[tuple[float, Tensor]],
+    *,
+    loss_gap: float = 0.5,
+    distance: float = 1.0,
+    barrier: Callable[[Tensor, Tensor], bool] | None = None,
+) -> list[tuple[float, Tensor]]:
+    r"""The distinct points among ``(loss, point)`` pairs, best (lowest loss) first. A point is
     the same optimum as a better one when its loss is within ``loss_gap`` nats of it and no
-    coordinate differs by more than ``distance``.
+    coordinate differs by more than ``distance``, or, given ``barrier(a, b)``, when there is
+    no barrier between them: two searches that stopped at different points of one long,
+    narrow valley (an ill-conditioned regression) are one optimum, not two modes.
 
     >>> import torch
     >>> found = [(3.0, torch.zeros(2)), (1.0, torch.ones(2) * 5), (1.2, torch.ones(2) * 5.1)]
     >>> [loss for loss, _ in distinct_optima(found)]
     [1.0, 3.0]
+    >>> [loss for loss, _ in distinct_optima(found, barrier=lambda a, b: False)]
+    [1.0]
     """
     kept: list[tuple[float, Tensor]] = []
     for loss, point in sorted(found, key=lambda pair: pair[0]):
         same = any(
-            abs(loss - other) <= loss_gap and float((point - where).abs().max()) <= distance
+            (abs(loss - other) <= loss_gap and float((point - where).abs().max()) <= distance)
+            or (barrier is not None and not barrier(where, point))
             for other, where in kept
         )
         if not same:
             kept.append((loss, point))
     return kept
+
+
+def has_barrier(loss_fn: Callable[[], Tensor], parameter: nn.Parameter, a: Tensor, b: Tensor,
+                *, rise: float = 0.1, points: int = 5) -> bool:
+    r"""Whether the loss rises above both ends somewhere on the segment from ``a`` to ``b``,
+    :math:`\max_{0<t<1} L((1-t)a + tb) > \max(L(a), L(b)) + \texttt{rise}`, checked at
+    ``points`` interior points (``parameter`` is restored). Two local optima of one basin have
+    no barrier on the segment when the basin is convex along it; separate modes have one.
+    A non-finite or refused point counts as a barrier.
+
+    >>> import torch
+    >>> p = torch.nn.Parameter(torch.zeros(1))
+    >>> wells = lambda: ((p**2 - 4.0) ** 2).sum()
+    >>> has_barrier(wells, p, torch.tensor([-2.0]), torch.tensor([2.0]))
+    True
+    >>> has_barrier(wells, p, torch.tensor([1.9]), torch.tensor([2.1]))
+    False
+    """
+    saved = parameter.detach().clone()
+    try:
+        with torch.no_grad():
+            parameter.copy_(a.to(parameter))
+            ends = float(loss_fn())
+            parameter.copy_(b.to(parameter))
+            ends = max(ends, float(loss_fn()))
+            for i in range(1, points + 1):
+                t = i / (points + 1)
+                parameter.copy_(((1 - t) * a + t * b).to(parameter))
+                value = float(loss_fn())
+                if not math.isfinite(value) or value > ends + rise:
+                    return True
+        return False
+    except _REFUSED:
+        return True
+    finally:
+        with torch.no_grad():
+            parameter.copy_(saved)
 
 
 def fit_from_starts(
@@ -269,7 +317,13 @@ def fit_from_starts(
     assert reference is not None
     before = reference.loss_before
     accepted = not math.isfinite(before) or loss < before
-    optima = tuple(value for value, _ in distinct_optima([(v, x) for v, x, _ in found]))
+    optima = tuple(
+        value
+        for value, _ in distinct_optima(
+            [(v, x) for v, x, _ in found],
+            barrier=lambda a, b: has_barrier(loss_fn, parameter, a, b),
+        )
+    )
     if not accepted:  # no search improved on the reference start: it stays
         with torch.no_grad():
             parameter.copy_(starts[0].to(parameter))

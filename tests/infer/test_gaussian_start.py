@@ -275,3 +275,19 @@ def test_a_second_mode_with_mass_is_reported():
 def test_start_points_are_checked():
     with pytest.raises(ValueError, match="start_points must be an int >= 1, got 0"):
         AutoFlow(two_modes(0.5), start_points=0)
+
+
+def test_an_ill_conditioned_valley_is_one_optimum_not_several_modes():
+    """kilpisjarvi (a regression on raw years, correlation -0.9999): searches from far points
+    stop at different places of one narrow valley (losses 455.55-455.58). Without the barrier
+    test on the segment between them they counted as three modes and raised the warning."""
+    from pyro_flows.targets.posteriordb import load_posterior
+
+    spec = load_posterior("kilpisjarvi_mod-kilpisjarvi")
+    guide = AutoFlow(spec.model)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        guide()
+    assert len(guide.start_result.optima) == 1
