@@ -8,7 +8,7 @@ Run from the repository root::
     python benchmarks/cnf.py --quick                 # a smoke run (< 60 s)
 
 Per toy: 20,000 training rows (10 % of them held out by ``fit`` for early stopping) and 20,000
-test rows from fixed seeds; ``flows_continuous.cnf(2, num_transforms=1, hidden_dims=(64, 64,
+test rows from fixed seeds; ``flows.continuous.cnf(2, num_transforms=1, hidden_dims=(64, 64,
 64))`` with tanh dynamics, dopri5 at ``rtol = atol = 1e-5``, the exact trace (D = 2) and direct
 backpropagation, trained by ``pyro_flows.infer.fit`` (Adam, batch 512, lr 2e-3, cosine decay)
 until the wall-time budget ``--budget`` runs out; the best validation state is kept. The test NLL
@@ -31,7 +31,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from pyro_flows.data import ORACLE_NLL, TOYS  # noqa: E402
-from pyro_flows.flows_continuous import cnf  # noqa: E402
+from pyro_flows.flows.continuous import cnf  # noqa: E402
 from pyro_flows.infer.fit import evaluate_nll, fit  # noqa: E402
 
 

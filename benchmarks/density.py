@@ -19,7 +19,7 @@ Contenders: pyro_flows' ``nsf``, ``maf``, ``realnvp``, ``nice`` (``--layers`` la
 their own size knobs:
 
 - ``pyro_flows gaussianization``
-  (:func:`pyro_flows.flows_gaussianization.gaussianization`): 8 blocks (the setting of
+  (:func:`pyro_flows.flows.iterative_gaussianization.gaussianization`): 8 blocks (the setting of
   ``benchmarks/gaussianization.py``; ``--layers`` is not used) of a Householder-QR rotation and
   a marginal Gaussianization with ``width`` logistic components per dimension: it has no hidden
   network (its ``hidden_dims`` only shape context networks), the number of components is what
@@ -27,7 +27,7 @@ their own size knobs:
   Before training it gets its data-driven initialisation (``initialize_gaussianization``) on at
   most 4,096 training rows, through the optional ``Model.prepare`` hook; that time counts
   against its wall-time budget.
-- ``pyro_flows cnf`` (:func:`pyro_flows.flows_continuous.cnf`, FFJORD): one ODE block (not
+- ``pyro_flows cnf`` (:func:`pyro_flows.flows.continuous.cnf`, FFJORD): one ODE block (not
   ``--layers``: each block is an ODE solve) whose dynamics MLP has three tanh hidden layers of
   ``width``, dopri5 at ``rtol = atol = 1e-5``, exact trace at D = 2 (as ``benchmarks/cnf.py``).
   A step costs tens of network passes, so it gets far fewer steps in the same time: that is the
@@ -69,8 +69,8 @@ import _timing  # noqa: E402
 
 from pyro_flows import flows  # noqa: E402
 from pyro_flows.data import ORACLE_NLL, TOYS  # noqa: E402
-from pyro_flows.flows_continuous import cnf  # noqa: E402
-from pyro_flows.flows_gaussianization import (  # noqa: E402
+from pyro_flows.flows.continuous import cnf  # noqa: E402
+from pyro_flows.flows.iterative_gaussianization import (  # noqa: E402
     gaussianization,
     initialize_gaussianization,
 )

@@ -9,7 +9,7 @@ Run from the repository root::
 
 Two parts, per toy (20,000 training rows, 20,000 test rows, fixed seeds):
 
-- **recipe**: ``flows_gaussianization.gaussianization(2, data=train)`` (8 blocks, 32 logistic
+- **recipe**: ``flows.gaussianization(2, data=train)`` (8 blocks, 32 logistic
   components, Householder-QR linear layers, data-driven initialisation) trained by
   ``pyro_flows.infer.fit`` for ``--epochs`` epochs at lr 5e-3: the configuration the slow test
   ``tests/test_gaussianization_quality.py`` checks against the issue's bar (within 0.1 nats of
@@ -48,7 +48,7 @@ import density  # noqa: E402
 
 from pyro_flows import flows  # noqa: E402
 from pyro_flows.data import ORACLE_NLL  # noqa: E402
-from pyro_flows.flows_gaussianization import gaussianization  # noqa: E402
+from pyro_flows.flows.iterative_gaussianization import gaussianization  # noqa: E402
 from pyro_flows.infer import evaluate_nll, fit  # noqa: E402
 
 

@@ -50,7 +50,7 @@ from pyro_flows.data import (  # noqa: E402
     load_mnist5k,
     nats_to_bits_per_dim,
 )
-from pyro_flows.flows_image import glow, mintnet, realnvp_image  # noqa: E402
+from pyro_flows.flows.image import glow, mintnet, realnvp_image  # noqa: E402
 from pyro_flows.infer import evaluate_nll, fit  # noqa: E402
 
 try:  # optional peer: pip install --no-deps normflows

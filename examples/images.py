@@ -28,7 +28,7 @@ from pyro_flows.data import (
     load_mnist5k,
     nats_to_bits_per_dim,
 )
-from pyro_flows.flows_image import glow, idf, mintnet, realnvp_image
+from pyro_flows.flows.image import glow, idf, mintnet, realnvp_image
 from pyro_flows.infer import evaluate_nll, fit
 
 LOADERS = {"digits": load_digits_dataset, "mnist5k": load_mnist5k}

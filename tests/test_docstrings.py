@@ -17,7 +17,7 @@ ABSTRACT = {
     "ImageTransform",
 }
 LAYERS = [getattr(transforms, n) for n in transforms.__all__ if n not in ABSTRACT]
-BUILDERS = [getattr(flows, n) for n in flows.__all__]
+BUILDERS = [spec.build for spec in flows.BUILDERS.values()]
 PUBLIC = [*LAYERS, *BUILDERS, pyro_flows.Flow, nn.MADE, nn.MLP]
 
 

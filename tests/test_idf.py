@@ -11,7 +11,7 @@ import torch
 
 from pyro_flows.data import load_digits_dataset, load_mnist5k
 from pyro_flows.distributions import DiscretizedLogistic, DiscretizedLogisticBase
-from pyro_flows.flows_image import idf
+from pyro_flows.flows.image import idf
 from pyro_flows.infer import fit
 from pyro_flows.transforms.image import IntegerAdditiveCoupling, round_ste
 

@@ -182,7 +182,7 @@ EXAMPLES: tuple[Example, ...] = (
         title="Image flows: Glow and integer discrete flows",
         summary="Glow (dequantized) and an integer discrete flow (lossless) on 8x8 digits.",
         text=(
-            "Image density estimation with the multi-scale flows of ``flows_image``: Glow, "
+            "Image density estimation with the multi-scale flows of ``flows.image``: Glow, "
             "RealNVP and MintNet model dequantized, logit pre-processed pixels (an upper bound "
             "on the bits/dim), and an integer discrete flow models the integer pixels directly "
             "(an exact code length, checked to be lossless on the whole test set). The quick "

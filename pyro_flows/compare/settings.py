@@ -61,10 +61,7 @@ def _linear(input_dim: int, **options: Any) -> Flow:
 
 
 _BUILDERS = {
-    "realnvp": _flows.realnvp,
-    "iaf": _flows.iaf,
-    "nsf": _flows.nsf,
-    "maf": _flows.maf,
+    **{name: _flows.BUILDERS[name].build for name in _flows.builder_names(event="vector")},
     "linear": _linear,
 }
 

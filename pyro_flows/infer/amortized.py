@@ -323,12 +323,12 @@ class AmortizedFlow(nn.Module):
         self, flow: FlowSpec, num_transforms: int, hidden_dims: Any, options: dict[str, Any]
     ) -> Flow | None:
         if isinstance(flow, str) and flow not in _DIAGONAL:
-            if flow not in _flows.__all__:
+            if flow not in _flows.BUILDERS:
                 raise ValueError(
-                    f"flow must be 'diagonal', None, one of {sorted(_flows.__all__)}, a "
+                    f"flow must be 'diagonal', None, one of {_flows.builder_names()}, a "
                     f"builder, a Flow or a callable; got {flow!r}"
                 )
-            flow = getattr(_flows, flow)
+            flow = _flows.get_builder(flow)
         if flow in _DIAGONAL:
             if options or hidden_dims is not None:
                 raise TypeError(
@@ -343,7 +343,7 @@ class AmortizedFlow(nn.Module):
                 f"flow must be a builder name, a builder, a Flow or a callable, got "
                 f"{type(flow).__name__}"
             )
-        if any(flow is getattr(_flows, name) for name in _flows.__all__):
+        if any(flow is spec.build for spec in _flows.BUILDERS.values()):
             if hidden_dims is not None:
                 options = {**options, "hidden_dims": hidden_dims}
             built = flow(

@@ -60,15 +60,10 @@ from .results import _forked_rng, _module_device_and_dtype
 
 __all__ = ["AutoFlow", "FLOW_BUILDERS", "SECOND_MODE_NATS", "START_POINTS", "WHITEN_MAX_DIM"]
 
-#: builder names accepted by ``AutoFlow(model, flow=...)``
+#: builder names accepted by ``AutoFlow(model, flow=...)``: the registry's guide builders
+#: (:func:`pyro_flows.flows.builder_names` with ``guide=True``)
 FLOW_BUILDERS: dict[str, Callable[..., Flow]] = {
-    "iaf": _flows.iaf,
-    "maf": _flows.maf,
-    "nsf": _flows.nsf,
-    "realnvp": _flows.realnvp,
-    "nice": _flows.nice,
-    "planar": _flows.planar,
-    "radial": _flows.radial,
+    name: _flows.BUILDERS[name].build for name in _flows.builder_names(guide=True)
 }
 
 FlowSpec = str | Callable[..., Flow]

@@ -16,7 +16,7 @@ with :math:`G` the logistic sigmoid (the default, as in the paper) or :math:`\Ph
 :math:`f_d = F_d'` the mixture density. If :math:`F_d` is the true marginal CDF of the data,
 :math:`z_d` is exactly standard normal; alternating such layers with learnable rotations
 (:class:`~pyro_flows.transforms.InvertibleLinear`) gives the Gaussianization flow,
-built by :func:`pyro_flows.flows_gaussianization.gaussianization`. The maths is in
+built by :func:`pyro_flows.flows.iterative_gaussianization.gaussianization`. The maths is in
 :mod:`pyro_flows.transforms._gaussianization`.
 
 References:

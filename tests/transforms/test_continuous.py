@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyro_flows.flows_continuous import cnf
+from pyro_flows.flows.continuous import cnf
 from pyro_flows.transforms.continuous import ContinuousFlow
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-9}

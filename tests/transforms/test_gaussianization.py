@@ -11,7 +11,7 @@ import torch
 
 from pyro_flows import Flow
 from pyro_flows.data import ORACLE_NLL, TOYS
-from pyro_flows.flows_gaussianization import (
+from pyro_flows.flows.iterative_gaussianization import (
     gaussianization,
     householder_vectors,
     initialize_gaussianization,

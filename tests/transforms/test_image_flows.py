@@ -14,7 +14,7 @@ import torch
 
 from pyro_flows import Flow
 from pyro_flows.data import DequantizedModel, UniformDequantization
-from pyro_flows.flows_image import glow, idf, mintnet, realnvp_image
+from pyro_flows.flows.image import glow, idf, mintnet, realnvp_image
 from pyro_flows.infer import fit
 from pyro_flows.transforms import ActNorm
 from pyro_flows.transforms.image import (

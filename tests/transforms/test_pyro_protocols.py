@@ -26,7 +26,7 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_flows import Flow, flows
-from pyro_flows.flows_image import realnvp_image
+from pyro_flows.flows.image import realnvp_image
 from pyro_flows.transforms import (
     ChannelPermute,
     ContinuousFlow,

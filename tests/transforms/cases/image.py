@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pyro_flows.flows_image import glow, idf, mintnet, realnvp_image
+from pyro_flows.flows.image import glow, idf, mintnet, realnvp_image
 from pyro_flows.transforms.base import FlowTransform
 from pyro_flows.transforms.image import (
     ChannelActNorm,

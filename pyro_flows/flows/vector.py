@@ -1,4 +1,4 @@
-"""Flow builders: each a plain function returning a :class:`~pyro_flows.Flow`.
+"""Vector flow builders: each a plain function returning a :class:`~pyro_flows.Flow`.
 
 Every builder has the signature ``builder(input_dim, num_transforms=..., hidden_dims=...,
 context_dim=None, **options)`` and stacks its layer with a permutation in between (``Reverse`` by
@@ -14,92 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from ._validation import check_positive_int
-from .flow import Flow
-from .transforms import (
-    ActNorm,
+from ..flow import Flow
+from ..transforms import (
     AdditiveCoupling,
     AffineCoupling,
-    BatchNorm,
     InverseAutoregressive,
     MaskedAutoregressive,
-    Permute,
     Planar,
     Radial,
     Rescale,
-    Reverse,
     SplineAutoregressive,
     SplineCoupling,
 )
-from .transforms._affine import EXP_LOG_SCALE_BOUND
+from ..transforms._affine import EXP_LOG_SCALE_BOUND
+from ._stack import stack
 
-__all__ = [
-    "nice",
-    "realnvp",
-    "maf",
-    "iaf",
-    "nsf",
-    "planar",
-    "radial",
-    "glow",
-    "realnvp_image",
-    "mintnet",
-    "idf",
-    "cnf",
-    "gaussianization",
-]
-
-_PERMUTATIONS = ("reverse", "random", None)
-_NORMALIZATIONS = (None, "actnorm", "batchnorm")
-
-
-def _permutation(kind: str | None, input_dim: int) -> nn.Module | None:
-    if kind not in _PERMUTATIONS:
-        raise ValueError(f"permutation must be one of {_PERMUTATIONS}, got {kind!r}")
-    if kind is None or input_dim == 1:
-        return None
-    if kind == "reverse":
-        return Reverse(input_dim)
-    return Permute(torch.randperm(input_dim, device="cpu"))
-
-
-def _normalization(kind: str | None, input_dim: int) -> nn.Module | None:
-    if kind not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {kind!r}")
-    if kind == "actnorm":
-        return ActNorm(input_dim)
-    if kind == "batchnorm":
-        return BatchNorm(input_dim)
-    return None
-
-
-def _stack(
-    input_dim: int,
-    num_transforms: int,
-    make_layer: Callable[[], nn.Module],
-    permutation: str | None,
-    normalization: str | None = None,
-    base: Any = None,
-    context_dim: int | None = None,
-) -> Flow:
-    check_positive_int(input_dim, "input_dim")
-    check_positive_int(num_transforms, "num_transforms")
-    if permutation not in _PERMUTATIONS:  # checked even where the stack has no gap to fill
-        raise ValueError(f"permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
-    layers: list[nn.Module] = []
-    for k in range(num_transforms):
-        norm = _normalization(normalization, input_dim)
-        if norm is not None:
-            layers.append(norm)
-        layers.append(make_layer())
-        if k < num_transforms - 1:
-            perm = _permutation(permutation, input_dim)
-            if perm is not None:
-                layers.append(perm)
-    return Flow(layers, base=base, context_dim=context_dim)  # type: ignore[arg-type]
+__all__ = ["nice", "realnvp", "maf", "iaf", "nsf", "planar", "radial"]
 
 
 def nice(
@@ -122,7 +54,7 @@ def nice(
         >>> flow.log_prob(torch.randn(3, 4)).shape
         torch.Size([3])
     """
-    flow = _stack(
+    flow = stack(
         input_dim,
         num_transforms,
         lambda: AdditiveCoupling(
@@ -158,7 +90,7 @@ def realnvp(
         >>> flow.sample((4,)).shape
         torch.Size([4, 2])
     """
-    return _stack(
+    return stack(
         input_dim,
         num_transforms,
         lambda: AffineCoupling(
@@ -196,7 +128,7 @@ def maf(
         >>> flow.log_prob(torch.randn(5, 3)).shape
         torch.Size([5])
     """
-    return _stack(
+    return stack(
         input_dim,
         num_transforms,
         lambda: MaskedAutoregressive(
@@ -240,7 +172,7 @@ def iaf(
         >>> log_q.shape
         torch.Size([5])
     """
-    return _stack(
+    return stack(
         input_dim,
         num_transforms,
         lambda: InverseAutoregressive(
@@ -302,7 +234,7 @@ def nsf(
                 input_dim, hidden_dims, num_bins=num_bins, bound=bound, context_dim=context_dim
             )
 
-    return _stack(
+    return stack(
         input_dim, num_transforms, make_layer, permutation, base=base, context_dim=context_dim
     )
 
@@ -325,7 +257,7 @@ def planar(
         >>> flow.log_prob(torch.randn(3, 2)).shape
         torch.Size([3])
     """
-    return _stack(
+    return stack(
         input_dim,
         num_transforms,
         lambda: Planar(input_dim, context_dim=context_dim, hidden_dims=hidden_dims),
@@ -353,7 +285,7 @@ def radial(
         >>> flow.log_prob(torch.randn(3, 2)).shape
         torch.Size([3])
     """
-    return _stack(
+    return stack(
         input_dim,
         num_transforms,
         lambda: Radial(input_dim, context_dim=context_dim, hidden_dims=hidden_dims),
@@ -361,9 +293,3 @@ def radial(
         base=base,
         context_dim=context_dim,
     )
-
-
-# image builders live in their own module (one idea per file); re-exported here
-from .flows_continuous import cnf  # noqa: E402
-from .flows_gaussianization import gaussianization  # noqa: E402
-from .flows_image import glow, idf, mintnet, realnvp_image  # noqa: E402
