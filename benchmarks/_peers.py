@@ -71,7 +71,14 @@ def zuko_flow(kind: str, D: int, layers: int, hidden: Sequence[int]) -> nn.Modul
         from zuko.transforms import AdditiveTransform
 
         return zuko.flows.NICE(D, univariate=AdditiveTransform, shapes=((),), **kw)
+    if kind in ZUKO_FAMILIES:  # autoregressive, each with its own elementwise monotone map
+        return getattr(zuko.flows, ZUKO_FAMILIES[kind])(D, **kw)
     raise ValueError(kind)
+
+
+#: zuko's autoregressive families with a monotone elementwise map other than affine / spline:
+#: NAF (Huang et al. 2018), UNAF (Wehenkel & Louppe 2019), SOSPF (Jaini et al. 2019), BPF
+ZUKO_FAMILIES = {"naf": "NAF", "unaf": "UNAF", "sospf": "SOSPF", "bpf": "BPF"}
 
 
 def pyro_spline_autoregressive(D: int, layers: int, hidden: Sequence[int], bins: int = 8):

@@ -493,6 +493,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-defaults", action="store_true")
     p.add_argument("--no-zuko", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="only these contenders (names as printed, e.g. 'pyro_flows unaf' 'zuko UNAF')",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run for CI")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
@@ -508,7 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = _timing.environment(threads, "pyro", "zuko")
     print(f"torch threads {threads}, cores {env['cores']}, versions {env['versions']}")
     makers = contenders(not args.no_zuko)
-    if args.quick:
+    if args.models:
+        unknown = sorted(set(args.models) - set(makers))
+        if unknown:
+            raise SystemExit(f"unknown --models {unknown}; expected some of {sorted(makers)}")
+        makers = {k: v for k, v in makers.items() if k in args.models}
+    elif args.quick:
         makers = {k: v for k, v in makers.items() if k in QUICK_CONTENDERS}
     rows = [] if args.no_toys else run_toys(args, makers)
     if not args.no_defaults:
