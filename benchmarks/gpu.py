@@ -112,7 +112,9 @@ def _builder_configs() -> dict[str, dict[str, Any]]:
 def smoke_builder(name: str, device: torch.device) -> str:
     """Build on the CPU, move with ``.to(device)``, sample, score, back-propagate."""
     torch.manual_seed(0)
-    flow = getattr(flows, name)(**_builder_configs()[name]).to(device)
+    # a builder without an entry (a new family) runs small at its defaults: D = 3, two layers
+    config = _builder_configs().get(name, {"input_dim": 3, "num_transforms": 2})
+    flow = flows.get_builder(name)(**config).to(device)
     with torch.no_grad():
         x = flow.sample((8,))
     log_q = flow.log_prob(x)

@@ -10,13 +10,14 @@ a conditioner, ``activation``. Image builders take an event shape ``(C, H, W)``.
 
 Modules: :mod:`.vector` (NICE, RealNVP, MAF, IAF, NSF, planar, radial), :mod:`.image` (Glow,
 RealNVP, MintNet, IDF on images), :mod:`.iterative_gaussianization`, :mod:`.continuous`
-(FFJORD), and :mod:`.registry`.
+(FFJORD), :mod:`.sylvester_flow`, and :mod:`.registry`.
 """
 
 from .continuous import cnf
 from .image import glow, idf, mintnet, realnvp_image
 from .iterative_gaussianization import gaussianization
 from .registry import BUILDERS, BuilderSpec, builder_names, get_builder, register_builder
+from .sylvester_flow import sylvester
 from .vector import iaf, maf, nice, nsf, planar, radial, realnvp
 
 #: every registered builder's name (the builders themselves are attributes of this module)
@@ -28,6 +29,7 @@ __all__ = [
     "nsf",
     "planar",
     "radial",
+    "sylvester",
     "glow",
     "realnvp_image",
     "mintnet",

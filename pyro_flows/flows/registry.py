@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..flow import Flow
-from . import continuous, image, iterative_gaussianization, vector
+from . import continuous, image, iterative_gaussianization, sylvester_flow, vector
 
 __all__ = ["BUILDERS", "BuilderSpec", "builder_names", "get_builder", "register_builder"]
 
@@ -76,6 +76,13 @@ for _spec in (
     BuilderSpec("nsf", vector.nsf, guide=True, sample_cost=f"{_AR} (coupling=True: one)"),
     BuilderSpec("planar", vector.planar, guide=True, density_cost="a scalar root solve per layer"),
     BuilderSpec("radial", vector.radial, guide=True, density_cost="closed form per layer"),
+    BuilderSpec(
+        "sylvester",
+        sylvester_flow.sylvester,
+        guide=True,
+        sample_cost="closed form per layer",
+        density_cost="num_vectors sequential scalar root solves per layer",
+    ),
     BuilderSpec(
         "gaussianization",
         iterative_gaussianization.gaussianization,

@@ -31,6 +31,7 @@ from .radial import Radial
 from .rescale import Rescale
 from .sinh_arcsinh import SinhArcsinh
 from .spline import InverseSplineAutoregressive, SplineAutoregressive, SplineCoupling
+from .sylvester import Sylvester
 from .unit_lower import UnitLowerTriangular
 from .wrapped import WrappedTransform
 
@@ -68,6 +69,7 @@ __all__ = [
     "SplineAutoregressive",
     "SplineCoupling",
     "Squeeze",
+    "Sylvester",
     "UnitLowerTriangular",
     "Unsqueeze",
     "WrappedTransform",

@@ -12,23 +12,9 @@ from pyro_flows import flows
 
 from ._cases import NAN, bad_positive_floats, bad_positive_ints, raises_naming
 
-VECTOR_BUILDERS = {
-    "nice": flows.nice,
-    "realnvp": flows.realnvp,
-    "maf": flows.maf,
-    "iaf": flows.iaf,
-    "nsf": flows.nsf,
-    "planar": flows.planar,
-    "radial": flows.radial,
-    "gaussianization": flows.gaussianization,
-    "cnf": flows.cnf,
-}
-IMAGE_BUILDERS = {
-    "glow": flows.glow,
-    "realnvp_image": flows.realnvp_image,
-    "mintnet": flows.mintnet,
-    "idf": flows.idf,
-}
+# every registered builder (the one registry: a new builder is fuzzed without an edit here)
+VECTOR_BUILDERS = {name: flows.get_builder(name) for name in flows.builder_names(event="vector")}
+IMAGE_BUILDERS = {name: flows.get_builder(name) for name in flows.builder_names(event="image")}
 
 
 def _small(name: str) -> dict:
