@@ -281,7 +281,10 @@ class Flow(nn.Module):
             return True
         if log_det is not None and not all_finite(log_det):
             return True
-        return isinstance(self.base, StandardNormal)  # positive everywhere: -inf is overflow
+        # positive everywhere: -inf is overflow (StandardNormal, and bases that say so)
+        return isinstance(self.base, StandardNormal) or bool(
+            getattr(self.base, "positive_everywhere", False)
+        )
 
     def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:
         fast = getattr(self.base, "log_prob", None)

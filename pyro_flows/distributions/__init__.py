@@ -1,5 +1,16 @@
-"""Base distributions that are not standard Normals: the discretised logistic of integer flows."""
+"""Base distributions beyond the standard Normal: trainable bases for vector flows (a diagonal
+Gaussian, a Gaussian mixture, a Student-t with learnt degrees of freedom) and the discretised
+logistic of integer flows. Pass any of them as a builder's ``base=``."""
 
 from .discretized_logistic import DiscretizedLogistic, DiscretizedLogisticBase
+from .trainable import DiagonalNormal, GaussianMixture, NormalMixture, StudentT, student_t_log_prob
 
-__all__ = ["DiscretizedLogistic", "DiscretizedLogisticBase"]
+__all__ = [
+    "DiagonalNormal",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticBase",
+    "GaussianMixture",
+    "NormalMixture",
+    "StudentT",
+    "student_t_log_prob",
+]
