@@ -10,9 +10,10 @@ a conditioner, ``activation``. Image builders take an event shape ``(C, H, W)``.
 
 Modules: :mod:`.vector` (NICE, RealNVP, MAF, IAF, NSF, planar, radial), :mod:`.image` (Glow,
 RealNVP, MintNet, IDF on images), :mod:`.iterative_gaussianization`, :mod:`.continuous`
-(FFJORD), :mod:`.sylvester_flow`, and :mod:`.registry`.
+(FFJORD), :mod:`.sylvester_flow`, :mod:`.block_autoregressive`, and :mod:`.registry`.
 """
 
+from .block_autoregressive import bnaf
 from .continuous import cnf
 from .image import glow, idf, mintnet, realnvp_image
 from .iterative_gaussianization import gaussianization
@@ -30,6 +31,7 @@ __all__ = [
     "planar",
     "radial",
     "sylvester",
+    "bnaf",
     "glow",
     "realnvp_image",
     "mintnet",

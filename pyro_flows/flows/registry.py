@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..flow import Flow
-from . import continuous, image, iterative_gaussianization, sylvester_flow, vector
+from . import (
+    block_autoregressive,
+    continuous,
+    image,
+    iterative_gaussianization,
+    sylvester_flow,
+    vector,
+)
 
 __all__ = ["BUILDERS", "BuilderSpec", "builder_names", "get_builder", "register_builder"]
 
@@ -82,6 +89,13 @@ for _spec in (
         guide=True,
         sample_cost="closed form per layer",
         density_cost="num_vectors sequential scalar root solves per layer",
+    ),
+    BuilderSpec(
+        "bnaf",
+        block_autoregressive.bnaf,
+        guide=True,
+        sample_cost="a scalar root solve per coordinate and layer (direction='sampling': one pass)",
+        density_cost="one pass per layer (direction='sampling': root solves)",
     ),
     BuilderSpec(
         "gaussianization",

@@ -6,6 +6,7 @@ One module per family; every class documents the cost of each direction.
 from .affine import ElementwiseAffine
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
+from .block_autoregressive import BlockAutoregressive
 from .continuous import ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
 from .gaussianization import MarginalGaussianization
@@ -40,6 +41,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BatchNorm",
+    "BlockAutoregressive",
     "ChannelActNorm",
     "ChannelPermute",
     "ConditionedTransform",
