@@ -220,6 +220,9 @@ def contenders(include_zuko: bool) -> dict[str, Callable[[int, int, int], Model]
         "pyro_flows nice": _ours(flows.nice),
         "pyro_flows gaussianization": _gaussianization(),
         "pyro_flows cnf": _cnf(),
+        "pyro_flows bnaf": _ours(flows.bnaf),
+        "pyro_flows sospf": _ours(flows.sospf),
+        "pyro_flows bpf": _ours(flows.bpf),
         "pyro MAF": _pyro(lambda D, L, h: _peers.pyro_autoregressive(D, L, h, invert=True)),
         "pyro RealNVP": _pyro(_peers.pyro_affine_coupling),
         "pyro NSF (AR)": _pyro(_peers.pyro_spline_autoregressive),
@@ -228,6 +231,8 @@ def contenders(include_zuko: bool) -> dict[str, Callable[[int, int, int], Model]
     if include_zuko and _peers.zuko is not None:
         out["zuko MAF"] = _zuko("maf")
         out["zuko NSF"] = _zuko("nsf")
+        for kind in _peers.ZUKO_FAMILIES:  # NAF, UNAF, SOSPF, BPF
+            out[f"zuko {_peers.ZUKO_FAMILIES[kind]}"] = _zuko(kind)
     return out
 
 

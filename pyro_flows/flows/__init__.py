@@ -10,13 +10,15 @@ a conditioner, ``activation``. Image builders take an event shape ``(C, H, W)``.
 
 Modules: :mod:`.vector` (NICE, RealNVP, MAF, IAF, NSF, planar, radial), :mod:`.image` (Glow,
 RealNVP, MintNet, IDF on images), :mod:`.iterative_gaussianization`, :mod:`.continuous`
-(FFJORD), :mod:`.sylvester_flow`, :mod:`.block_autoregressive`, and :mod:`.registry`.
+(FFJORD), :mod:`.sylvester_flow`, :mod:`.block_autoregressive`,
+:mod:`.polynomial` (SOSPF, BPF), and :mod:`.registry`.
 """
 
 from .block_autoregressive import bnaf
 from .continuous import cnf
 from .image import glow, idf, mintnet, realnvp_image
 from .iterative_gaussianization import gaussianization
+from .polynomial import bpf, sospf
 from .registry import BUILDERS, BuilderSpec, builder_names, get_builder, register_builder
 from .sylvester_flow import sylvester
 from .vector import iaf, maf, nice, nsf, planar, radial, realnvp
@@ -32,6 +34,8 @@ __all__ = [
     "radial",
     "sylvester",
     "bnaf",
+    "sospf",
+    "bpf",
     "glow",
     "realnvp_image",
     "mintnet",

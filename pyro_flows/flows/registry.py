@@ -15,6 +15,7 @@ from . import (
     continuous,
     image,
     iterative_gaussianization,
+    polynomial,
     sylvester_flow,
     vector,
 )
@@ -96,6 +97,14 @@ for _spec in (
         guide=True,
         sample_cost="a scalar root solve per coordinate and layer (direction='sampling': one pass)",
         density_cost="one pass per layer (direction='sampling': root solves)",
+    ),
+    BuilderSpec(
+        "sospf",
+        polynomial.sospf,
+        sample_cost=f"{_AR}, each with a scalar root solve per sample",
+    ),
+    BuilderSpec(
+        "bpf", polynomial.bpf, sample_cost=f"{_AR}, each with a scalar root solve per sample"
     ),
     BuilderSpec(
         "gaussianization",

@@ -28,6 +28,7 @@ from .logit import Logit
 from .normalization import ActNorm, BatchNorm
 from .permutation import Permute, Reverse
 from .planar import Planar
+from .polynomial import BernsteinAutoregressive, SOSPolynomialAutoregressive
 from .radial import Radial
 from .rescale import Rescale
 from .sinh_arcsinh import SinhArcsinh
@@ -41,6 +42,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BatchNorm",
+    "BernsteinAutoregressive",
     "BlockAutoregressive",
     "ChannelActNorm",
     "ChannelPermute",
@@ -66,6 +68,7 @@ __all__ = [
     "Planar",
     "Radial",
     "Rescale",
+    "SOSPolynomialAutoregressive",
     "Reverse",
     "SinhArcsinh",
     "SplineAutoregressive",
