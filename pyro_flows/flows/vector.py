@@ -195,9 +195,10 @@ def nsf(
     hidden_dims: Sequence[int] = (64, 64),
     context_dim: int | None = None,
     *,
-    num_bins: int = 8,
+    num_bins: int | None = None,
     bound: float = 5.0,
     coupling: bool = False,
+    count_bins: int | None = None,
     permutation: str | None = "reverse",
     base: Any = None,
 ) -> Flow:
@@ -207,6 +208,9 @@ def nsf(
     By default the layers are :class:`~pyro_flows.transforms.SplineAutoregressive` (NSF-AR, MAF
     direction, for density estimation); ``coupling=True`` uses
     :class:`~pyro_flows.transforms.SplineCoupling` (NSF-C, fast both ways; ``input_dim >= 2``).
+
+    ``num_bins`` (default 8) is the number of bins; ``count_bins`` is Pyro's name for it (give
+    one, or both equal).
 
     Cost: autoregressive: density ``num_transforms`` MADE passes, sampling
     ``num_transforms * input_dim``; coupling: sampling and density each ``num_transforms``
@@ -224,14 +228,24 @@ def nsf(
 
         def make_layer() -> nn.Module:
             return SplineCoupling(
-                input_dim, hidden_dims, num_bins=num_bins, bound=bound, context_dim=context_dim
+                input_dim,
+                hidden_dims,
+                num_bins=num_bins,
+                count_bins=count_bins,
+                bound=bound,
+                context_dim=context_dim,
             )
 
     else:
 
         def make_layer() -> nn.Module:
             return SplineAutoregressive(
-                input_dim, hidden_dims, num_bins=num_bins, bound=bound, context_dim=context_dim
+                input_dim,
+                hidden_dims,
+                num_bins=num_bins,
+                count_bins=count_bins,
+                bound=bound,
+                context_dim=context_dim,
             )
 
     return stack(

@@ -3,12 +3,16 @@
 One module per family; every class documents the cost of each direction.
 """
 
+# torch's fixed transforms, as Pyro's transforms module offers them (its tutorial uses them)
+from torch.distributions.transforms import AffineTransform, ExpTransform  # noqa: F401
+
 from .affine import ElementwiseAffine
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import ConditionedTransform, FlowTransform
 from .block_autoregressive import BlockAutoregressive
 from .continuous import ContinuousFlow
 from .coupling import AdditiveCoupling, AffineCoupling, CouplingTransform
+from .elementwise_spline import ConditionalSpline, Spline, conditional_spline, spline
 from .gaussianization import MarginalGaussianization
 from .image import (
     ChannelActNorm,
@@ -32,7 +36,12 @@ from .polynomial import BernsteinAutoregressive, SOSPolynomialAutoregressive
 from .radial import Radial
 from .rescale import Rescale
 from .sinh_arcsinh import SinhArcsinh
-from .spline import InverseSplineAutoregressive, SplineAutoregressive, SplineCoupling
+from .spline import (
+    InverseSplineAutoregressive,
+    SplineAutoregressive,
+    SplineCoupling,
+    spline_coupling,
+)
 from .sylvester import Sylvester
 from .unit_lower import UnitLowerTriangular
 from .wrapped import WrappedTransform
@@ -46,6 +55,7 @@ __all__ = [
     "BlockAutoregressive",
     "ChannelActNorm",
     "ChannelPermute",
+    "ConditionalSpline",
     "ConditionedTransform",
     "ContinuousFlow",
     "CouplingTransform",
@@ -71,6 +81,7 @@ __all__ = [
     "SOSPolynomialAutoregressive",
     "Reverse",
     "SinhArcsinh",
+    "Spline",
     "SplineAutoregressive",
     "SplineCoupling",
     "Squeeze",
@@ -78,4 +89,7 @@ __all__ = [
     "UnitLowerTriangular",
     "Unsqueeze",
     "WrappedTransform",
+    "conditional_spline",
+    "spline",
+    "spline_coupling",
 ]
