@@ -224,29 +224,17 @@ def nsf(
         >>> nsf(2, num_transforms=2, hidden_dims=(16,), coupling=True).sample((4,)).shape
         torch.Size([4, 2])
     """
-    if coupling:
+    layer = SplineCoupling if coupling else SplineAutoregressive
 
-        def make_layer() -> nn.Module:
-            return SplineCoupling(
-                input_dim,
-                hidden_dims,
-                num_bins=num_bins,
-                count_bins=count_bins,
-                bound=bound,
-                context_dim=context_dim,
-            )
-
-    else:
-
-        def make_layer() -> nn.Module:
-            return SplineAutoregressive(
-                input_dim,
-                hidden_dims,
-                num_bins=num_bins,
-                count_bins=count_bins,
-                bound=bound,
-                context_dim=context_dim,
-            )
+    def make_layer() -> nn.Module:
+        return layer(
+            input_dim,
+            hidden_dims,
+            num_bins=num_bins,
+            count_bins=count_bins,
+            bound=bound,
+            context_dim=context_dim,
+        )
 
     return stack(
         input_dim, num_transforms, make_layer, permutation, base=base, context_dim=context_dim

@@ -89,7 +89,7 @@ def sylvester_triangular(packed_r: Tensor, packed_t: Tensor) -> tuple[Tensor, Te
     :param packed_t: the same for :math:`\tilde R`.
     :return: ``(R, R_tilde, softplus_p)``, shapes ``(..., M, M)``, ``(..., M, M)``, ``(..., M)``.
     """
-    m = round(((8 * packed_r.shape[-1] + 1) ** 0.5 - 1) / 2)
+    m = (math.isqrt(8 * int(packed_r.shape[-1]) + 1) - 1) // 2  # int(): a size, also traced
     r_raw, t_raw = _unpack_upper(packed_r, m), _unpack_upper(packed_t, m)
     p, q = r_raw.diagonal(dim1=-2, dim2=-1), t_raw.diagonal(dim1=-2, dim2=-1)
     softplus_p = F.softplus(p)
