@@ -223,6 +223,8 @@ def contenders(include_zuko: bool) -> dict[str, Callable[[int, int, int], Model]
         "pyro_flows bnaf": _ours(flows.bnaf),
         "pyro_flows sospf": _ours(flows.sospf),
         "pyro_flows bpf": _ours(flows.bpf),
+        "pyro_flows unaf": _ours(flows.unaf),
+        "pyro_flows residual_flow": _ours(flows.residual_flow),
         "pyro MAF": _pyro(lambda D, L, h: _peers.pyro_autoregressive(D, L, h, invert=True)),
         "pyro RealNVP": _pyro(_peers.pyro_affine_coupling),
         "pyro NSF (AR)": _pyro(_peers.pyro_spline_autoregressive),

@@ -11,15 +11,18 @@ a conditioner, ``activation``. Image builders take an event shape ``(C, H, W)``.
 Modules: :mod:`.vector` (NICE, RealNVP, MAF, IAF, NSF, planar, radial), :mod:`.image` (Glow,
 RealNVP, MintNet, IDF on images), :mod:`.iterative_gaussianization`, :mod:`.continuous`
 (FFJORD), :mod:`.sylvester_flow`, :mod:`.block_autoregressive`,
-:mod:`.polynomial` (SOSPF, BPF), and :mod:`.registry`.
+:mod:`.polynomial` (SOSPF, BPF), :mod:`.monotonic` (UNAF), :mod:`.residual` (i-ResNet,
+Residual Flows), and :mod:`.registry`.
 """
 
 from .block_autoregressive import bnaf
 from .continuous import cnf
 from .image import glow, idf, mintnet, realnvp_image
 from .iterative_gaussianization import gaussianization
+from .monotonic import unaf
 from .polynomial import bpf, sospf
 from .registry import BUILDERS, BuilderSpec, builder_names, get_builder, register_builder
+from .residual import iresnet, residual_flow
 from .sylvester_flow import sylvester
 from .vector import iaf, maf, nice, nsf, planar, radial, realnvp
 
@@ -36,6 +39,9 @@ __all__ = [
     "bnaf",
     "sospf",
     "bpf",
+    "unaf",
+    "iresnet",
+    "residual_flow",
     "glow",
     "realnvp_image",
     "mintnet",

@@ -15,7 +15,9 @@ from . import (
     continuous,
     image,
     iterative_gaussianization,
+    monotonic,
     polynomial,
+    residual,
     sylvester_flow,
     vector,
 )
@@ -105,6 +107,24 @@ for _spec in (
     ),
     BuilderSpec(
         "bpf", polynomial.bpf, sample_cost=f"{_AR}, each with a scalar root solve per sample"
+    ),
+    BuilderSpec(
+        "unaf",
+        monotonic.unaf,
+        sample_cost=f"{_AR}, each with a scalar root solve per sample",
+        density_cost="one MADE pass and a Gauss-Legendre quadrature per layer",
+    ),
+    BuilderSpec(
+        "iresnet",
+        residual.iresnet,
+        sample_cost="a fixed-point solve per block (typically 10-100 MLP passes)",
+        density_cost="one MLP pass per block plus the log-det (exact or a power series)",
+    ),
+    BuilderSpec(
+        "residual_flow",
+        residual.residual_flow,
+        sample_cost="a fixed-point solve per block (typically 10-100 MLP passes)",
+        density_cost="one MLP pass per block plus the log-det (exact, or a roulette estimate)",
     ),
     BuilderSpec(
         "gaussianization",

@@ -29,12 +29,14 @@ from .image import (
 )
 from .linear import InvertibleLinear
 from .logit import Logit
+from .monotonic import UnconstrainedMonotonicAutoregressive
 from .normalization import ActNorm, BatchNorm
 from .permutation import Permute, Reverse
 from .planar import Planar
 from .polynomial import BernsteinAutoregressive, SOSPolynomialAutoregressive
 from .radial import Radial
 from .rescale import Rescale
+from .residual import InvertibleResidual
 from .sinh_arcsinh import SinhArcsinh
 from .spline import (
     InverseSplineAutoregressive,
@@ -69,6 +71,7 @@ __all__ = [
     "InverseSplineAutoregressive",
     "InvertibleConv1x1",
     "InvertibleLinear",
+    "InvertibleResidual",
     "Logit",
     "MarginalGaussianization",
     "MaskedAutoregressive",
@@ -86,6 +89,7 @@ __all__ = [
     "SplineCoupling",
     "Squeeze",
     "Sylvester",
+    "UnconstrainedMonotonicAutoregressive",
     "UnitLowerTriangular",
     "Unsqueeze",
     "WrappedTransform",

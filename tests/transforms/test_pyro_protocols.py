@@ -201,6 +201,7 @@ ITERATIVE = {
     "gaussianization": ("forward", "inverse"),
     "planar": ("inverse",),
     "image-mintnet": ("forward",),
+    "iresidual": ("forward",),  # fixed-point solve: see tests/transforms/test_residual.py
 }
 
 
