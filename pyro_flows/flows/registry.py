@@ -96,7 +96,9 @@ for _spec in (
     BuilderSpec(
         "bnaf",
         block_autoregressive.bnaf,
-        guide=True,
+        # not a default guide: a gated layer cannot start as the exact identity AutoFlow needs,
+        # and its default direction samples by root solves
+        guide=False,
         sample_cost="a scalar root solve per coordinate and layer (direction='sampling': one pass)",
         density_cost="one pass per layer (direction='sampling': root solves)",
     ),

@@ -11,7 +11,9 @@ that density-estimation training breaks symmetry quickly; this function sets, in
 - unconditional :class:`~pyro_flows.transforms.Planar` layers to
   :math:`u = \log(e - 1)\, w / \|w\|^2`, for which the constrained :math:`\hat u = 0`;
 - unconditional :class:`~pyro_flows.transforms.Radial` layers to
-  :math:`\beta' = \mathrm{softplus}^{-1}(\alpha)`, for which :math:`\beta = 0`.
+  :math:`\beta' = \mathrm{softplus}^{-1}(\alpha)`, for which :math:`\beta = 0`;
+- any other layer with a ``reset_to_identity_()`` method by calling it (a new family joins here
+  by defining that method, e.g. :class:`~pyro_flows.transforms.Sylvester`: :math:`R = 0`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def identity_init_(module: nn.Module) -> nn.Module:
             continue
         elif isinstance(sub, Radial) and getattr(sub, "net", None) is None:
             sub.beta_prime.copy_(softplus_inverse(F.softplus(sub.alpha_prime)))
+            continue
+        elif callable(getattr(sub, "reset_to_identity_", None)):
+            sub.reset_to_identity_()
             continue
         else:
             continue

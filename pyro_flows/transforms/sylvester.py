@@ -294,6 +294,17 @@ class Sylvester(HyperParametrised):
         else:
             self.net = self._hypernet(torch.cat([tri.flatten(), b, frame.flatten()]))
 
+    @torch.no_grad()
+    def reset_to_identity_(self) -> None:
+        r"""Make an unconditional layer the identity map: :math:`R = 0` (off-diagonal entries 0,
+        raw diagonal :math:`\log(e - 1)`, so :math:`R_{ii} = 0`); :math:`R` still gets gradients.
+        Used by :func:`~pyro_flows.transforms.identity_init.identity_init_`."""
+        if self.net is not None:
+            return
+        m = self.num_vectors
+        rows, cols = torch.triu_indices(m, m, device=self.triangular.device)
+        self.triangular[0] = torch.where(rows == cols, _LOG_E_MINUS_1, 0.0).to(self.triangular)
+
     @staticmethod
     def _initial_values(d: int, m: int, kind: str) -> tuple[Tensor, Tensor, Tensor]:
         """Raw ``(2, M(M+1)/2)`` triangular entries, ``b`` and ``Q``'s raw parameters."""
