@@ -221,6 +221,7 @@ def train_flow(
         batch_size=settings.batch_size,
         lr=settings.lr,
         anneal=settings.anneal,
+        method=settings.method,
         eval_every=0,
         eval_samples=1024,
         progress=progress,

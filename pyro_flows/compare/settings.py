@@ -83,6 +83,9 @@ class FlowSettings:
     :param lr: Adam learning rate (cosine-decayed to 0).
     :param anneal: fraction of the steps over which the inverse temperature rises to 1, or
         ``None``.
+    :param method: :func:`~pyro_flows.infer.fit_target`'s ``method``; the comparison's ``flow``
+        row is reverse KL by default (``"auto"`` or ``"flow_mcmc"`` trains the mass-covering
+        way where the target has several modes, at several times the gradients).
 
     Example:
 
@@ -99,6 +102,7 @@ class FlowSettings:
     batch_size: int = 256
     lr: float = 3e-3
     anneal: float | None = None
+    method: str = "reverse_kl"
 
     def __post_init__(self) -> None:
         if not isinstance(self.builder, str) or self.builder not in _BUILDERS:
@@ -111,6 +115,10 @@ class FlowSettings:
         check_positive_number(self.lr, "lr")
         if self.anneal is not None:
             check_fraction(self.anneal, "anneal")
+        from ..infer.fit_target import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"FlowSettings.method must be one of {METHODS}, got {self.method!r}")
 
     def build(self, dim: int) -> Flow:
         """A fresh, untrained flow on :math:`\\mathbb R^{dim}` (initialised from torch's RNG)."""

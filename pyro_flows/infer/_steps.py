@@ -196,8 +196,10 @@ class StepTraining:
         resume: bool,
         seed: int,
         setup: dict[str, Any] | None = None,
+        extra: Any = None,
     ) -> None:
         self.module, self.params, self.kind, self.steps = module, list(params), kind, steps
+        self.extra = extra  # more state to checkpoint: has state_dict() and load_state_dict()
         self.checkpoint = checkpoint
         self.setup = {} if setup is None else dict(setup)
         self.optimiser = torch.optim.Adam(self.params, lr=lr)
@@ -292,6 +294,16 @@ class StepTraining:
         _checkpoint.check_optimizer_state(self.optimiser, saved["optimiser"], path)
         _checkpoint.check_schedule_state(self.schedule, saved["schedule"], path)
         _checkpoint.check_rng_state(saved["rng"], path)
+        loads = [
+            (self.module.state_dict, self.module.load_state_dict, saved["module"]),
+            (self.optimiser.state_dict, self.optimiser.load_state_dict, saved["optimiser"]),
+            (self.schedule.state_dict, self.schedule.load_state_dict, saved["schedule"]),
+            (rng_state, set_rng_state, saved["rng"]),
+        ]
+        if self.extra is not None:
+            if not isinstance(saved.get("extra"), dict):
+                raise _checkpoint.refuse(path, "has no sampler state for this set-up")
+            loads.append((self.extra.state_dict, self.extra.load_state_dict, saved["extra"]))
         step = saved["step"]
         if not _is_int(step) or not 0 <= step <= self.steps:
             raise _checkpoint.refuse(path, f"has step {step!r}, not in [0, {self.steps}]")
@@ -300,15 +312,7 @@ class StepTraining:
         except (TypeError, ValueError) as err:
             problem = f"has a history this version cannot read ({err})"
             raise _checkpoint.refuse(path, problem) from err
-        _checkpoint.load_all_or_nothing(
-            path,
-            [
-                (self.module.state_dict, self.module.load_state_dict, saved["module"]),
-                (self.optimiser.state_dict, self.optimiser.load_state_dict, saved["optimiser"]),
-                (self.schedule.state_dict, self.schedule.load_state_dict, saved["schedule"]),
-                (rng_state, set_rng_state, saved["rng"]),
-            ],
-        )
+        _checkpoint.load_all_or_nothing(path, loads)
         self.history, self.step = history, step
 
     def save(self) -> None:
@@ -326,6 +330,7 @@ class StepTraining:
                 "schedule": self.schedule.state_dict(),
                 "history": self.history.as_dict(),
                 "rng": rng_state(),
+                **({} if self.extra is None else {"extra": self.extra.state_dict()}),
             },
             self.checkpoint,
         )

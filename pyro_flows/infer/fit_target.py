@@ -1,4 +1,6 @@
-r"""``fit_target``: train a flow against an unnormalised log density by reverse KL.
+r"""``fit_target``: train a flow against an unnormalised log density, by reverse KL on a target
+with one mode and by flow-assisted MCMC (:mod:`pyro_flows.infer.flow_mcmc`, mass-covering) on
+a target where a mode search finds several.
 
 With samples :math:`x = f(\varepsilon)`, :math:`\varepsilon \sim \mathcal N(0, I)`, drawn and
 scored in one base -> data pass (``rsample_and_log_prob``, no inverse), the loss is the
@@ -12,7 +14,9 @@ negative (optionally tempered) ELBO
 
 minimised with pathwise (reparametrised) gradients. Annealing raises the inverse temperature
 :math:`\beta` from 0.01 to 1 (Rezende & Mohamed, 2015), which keeps an early, narrow flow from
-locking onto one mode.
+locking onto one mode, but does not save targets with well separated modes: there
+``method="auto"`` (the default) trains by forward KL on the states of tempered MALA chains that
+the flow helps to mix, started at every local maximum a search from over-dispersed points finds.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from .._progress import progress_bar
 from ..threads import accepts_threads
 from ._steps import StepTraining, check_training_options
 
-__all__ = ["TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
+__all__ = ["METHODS", "TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
+
+#: the training methods of :func:`fit_target` (``"auto"`` picks one of the other two)
+METHODS = ("auto", "reverse_kl", "flow_mcmc")
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -60,6 +67,13 @@ class TargetFitHistory:
         :func:`~pyro_flows.infer.mode_probe.probe_modes` (``check_modes=True``), as lists of
         coordinates; empty when none was found.
     :ivar mode_check: the probe's one-line summary (``""`` when it did not run).
+    :ivar method: the training method used, ``"reverse_kl"`` or ``"flow_mcmc"`` (what
+        ``method="auto"`` chose).
+    :ivar modes_found: distinct local maxima the mode search found before training (``-1``:
+        no search ran, ``method="reverse_kl"``).
+    :ivar global_acceptance: ``flow_mcmc``, per step: the fraction of cold chains that accepted
+        the flow's independence proposal (rises as the flow covers the target).
+    :ivar swap_acceptance: ``flow_mcmc``, per step: the mean swap acceptance between levels.
     """
 
     elbo: list[float] = field(default_factory=list)
@@ -72,6 +86,10 @@ class TargetFitHistory:
     grad_evals: int = 0
     missed_modes: list[list[float]] = field(default_factory=list)
     mode_check: str = ""
+    method: str = "reverse_kl"
+    modes_found: int = -1
+    global_acceptance: list[float] = field(default_factory=list)
+    swap_acceptance: list[float] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -194,6 +212,7 @@ def fit_target(
     ignore_support: bool = False,
     callback: Callable[[int, TargetFitHistory], None] | None = None,
     check_modes: bool = True,
+    method: str = "auto",
     threads: int | None = None,
 ) -> TargetFitHistory:
     r"""Fit ``flow`` to an unnormalised density by reverse KL (maximising the ELBO).
@@ -244,6 +263,15 @@ def fit_target(
         is missed) and warn (``UserWarning``) when one is found: reverse KL is mode-seeking, and
         the ELBO, the ESS and the IS estimate of :math:`\log Z` cannot see mass that the flow
         never samples. Recorded in ``history.missed_modes`` and ``history.mode_check``.
+    :param method: ``"auto"`` (default): search the target for local maxima from over-dispersed
+        points (:func:`~pyro_flows.infer.mode_search.search_modes`, 256 starts climbing 300
+        Adam steps, a few seconds); with more than one, train by ``"flow_mcmc"``, else by
+        ``"reverse_kl"``. ``"reverse_kl"``: the ELBO above, no search (mode-seeking).
+        ``"flow_mcmc"``: forward KL on tempered MALA chains that the flow helps to mix
+        (:mod:`pyro_flows.infer.flow_mcmc`; mass-covering, about ``5 * levels`` times the
+        target gradients of reverse KL per step, ``levels`` growing like
+        :math:`\sqrt{D}`, 4 in 2-D). ``batch_size`` is then the number of chains per level and
+        the forward-KL batch; ``anneal`` does not apply.
     :returns: a :class:`TargetFitHistory`.
     :raises TargetError: (a ``ValueError``) the target returned the wrong shape or NaN/inf; the
         parameters are those before the offending step.
@@ -297,6 +325,21 @@ def fit_target(
     if not params:
         raise ValueError("the flow has no trainable parameters")
 
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    chains = search = None
+    modes_found = -1
+    if method != "reverse_kl":
+        search = _search_target(target, log_prob, flow, batch_size, seed)
+        modes_found = len(search.modes)
+        if method == "auto":
+            method = "flow_mcmc" if modes_found > 1 else "reverse_kl"
+        if method == "flow_mcmc":
+            from .flow_mcmc import FlowAssistedChains
+
+            chains = FlowAssistedChains(flow, log_prob, search, chains=batch_size, seed=seed)
+            search_cost = search.num_starts * 301
+
     beta_at = _beta_schedule(anneal, steps)
     run = StepTraining(
         flow, params, kind="fit_target", steps=steps, lr=lr, history=TargetFitHistory(),
@@ -306,9 +349,12 @@ def fit_target(
             "lr": float(lr),
             "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
             "anneal": "a callable" if callable(anneal) else anneal,
+            "method": method,
         },
+        extra=chains,
     )
     history = run.history
+    history.method, history.modes_found = method, modes_found
 
     def evaluate() -> None:
         _, log_w = importance_weights(flow, log_prob, eval_samples)
@@ -322,7 +368,40 @@ def fit_target(
     flow.train()
     bar = progress_bar(total=steps, initial=run.step, desc="fit_target", enabled=progress)
     try:
-        while run.step < steps:
+        while chains is not None and run.step < steps:
+            step = run.step
+            chains.sampler.adapt = step < steps // 2
+            elbo = chains.advance()
+            loss = -flow.log_prob(chains.batch(batch_size)).mean()
+            if not bool(torch.isfinite(loss)):
+                raise run.fail(
+                    "non-finite loss",
+                    f"fit_target: the flow's log density of the chains' states became "
+                    f"non-finite at step {step}; the flow holds the last good parameters (lower "
+                    f"lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
+                )
+            if not run.update(loss, clip_grad_norm):
+                raise run.fail(
+                    "non-finite gradient",
+                    f"fit_target: non-finite gradient (NaN/inf global norm) at step {step}; the "
+                    f"flow holds the last good parameters (lower lr, now {lr}, or "
+                    f"clip_grad_norm, now {clip_grad_norm})",
+                )
+            history.elbo.append(elbo)
+            history.beta.append(1.0)
+            history.global_acceptance.append(chains.global_acceptance)
+            history.swap_acceptance.append(chains.sampler.swap_acceptance)
+            history.grad_evals = search_cost + chains.grad_evals
+            if run.record_step():
+                bar.set_postfix(elbo=f"{elbo:.3f}", jump=f"{chains.global_acceptance:.2f}",
+                                refresh=False)
+            bar.update(1)
+            if run.after_step(
+                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
+                callback=callback, max_time=max_time,
+            ):
+                break
+        while chains is None and run.step < steps:
             step = run.step
             beta = float(beta_at(step))
             x, log_q = flow.rsample_and_log_prob((batch_size,))
@@ -361,19 +440,44 @@ def fit_target(
     flow.eval()
     evaluate()
     if check_modes:
-        _check_modes(flow, log_prob, history, seed)
+        if search is None:  # reverse KL as asked: search now, for the probe's candidates
+            try:
+                search = _search_target(target, log_prob, flow, batch_size, seed)
+            except (ValueError, RuntimeError):
+                search = None
+        _check_modes(flow, log_prob, history, seed, None if search is None else search.modes)
     run.save()
     return history
 
 
+def _search_target(target: Any, log_prob: LogDensity, flow: nn.Module, batch_size: int,
+                   seed: int) -> Any:
+    """The local maxima of the target (:func:`~pyro_flows.infer.mode_search.search_modes`),
+    searched around its ``initial_params()`` (else the origin) in the flow's dtype and device,
+    after a check of the target on ``batch_size`` of the flow's draws (the first step's check:
+    a :class:`TargetError` for a wrong shape or NaN). The global RNG is left as it was."""
+    from .mode_search import search_modes
+    from .results import _forked_rng, as_target
+
+    with torch.no_grad(), _forked_rng(seed, []):
+        x = flow.rsample_and_log_prob((batch_size,))[0]
+        evaluate_target(log_prob, x)
+    dim = x.shape[-1]
+    try:
+        centre = as_target(target, dim)._center(x.dtype, x.device)
+    except (TypeError, ValueError, AttributeError):
+        centre = torch.zeros(dim, dtype=x.dtype, device=x.device)
+    return search_modes(log_prob, dim, centre=centre.to(x), seed=seed)
+
+
 def _check_modes(flow: nn.Module, log_prob: LogDensity, history: TargetFitHistory,
-                 seed: int) -> None:
+                 seed: int, candidates: Tensor | None) -> None:
     """Run the mode probe on the trained flow; record it and warn about missed modes (a probe
     that fails is recorded, never fatal: the training result stands)."""
     from .mode_probe import probe_modes
 
     try:
-        probe = probe_modes(flow, log_prob, seed=seed)
+        probe = probe_modes(flow, log_prob, seed=seed, candidates=candidates)
     except (ValueError, RuntimeError, TargetError) as error:
         history.mode_check = f"mode check failed: {error}"
         return

@@ -61,6 +61,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .mode_search import climb
+
 __all__ = ["ModeProbe", "probe_modes"]
 
 #: a mode where the flow's log importance weight exceeds its median over the flow's draws by
@@ -123,6 +125,7 @@ def probe_modes(
     missed_nats: float = MISSED_NATS,
     height_nats: float = 10.0,
     seed: int = 0,
+    candidates: Tensor | None = None,
 ) -> ModeProbe:
     r"""Climb ``log_prob`` from over-dispersed points around ``flow``'s draws and report the
     local maxima the flow misses (see the module docstring for the maths).
@@ -137,6 +140,9 @@ def probe_modes(
     :param missed_nats: the excess :math:`e_k` above which a mode is missed.
     :param height_nats: modes more than this many nats below the highest are not judged.
     :param seed: seeds the flow's draws and the spreads (the global RNG is forked and restored).
+    :param candidates: ``(M, D)`` maxima found some other way (e.g. by
+        :func:`~pyro_flows.infer.mode_search.search_modes` before training), judged with the
+        ones the climb reaches.
     :returns: a :class:`ModeProbe`.
     """
     from .results import _forked_rng
@@ -155,27 +161,14 @@ def probe_modes(
             * math.log(max(max_spread, 1.0))
         ).to(x)
         z0 = centre + spread * (x[:num_starts] - centre)
-    u = ((z0 - centre) / scale).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([u], lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    alive = torch.ones(len(u), dtype=torch.bool)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        value = log_prob(centre + scale * u)
-        alive &= torch.isfinite(value).cpu()
-        (-torch.where(torch.isfinite(value), value, torch.zeros_like(value)).sum()).backward()
-        with torch.no_grad():
-            u.grad[~torch.isfinite(u.grad)] = 0.0
-        optimizer.step()
-        schedule.step()
-    u.grad = None
-    with torch.enable_grad():
-        value = log_prob(centre + scale * u)
-        (gradient,) = torch.autograd.grad(value.sum(), u)
+    z, value, converged = climb(log_prob, z0, scale, steps=steps, lr=lr)
     with torch.no_grad():
-        converged = alive & torch.isfinite(value).cpu() & (gradient.abs().amax(-1) < 0.05).cpu()
-        points = (centre + scale * u)[converged.to(u.device)].detach()
-        heights = value[converged.to(u.device)].detach()
+        points = z[converged.to(z.device)]
+        heights = value[converged.to(z.device)]
+        if candidates is not None and len(candidates):
+            candidates = candidates.detach().to(points)
+            points = torch.cat([points, candidates])
+            heights = torch.cat([heights, log_prob(candidates).detach().to(heights)])
         modes, log_p = _merge(points, heights, scale)
         if len(modes):
             log_q_modes = flow.log_prob(modes).detach()
