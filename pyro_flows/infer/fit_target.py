@@ -74,6 +74,9 @@ class TargetFitHistory:
     :ivar global_acceptance: ``flow_mcmc``, per step: the fraction of cold chains that accepted
         the flow's independence proposal (rises as the flow covers the target).
     :ivar swap_acceptance: ``flow_mcmc``, per step: the mean swap acceptance between levels.
+    :ivar khat: the PSIS :math:`\\hat k` of the final importance weights (``nan`` before the
+        end); above 0.7 the weights' tail is too heavy for IS estimates, and ``fit_target``
+        warns.
     """
 
     elbo: list[float] = field(default_factory=list)
@@ -90,6 +93,7 @@ class TargetFitHistory:
     modes_found: int = -1
     global_acceptance: list[float] = field(default_factory=list)
     swap_acceptance: list[float] = field(default_factory=list)
+    khat: float = math.nan
 
     @property
     def steps(self) -> int:
@@ -356,8 +360,10 @@ def fit_target(
     history = run.history
     history.method, history.modes_found = method, modes_found
 
-    def evaluate() -> None:
+    def evaluate(final: bool = False) -> None:
         _, log_w = importance_weights(flow, log_prob, eval_samples)
+        if final:
+            history.khat = _final_khat(log_w)
         n = log_w.numel()
         log_Z = torch.logsumexp(log_w, 0) - math.log(n)
         ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
@@ -438,7 +444,16 @@ def fit_target(
     finally:
         bar.close()
     flow.eval()
-    evaluate()
+    evaluate(final=True)
+    if history.khat > 0.7:
+        warnings.warn(
+            f"fit_target: PSIS k-hat of the trained flow's importance weights is "
+            f"{history.khat:.2f} > 0.7: the flow's tails or a mode are badly off, and log Z, "
+            "the ESS and any IS estimate from it are unreliable (train longer, use a more "
+            "flexible flow, or check with annealed_importance_sampling or MCMC)",
+            UserWarning,
+            stacklevel=3,
+        )
     if check_modes:
         if search is None:  # reverse KL as asked: search now, for the probe's candidates
             try:
@@ -448,6 +463,16 @@ def fit_target(
         _check_modes(flow, log_prob, history, seed, None if search is None else search.modes)
     run.save()
     return history
+
+
+def _final_khat(log_w: Tensor) -> float:
+    """PSIS k-hat of the final weights (``nan`` when it cannot be fitted)."""
+    from .diagnostics import psis_khat
+
+    try:
+        return float(psis_khat(log_w))
+    except (ValueError, RuntimeError):
+        return math.nan
 
 
 def _search_target(target: Any, log_prob: LogDensity, flow: nn.Module, batch_size: int,

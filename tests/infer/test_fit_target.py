@@ -40,6 +40,7 @@ def test_fits_a_gaussian_and_reports_log_Z():
     assert history.ess_fraction[-1] > 0.9
     assert abs(sum(history.elbo[-50:]) / 50) < 0.05
     assert history.grad_evals == 400 * 128
+    assert history.khat < 0.7  # not flagged
     draws = flow.sample((20000,))
     assert torch.allclose(draws.mean(0), torch.tensor([1.0, -1.0]), atol=0.1)
     assert torch.allclose(draws.std(0), torch.tensor([2.0, 0.5]), rtol=0.05)
@@ -184,6 +185,18 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
         assert torch.allclose(p, q, atol=1e-6)
     with pytest.raises(ValueError, match="different set-up"):
         fit_target(small_flow(), gaussian, steps=70, progress=False, checkpoint=path, resume=True)
+
+
+def test_heavy_tailed_target_is_flagged_by_khat():
+    """A Gaussian-tailed flow cannot cover a Cauchy's tails: its IS weights have no variance."""
+
+    def cauchy(z):
+        return torch.distributions.Cauchy(0.0, 1.0).log_prob(z).sum(-1)
+
+    with pytest.warns(UserWarning, match=r"k-hat .* > 0\.7"):
+        history = fit_target(small_flow(), cauchy, steps=200, batch_size=64, progress=False,
+                             method="reverse_kl", check_modes=False)
+    assert history.khat > 0.7
 
 
 def test_elbo_is_below_log_Z():
