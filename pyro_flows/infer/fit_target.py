@@ -341,7 +341,13 @@ def fit_target(
         if method == "flow_mcmc":
             from .flow_mcmc import FlowAssistedChains
 
-            chains = FlowAssistedChains(flow, log_prob, search, chains=batch_size, seed=seed)
+            starts = search.modes
+            if len(starts) == 0:  # no converged maximum (a funnel's neck): start at q's draws
+                from .results import _forked_rng
+
+                with torch.no_grad(), _forked_rng(seed, []):
+                    starts = flow.rsample_and_log_prob((batch_size,))[0]
+            chains = FlowAssistedChains(flow, log_prob, starts, chains=batch_size, seed=seed)
             search_cost = search.num_starts * 301
 
     beta_at = _beta_schedule(anneal, steps)

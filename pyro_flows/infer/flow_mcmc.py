@@ -67,7 +67,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .mode_search import ModeSearch
 from .tempered_mala import TemperedMALA, ladder, ladder_size
 
 __all__ = ["FlowAssistedChains", "BETA_MIN", "WINDOW"]
@@ -85,8 +84,9 @@ class FlowAssistedChains:
 
     :param flow: the flow being trained (``rsample_and_log_prob`` and ``log_prob``).
     :param log_prob: the target's unnormalised log density.
-    :param search: the local maxima the chains start at (a
-        :class:`~pyro_flows.infer.mode_search.ModeSearch` with at least one mode).
+    :param starts: ``(M, D)`` points the chains start at in turn (the local maxima of a
+        :class:`~pyro_flows.infer.mode_search.ModeSearch`, or the flow's draws where it found
+        none).
     :param chains: chains per level :math:`C` (the forward-KL batch is drawn from these).
     :param levels: temperature levels :math:`K` (``None``: :func:`ladder_size` of the
         dimension).
@@ -100,7 +100,7 @@ class FlowAssistedChains:
         self,
         flow: nn.Module,
         log_prob: LogDensity,
-        search: ModeSearch,
+        starts: Tensor,
         *,
         chains: int,
         levels: int | None = None,
@@ -109,16 +109,17 @@ class FlowAssistedChains:
         window: int = WINDOW,
         seed: int = 0,
     ) -> None:
-        if len(search.modes) == 0:
-            raise ValueError("flow_mcmc needs at least one local maximum to start the chains at; "
-                             "the mode search found none (" + search.summary() + ")")
-        modes = search.modes.detach()
+        if starts.dim() != 2 or len(starts) == 0:
+            raise ValueError(f"starts must be a non-empty (M, D) tensor, got shape "
+                             f"{tuple(starts.shape)}")
+        modes = starts.detach()
         dim = modes.shape[-1]
         levels = ladder_size(dim, beta_min) if levels is None else levels
         generator = torch.Generator().manual_seed(seed)
         count = levels * chains
         start = modes[torch.arange(count, device=modes.device) % len(modes)]
-        jitter = torch.randn(count, dim, generator=generator, dtype=torch.float64).to(start)
+        jitter = torch.randn(count, dim, generator=generator, dtype=torch.float64,
+                             device="cpu").to(start)
         self.flow, self.log_prob, self.window = flow, log_prob, window
         self.sampler = TemperedMALA(log_prob, start + 0.01 * jitter, ladder(levels, beta_min),
                                     local_steps=local_steps)

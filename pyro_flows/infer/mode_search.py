@@ -104,7 +104,7 @@ def climb(
     u = torch.zeros_like(base, requires_grad=True)
     optimizer = torch.optim.Adam([u], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    alive = torch.ones(len(base), dtype=torch.bool)
+    alive = torch.ones(len(base), dtype=torch.bool, device="cpu")
     with torch.enable_grad():
         for _ in range(steps):
             optimizer.zero_grad()
@@ -200,14 +200,14 @@ def search_modes(
         raise ValueError(f"max_spread must be a finite float >= 1, got {max_spread!r}")
     dtype = dtype or (centre.dtype if centre is not None else torch.get_default_dtype())
     if centre is None:
-        centre = torch.zeros(dim, dtype=dtype, device=device)
+        centre = torch.zeros(dim, dtype=dtype, device=device if device is not None else "cpu")
     centre = centre.detach().to(dtype=dtype, device=device if device is not None else centre.device)
     if centre.shape != (dim,):
         raise ValueError(f"centre must have shape ({dim},), got {tuple(centre.shape)}")
     generator = torch.Generator().manual_seed(seed)
-    spread = torch.exp(torch.rand(num_starts, 1, generator=generator, dtype=torch.float64)
-                       * math.log(max_spread))
-    noise = torch.randn(num_starts, dim, generator=generator, dtype=torch.float64)
+    spread = torch.exp(torch.rand(num_starts, 1, generator=generator, dtype=torch.float64,
+                                  device="cpu") * math.log(max_spread))
+    noise = torch.randn(num_starts, dim, generator=generator, dtype=torch.float64, device="cpu")
     spread, noise = spread.to(centre), noise.to(centre)
     z, value, converged = climb(log_prob, centre + spread * noise, spread, steps=steps, lr=lr)
     keep = converged.to(z.device)

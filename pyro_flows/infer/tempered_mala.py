@@ -78,8 +78,8 @@ def ladder(levels: int, beta_min: float) -> Tensor:
     r"""The geometric ladder :math:`\beta_k = \beta_{\min}^{k/(K-1)}`, ``(K,)``, from 1 down
     (float64; one level gives ``[1.0]``)."""
     if levels == 1:
-        return torch.ones(1, dtype=torch.float64)
-    return beta_min ** (torch.arange(levels, dtype=torch.float64) / (levels - 1))
+        return torch.ones(1, dtype=torch.float64, device="cpu")
+    return beta_min ** (torch.arange(levels, dtype=torch.float64, device="cpu") / (levels - 1))
 
 
 def _value_and_grad(log_prob: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
