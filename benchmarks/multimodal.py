@@ -59,6 +59,8 @@ def make_target(name: str):
 
 def mass_errors(target, x: torch.Tensor, log_w: torch.Tensor | None) -> tuple[float, str]:
     """Largest mass error per mode (and modes found) from draws ``x`` (weighted by ``log_w``)."""
+    if not hasattr(target, "mode_masses"):  # no known modes (ring, u1)
+        return math.nan, "-"
     weights = None if log_w is None else torch.softmax(log_w, 0)
     masses = target.mode_masses(x, weights)
     if masses.dim() == 2:  # many-well: (pairs, 2) left / right
