@@ -199,7 +199,7 @@ def _sample_target(
     num_samples: int,
     warmup: int,
     num_chains: int,
-    init: Tensor | None,
+    init: Tensor | str | None,
     progress: bool,
     seed: int | None,
     device: DeviceLike | None,
@@ -233,6 +233,7 @@ def _sample_target(
         "seed": seed,
     }
     extra.update(density.facts())
+    extra.update(density.start_facts())
     return SampleResult(
         method=method,
         samples=samples,
@@ -253,7 +254,7 @@ def nuts(
     num_samples: int = 1000,
     warmup: int = 1000,
     num_chains: int = 2,
-    init: Tensor | None = None,
+    init: Tensor | str | None = None,
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
@@ -280,8 +281,16 @@ def nuts(
     :param num_samples: draws kept per chain.
     :param warmup: adaptation iterations per chain (discarded).
     :param num_chains: chains, run sequentially in this process.
-    :param init: starting points ``(dim,)`` or ``(num_chains, dim)`` (default: uniform in
-        :math:`[-2, 2]^D` around the target's ``initial_params()`` or 0).
+    :param init: where the chains start. ``None`` (or ``"modes"``, the default): over-dispersed
+        around the target's local maxima, found by a search from :math:`\max(64, 8C)` points
+        and given to the chains round-robin, heaviest first (Gelman & Rubin, 1992), so that
+        chains in different modes make :math:`\hat R` exceed 1; falls back to ``"uniform"``
+        where the search finds no converged maximum (see
+        :meth:`~pyro_flows.infer.results.TargetDensity.initial_points`). ``"uniform"``: Stan's
+        :math:`U(-2, 2)^D` around the target's ``initial_params()`` or 0. A tensor
+        ``(dim,)`` or ``(num_chains, dim)``: used as given. ``extra["init"]``,
+        ``extra["init_modes"]``, ``extra["init_mode_of_chain"]`` or ``extra["init_fallback"]``
+        say what was done; the search's evaluations and time count in the costs.
     :param target_accept: the mean acceptance probability the step size aims for.
     :param max_tree_depth: the largest number of trajectory doublings.
     :param dense_mass: adapt a dense instead of a diagonal mass matrix.
@@ -305,11 +314,26 @@ def nuts(
     >>> r.samples.shape, r.divergences, r.num_grad_evals > 100
     (torch.Size([1, 50, 2]), 0, True)
 
+    Two modes that no chain crosses between: the default starts put chains in both, and
+    :math:`\hat R` says so (started all around the origin, they would agree on one mode):
+
+    >>> from pyro_flows.infer import mcmc_diagnostics
+    >>> def two_modes(z):   # Gaussians at (+-4, 0), sd 0.7
+    ...     a = -0.5 * (((z - torch.tensor([4.0, 0.0])) / 0.7) ** 2).sum(-1)
+    ...     return torch.logaddexp(a, -0.5 * (((z + torch.tensor([4.0, 0.0])) / 0.7) ** 2).sum(-1))
+    >>> r = nuts(two_modes, dim=2, num_samples=100, warmup=100, progress=False, seed=0)
+    >>> r.extra["init_modes"][:, 0].abs().round().tolist(), r.extra["init_mode_of_chain"].tolist()
+    ([4.0, 4.0], [0, 1])
+    >>> bool(mcmc_diagnostics(r.samples)["rhat_max"] > 1.01)
+    True
+
     References:
 
     - M. D. Hoffman, A. Gelman. *The No-U-Turn Sampler: Adaptively Setting Path Lengths in
       Hamiltonian Monte Carlo.* JMLR 15, 2014.
     - M. Betancourt. *A Conceptual Introduction to Hamiltonian Monte Carlo.* 2017.
+    - A. Gelman, D. B. Rubin. *Inference from iterative simulation using multiple sequences.*
+      Statistical Science 7(4), 1992 (over-dispersed starts).
     """
     from pyro.infer.mcmc import NUTS
 
@@ -349,7 +373,7 @@ def hmc(
     num_samples: int = 1000,
     warmup: int = 1000,
     num_chains: int = 2,
-    init: Tensor | None = None,
+    init: Tensor | str | None = None,
     step_size: float = 1.0,
     num_steps: int = 10,
     trajectory_length: float | None = None,
@@ -379,7 +403,8 @@ def hmc(
     :param num_samples: draws kept per chain.
     :param warmup: adaptation iterations per chain (discarded).
     :param num_chains: chains, run sequentially in this process.
-    :param init: starting points ``(dim,)`` or ``(num_chains, dim)``.
+    :param init: where the chains start: ``None`` / ``"modes"`` (over-dispersed around the
+        target's modes), ``"uniform"`` or a tensor (see :func:`nuts`).
     :param step_size: the (initial) leapfrog step :math:`\epsilon`.
     :param num_steps: leapfrog steps :math:`L` per draw (with ``step_size``, sets the length).
     :param trajectory_length: :math:`\epsilon L`, overriding ``num_steps``.
@@ -397,7 +422,7 @@ def hmc(
 
     >>> r = hmc(lambda z: -0.5 * (z**2).sum(-1), dim=2, step_size=0.3, num_steps=5,
     ...         adapt_step_size=False, num_samples=40, warmup=0, num_chains=1,
-    ...         progress=False, seed=0)
+    ...         init="uniform", progress=False, seed=0)
     >>> r.num_grad_evals == 1 + 40 * 5, r.step_size.tolist()
     (True, [0.3])
 

@@ -34,18 +34,60 @@ noise, step sizes, buffers of draws) are made on that device and in that dtype; 
 come from a ``torch.Generator`` on that device where one exists (CUDA), else from a CPU
 generator and are then moved.
 
+**Starting points** (:meth:`TargetDensity.initial_points`, every MCMC sampler's ``init=``).
+Gelman and Rubin (1992) start the chains *over-dispersed* relative to the target, at points
+drawn around its modes, so that chains which stay in different modes, or have not yet forgotten
+their starts, disagree and the potential scale reduction :math:`\hat R` exceeds 1. Stan draws
+:math:`z_0 = c + U(-2, 2)^D` around one point :math:`c`; all chains of a multimodal target
+then usually fall into one basin, agree with each other, and :math:`\hat R \approx 1` hides
+the modes they never visit. The default ``init=None`` (also ``"modes"``) therefore
+
+1. searches the local maxima :math:`m_1, m_2, \ldots` of :math:`\log\tilde p` by climbing
+   from :math:`\max(64, 8C)` points spread over scales 1 to 50 around :math:`c`
+   (:func:`~pyro_flows.infer.mode_search.search_modes`, seeded from the sampler's seed);
+2. measures each maximum's local scale per coordinate, the distance :math:`\sigma_{ki}` along
+   :math:`\pm e_i` at which :math:`\log\tilde p` has fallen by half a nat (the standard
+   deviation for a Gaussian; the mean of the two sides, found on the grid :math:`2^{-15}, \ldots,
+   2^{6}` and interpolated in :math:`\sqrt{2\,\Delta\log\tilde p}`, exact for a Gaussian),
+   and its Laplace mass :math:`\log M_k \approx \log\tilde p(m_k) + \sum_i \log\sigma_{ki}`;
+3. gives chains to every maximum with :math:`\log M_k \ge \max_j \log M_j -`
+   ``START_MASS_NATS`` (:math:`\log 1000`: a mode with a thousandth of the heaviest one's
+   mass or more gets chains; a height threshold would drop a broad mode of equal mass, since
+   in :math:`D` dimensions equal masses differ in height by :math:`D\log(\sigma_1/\sigma_2)`),
+   round-robin, heaviest first: chain :math:`c` goes to maximum :math:`c \bmod K`;
+4. draws chain :math:`c`'s start :math:`z_0 = m_k + 2\,\sigma_k \odot U(-1, 1)^D`, Stan's
+   :math:`U(-2, 2)^D` in the units of the mode (for a standard normal it is Stan's draw), with
+   the non-finite ones redrawn, the radius halved every ten tries.
+
+With fewer chains than such modes only the heaviest get chains. It falls back to Stan's draw
+around :math:`c` when the search raises (a target without gradients), finds no converged
+maximum (a density that grows without bound, such as Neal's funnel's neck in 10-D) or finds
+only flat ones (a boxed or piecewise-constant target: :math:`\log\tilde p` jumps from flat to
+half a nat lower within a factor 2 of distance in every direction). ``init="uniform"`` asks
+for Stan's draw directly; a tensor is used as given. The search's evaluations count in the
+sampler's costs (``num_log_prob_evals``, ``num_grad_evals``) and its wall time in
+``wall_time``; what it did is in the result's ``extra["init"]``, ``extra["init_modes"]``,
+``extra["init_mode_of_chain"]``, ``extra["init_fallback"]``.
+
 References:
 
 - R. Kumar, C. Carroll, A. Hartikainen, O. Martin. *ArviZ a unified library for exploratory
   analysis of Bayesian models in Python.* JOSS 4(33), 2019.
 - M. D. Hoffman et al. *NeuTra-lizing Bad Geometry in Hamiltonian Monte Carlo Using Neural
   Transport.* 2019 (cost per gradient evaluation as the unit of comparison).
+- A. Gelman, D. B. Rubin. *Inference from iterative simulation using multiple sequences.*
+  Statistical Science 7(4), 1992 (over-dispersed starts around the modes; :math:`\hat R`).
+- Stan Development Team. *Stan Reference Manual*, "Initialization": uniform draws in
+  :math:`(-2, 2)` on the unconstrained scale. https://mc-stan.org/docs/reference-manual/
+- A. Vehtari, A. Gelman, D. Simpson, B. Carpenter, P.-C. Bürkner. *Rank-normalization,
+  folding, and localization: an improved R-hat.* Bayesian Analysis 16(2), 2021.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,8 +103,11 @@ from .diagnostics import (
     moment_errors,
     reference_moment_errors,
 )
+from .mode_search import search_modes
 
 __all__ = [
+    "INIT_STRATEGIES",
+    "START_MASS_NATS",
     "SampleResult",
     "TargetDensity",
     "TargetOutputError",
@@ -72,6 +117,20 @@ __all__ = [
 ]
 
 DeviceLike = torch.device | str
+
+#: the ways of drawing starts that ``init=`` names (``None`` is ``"modes"``)
+INIT_STRATEGIES = ("modes", "uniform")
+#: a local maximum gets chains when its Laplace mass is within this many nats of the heaviest
+START_MASS_NATS = math.log(1000.0)
+#: the mode search climbs from max(_SEARCH_MIN_STARTS, _SEARCH_STARTS_PER_CHAIN * chains) points
+_SEARCH_MIN_STARTS, _SEARCH_STARTS_PER_CHAIN = 64, 8
+#: the grid of distances 2^-15 .. 2^6 on which a maximum's half-nat scale is looked for
+_SCALE_EXPONENTS = (-15, 6)
+#: a direction in which log p falls from less than this to half a nat within one grid step is a
+#: jump (the edge of a plateau), not the side of a smooth maximum (a Gaussian falls by >= 1/8)
+_JUMP_NATS = 0.01
+#: the search's start points are seeded with the sampler's seed plus this (another stream)
+_SEARCH_SEED_OFFSET = 0x5EED_0F_DA7A
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -198,6 +257,67 @@ def _forked_rng(seed: int | None, devices: Iterable[torch.device | None] = ()) -
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
         torch.manual_seed(seed)
         yield
+
+
+def _half_nat_scales(
+    log_prob: Callable[[Tensor], Tensor], modes: Tensor, heights: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""Each maximum's scale per coordinate and whether it is flat.
+
+    For the maximum :math:`m_k` and the coordinate :math:`i`, :math:`\log\tilde p` is evaluated
+    at :math:`m_k \pm t_j e_i` on the grid :math:`t_j = 2^{j}`, :math:`j = -15, \ldots, 6`; the
+    fall :math:`\Delta_j = \log\tilde p(m_k) - \log\tilde p(m_k \pm t_j e_i)` (non-finite:
+    :math:`+\infty`) first reaches half a nat between :math:`t_{j-1}` and :math:`t_j`, where
+    :math:`\sqrt{2\Delta}` (linear in :math:`t` for a Gaussian, equal to 1 at its standard
+    deviation) is interpolated linearly:
+
+    .. math::
+
+        \sigma_\pm = t_{j-1} + \frac{1 - a}{b - a}(t_j - t_{j-1}), \qquad
+        a = \sqrt{2\Delta_{j-1}},\ b = \sqrt{2\Delta_j}, \qquad
+        \sigma_{ki} = \tfrac12(\sigma_+ + \sigma_-),
+
+    :math:`t_0` when the first grid point already falls by half a nat, :math:`t_{\max}` when no
+    point does. A maximum is *flat* when in every direction the fall jumps from under
+    ``_JUMP_NATS`` to half a nat within one grid step (a boxed or piecewise-constant density).
+
+    Cost: :math:`2 D \times 22` evaluations per maximum, batched, without gradients.
+
+    :returns: ``(scales (K, D), flat (K,) bool)``, on the modes' device.
+    """
+    num, dim = modes.shape
+    lo, hi = _SCALE_EXPONENTS
+    t = 2.0 ** torch.arange(lo, hi + 1, dtype=modes.dtype, device=modes.device)
+    size = len(t)
+    per_mode = 2 * dim * size
+    chunk = max(1, (1 << 22) // dim)  # points per call: at most ~4M numbers
+    sign = torch.tensor([1.0, -1.0], dtype=modes.dtype, device=modes.device)
+    falls = torch.empty(num, 2, dim, size, dtype=modes.dtype, device=modes.device)
+    with torch.no_grad():
+        for k in range(num):
+            values = []
+            for first in range(0, per_mode, chunk):
+                idx = torch.arange(first, min(first + chunk, per_mode), device=modes.device)
+                points = modes[k].expand(len(idx), dim).clone()
+                step = sign[idx // (dim * size)] * t[idx % size]
+                points[torch.arange(len(idx), device=modes.device), (idx // size) % dim] += step
+                values.append(log_prob(points).to(modes.dtype))
+            lp = torch.cat(values).reshape(2, dim, size)
+            fall = (heights[k].to(modes.dtype) - lp).clamp_min(0.0)
+            falls[k] = torch.where(torch.isfinite(lp), fall, torch.full_like(fall, math.inf))
+    hit = falls >= 0.5
+    reached = hit.any(-1)
+    j = hit.to(torch.uint8).argmax(-1)  # the first grid point half a nat down (0 if none)
+    before = (j - 1).clamp_min(0)
+    fall_j = falls.gather(-1, j[..., None]).squeeze(-1)
+    fall_before = falls.gather(-1, before[..., None]).squeeze(-1)
+    a, b = (2.0 * fall_before).sqrt(), (2.0 * fall_j).sqrt()
+    frac = torch.where(torch.isfinite(b) & (b > a), (1.0 - a) / (b - a), torch.zeros_like(a))
+    sigma = t[before] + frac.clamp(0.0, 1.0) * (t[j] - t[before])
+    sigma = torch.where(j == 0, t[0].expand_as(sigma), sigma)
+    sigma = torch.where(reached, sigma, t[-1].expand_as(sigma))
+    jump = reached & (j > 0) & (fall_before < _JUMP_NATS)
+    return sigma.mean(1), jump.flatten(1).all(-1)
 
 
 def _module_device_and_dtype(module: object) -> tuple[torch.device | None, torch.dtype | None]:
@@ -334,6 +454,8 @@ class TargetDensity:
         self.num_log_prob_evals = 0
         self.num_grad_evals = 0
         self._probed = False
+        #: what :meth:`initial_points` did last (see :meth:`start_facts`)
+        self.start: dict[str, Any] = {}
 
     @staticmethod
     def _where(
@@ -544,7 +666,7 @@ class TargetDensity:
     def initial_points(
         self,
         num_chains: int,
-        init: Tensor | None,
+        init: Tensor | str | None,
         generator: torch.Generator,
         *,
         dtype: torch.dtype | None = None,
@@ -552,25 +674,66 @@ class TargetDensity:
         max_tries: int = 100,
     ) -> tuple[Tensor, Tensor]:
         r"""Starting points ``(num_chains, dim)`` and their log densities, on the target's
-        device (:meth:`points_device`).
+        device (:meth:`points_device`), over-dispersed around the target's modes by default.
 
-        ``init`` of shape ``(dim,)`` (shared) or ``(num_chains, dim)`` is used as given (its
-        dtype is the draws' dtype), moved to the target's device;
-        ``None`` draws :math:`z_0 = c + U(-r, r)^D` per chain around the target's
-        ``initial_params()["z"]`` (or the origin), redrawing chains with a non-finite
-        log density up to ``max_tries`` times (Stan's convention, :math:`r = 2`), in the
-        target's dtype (else the dtype its ``log_prob`` returns, at least torch's default).
+        - ``None`` or ``"modes"``: chains go round-robin to the local maxima :math:`m_k` of
+          non-negligible Laplace mass (within ``START_MASS_NATS`` of the heaviest) and start at
+          :math:`z_0 = m_k + r\,\sigma_k \odot U(-1, 1)^D`, :math:`\sigma_k` the maximum's
+          half-nat scale per coordinate (Gelman & Rubin, 1992; see the module docstring for
+          the search, the scales and when it falls back to ``"uniform"``). The search is
+          seeded from ``generator``'s seed, draws nothing from it and leaves torch's global
+          RNG as it was; only the jitter is drawn from ``generator``.
+        - ``"uniform"``: :math:`z_0 = c + U(-r, r)^D` per chain around the target's
+          ``initial_params()["z"]`` (or the origin), Stan's convention (:math:`r = 2`).
+        - a tensor or array of shape ``(dim,)`` (shared) or ``(num_chains, dim)``: used as given
+          (its dtype is the draws' dtype), moved to the target's device.
 
-        :raises ValueError: when a start has a non-finite log density, naming the chains.
+        Drawn starts with a non-finite log density are redrawn, up to ``max_tries`` times; they
+        are in the target's dtype (else the dtype its ``log_prob`` returns, at least torch's
+        default). What was done is in :attr:`start` (see :meth:`start_facts`).
+
+        :raises ValueError: when a start has a non-finite log density, naming the chains, or
+            for a string other than ``"modes"`` / ``"uniform"``.
+        :raises TypeError: for an ``init`` that is neither of these nor array-like.
         """
-        device = self.points_device(init)
+        if isinstance(init, str) and init not in INIT_STRATEGIES:
+            raise ValueError(
+                "init must be None or 'modes' (the default: over-dispersed around the target's "
+                f"modes), 'uniform' (U(-{radius}, {radius})^D around its initial point) or a "
+                f"tensor of shape ({self.dim},) or (num_chains, dim); got the str {init!r}"
+            )
+        device = self.points_device(None if isinstance(init, str) else init)
         if dtype is None and isinstance(init, Tensor) and init.is_floating_point():
             dtype = init.dtype
-        if init is not None:
+        if init is not None and not isinstance(init, str):
             dtype = dtype or self.dtype or torch.get_default_dtype()
+            self.start = {"init": "given"}
             return self._given_initial_points(num_chains, init, dtype, device)
         dtype = dtype or self._initial_dtype(device)
         center = self._center(dtype, device)
+        if init == "uniform":
+            self.start = {"init": "uniform"}
+        else:
+            found = self._mode_starts(num_chains, generator, center, radius, max_tries)
+            if isinstance(found, tuple):
+                return found
+            self.start.update(init="uniform", init_fallback=found)
+        return self._uniform_points(num_chains, generator, center, radius, max_tries)
+
+    def start_facts(self) -> dict[str, Any]:
+        """What :meth:`initial_points` did last, for a result's ``extra``: ``init`` (``"given"``,
+        ``"uniform"`` or ``"modes"``) and, after a search, ``init_search_log_prob_evals``,
+        ``init_search_grad_evals``, ``init_search_seconds`` and either ``init_modes``
+        ``(K, D)`` (the maxima given chains, heaviest first) with ``init_mode_of_chain``
+        ``(num_chains,)``, or ``init_fallback`` (why Stan's uniform draw was used instead)."""
+        return dict(self.start)
+
+    def _uniform_points(
+        self, num_chains: int, generator: torch.Generator, center: Tensor, radius: float,
+        max_tries: int,
+    ) -> tuple[Tensor, Tensor]:
+        """Stan's draw :math:`c + U(-r, r)^D`, non-finite chains redrawn."""
+        dtype, device = center.dtype, center.device
         shape = (num_chains, self.dim)
         u = _draw("rand", shape, generator, dtype=dtype, device=device)
         z = center + radius * (2.0 * u - 1.0)
@@ -593,6 +756,80 @@ class TargetDensity:
             f"{max_tries} uniform draws in [-{radius}, {radius}]^{self.dim} around "
             f"{center.tolist()[:5]}: pass init="
         )
+
+    def _counted(self, z: Tensor) -> Tensor:
+        """``self(z)``, also counting a gradient evaluation per point when ``z`` needs grad
+        (and the target's output depends on it)."""
+        out = self(z)
+        if z.requires_grad and torch.is_grad_enabled() and out.requires_grad:
+            self.num_grad_evals += z.shape[:-1].numel()
+        return out
+
+    def _mode_starts(
+        self, num_chains: int, generator: torch.Generator, center: Tensor, radius: float,
+        max_tries: int,
+    ) -> tuple[Tensor, Tensor] | str:
+        """The over-dispersed starts around the modes (see :meth:`initial_points`), or why
+        there are none (then Stan's uniform draw is used)."""
+        dtype, device = center.dtype, center.device
+        num_starts = max(_SEARCH_MIN_STARTS, _SEARCH_STARTS_PER_CHAIN * num_chains)
+        seed = (generator.initial_seed() + _SEARCH_SEED_OFFSET) % 2**63
+        evals, grads, began = self.num_log_prob_evals, self.num_grad_evals, time.perf_counter()
+        failed = None
+        try:
+            with _forked_rng(seed, [device]):  # a target may draw from the global RNG
+                search = search_modes(self._counted, self.dim, centre=center,
+                                      num_starts=num_starts, seed=seed)
+                modes, heights = search.modes, search.log_p
+                scales, flat = (_half_nat_scales(self._counted, modes, heights) if len(modes)
+                                else (modes, torch.zeros(0, dtype=torch.bool, device=device)))
+        except (RuntimeError, ValueError, TypeError, ArithmeticError, NotImplementedError) as err:
+            failed = (str(err).strip().splitlines() or [""])[0]
+            failed = f"the mode search failed ({type(err).__name__}: {failed[:200]})"
+        self.start = {
+            "init": "modes",
+            "init_search_log_prob_evals": self.num_log_prob_evals - evals,
+            "init_search_grad_evals": self.num_grad_evals - grads,
+            "init_search_seconds": time.perf_counter() - began,
+        }
+        if failed is not None:
+            return failed
+        if len(modes) == 0:
+            return (f"no local maximum converged from {num_starts} over-dispersed starts (a "
+                    "density that grows without bound, as in Neal's funnel's neck, or a ridge)")
+        keep = ~flat
+        if not bool(keep.any()):
+            return ("the local maxima found are flat (a boxed or piecewise-constant density: "
+                    "log p jumps from flat to half a nat lower in every direction)")
+        modes, heights, scales = modes[keep], heights[keep], scales[keep]
+        log_mass = heights.to(scales.dtype) + scales.log().sum(-1)
+        order = torch.argsort(log_mass, descending=True)
+        order = order[log_mass[order] >= log_mass[order[0]] - START_MASS_NATS]
+        modes, scales = modes[order].to(dtype), scales[order].to(dtype)
+        which = torch.arange(num_chains, device=device) % len(modes)
+        centre, scale = modes[which], scales[which]
+        u = _draw("rand", (num_chains, self.dim), generator, dtype=dtype, device=device)
+        z = centre + radius * scale * (2.0 * u - 1.0)
+        with torch.no_grad():
+            lp = self(z).to(dtype)
+        for attempt in range(1, max_tries):
+            todo = ~torch.isfinite(lp)
+            if not bool(todo.any()):
+                break
+            shrink = 0.5 ** (attempt // 10)
+            u = _draw("rand", (int(todo.sum()), self.dim), generator, dtype=dtype, device=device)
+            z[todo] = centre[todo] + shrink * radius * scale[todo] * (2.0 * u - 1.0)
+            with torch.no_grad():
+                lp[todo] = self(z[todo]).to(dtype)
+        todo = ~torch.isfinite(lp)
+        if bool(todo.any()):  # the maxima themselves (finite: the search converged there)
+            z[todo] = centre[todo]
+            with torch.no_grad():
+                lp[todo] = self(z[todo]).to(dtype)
+        if not bool(torch.isfinite(lp).all()):
+            return "the log density is not finite at the local maxima found"
+        self.start.update(init_modes=modes, init_mode_of_chain=which)
+        return z, lp
 
 
 def as_target(
@@ -680,7 +917,8 @@ class SampleResult:
         raw proposal draws with ``resample=False``).
     :ivar wall_time: seconds, ``time.perf_counter``, warm-up and initialisation included.
     :ivar num_log_prob_evals: points at which the target's log density was evaluated.
-    :ivar num_grad_evals: points at which its gradient was evaluated (0 for MH and IS).
+    :ivar num_grad_evals: points at which its gradient was evaluated (0 for IS, and for MH
+        apart from the mode search of its default start: ``extra["init_search_grad_evals"]``).
     :ivar divergences: divergent transitions after warm-up (NUTS/HMC), else ``None``.
     :ivar accept_rate: fraction of accepted proposals after warm-up (MH, MALA, HMC; NUTS: the
         mean tree acceptance probability), else ``None``.
@@ -691,7 +929,9 @@ class SampleResult:
         ``log_Z_stderr``, ``ess``, ``ess_fraction``, ``khat``, ``elbo``,
         ``proposal_samples``; a Pyro model: ``constrained`` (site -> ``(chains, draws,
         *shape)``) and ``sites`` (site -> shape); the target's known ``target_mean``,
-        ``target_std``, ``target_log_Z``.
+        ``target_std``, ``target_log_Z``; the MCMC samplers' starts: ``init``, ``init_modes``,
+        ``init_mode_of_chain`` or ``init_fallback``, ``init_search_*``
+        (:meth:`TargetDensity.start_facts`).
 
     Example:
 

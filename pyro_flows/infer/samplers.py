@@ -180,7 +180,7 @@ def _run(
     num_samples: int,
     warmup: int,
     num_chains: int,
-    init: Tensor | None,
+    init: Tensor | str | None,
     step_size: float | Tensor | None,
     target_accept: float,
     progress: bool,
@@ -272,6 +272,7 @@ def _run(
         extra["accept_prob"] = accept_probs
         accept_rate = float(accepted.sum()) / (num_chains * num_samples)
     extra.update(density.facts())
+    extra.update(density.start_facts())
     return SampleResult(
         method=method,
         samples=samples,
@@ -292,7 +293,7 @@ def random_walk_metropolis(
     num_samples: int = 1000,
     warmup: int = 1000,
     num_chains: int = 4,
-    init: Tensor | None = None,
+    init: Tensor | str | None = None,
     step_size: float | Tensor | None = None,
     target_accept: float = 0.234,
     progress: bool = True,
@@ -314,8 +315,14 @@ def random_walk_metropolis(
     :param num_samples: draws kept per chain, after warm-up.
     :param warmup: iterations discarded per chain, during which the step size is tuned.
     :param num_chains: chains run together.
-    :param init: starting points, shape ``(dim,)`` or ``(num_chains, dim)``; default: uniform
-        in :math:`[-2, 2]^D` around the target's ``initial_params()`` (or 0), per chain.
+    :param init: where the chains start. ``None`` (or ``"modes"``, the default): over-dispersed
+        around the target's local maxima, given to the chains round-robin (Gelman & Rubin,
+        1992), falling back to ``"uniform"`` where a search finds none (see
+        :meth:`~pyro_flows.infer.results.TargetDensity.initial_points`); ``"uniform"``: Stan's
+        :math:`U(-2, 2)^D` around the target's ``initial_params()`` (or 0), per chain; a tensor
+        ``(dim,)`` or ``(num_chains, dim)``: used as given. The search's evaluations and time
+        count in the costs; ``extra["init"]`` (and ``init_modes``, ``init_mode_of_chain`` or
+        ``init_fallback``) say what was done.
     :param step_size: the proposal scale :math:`h`, a float or one per chain: kept fixed. Default
         ``None``: start at :math:`2.38/\sqrt D` and tune each chain's :math:`h` by dual averaging
         during warm-up, then freeze it.
@@ -337,8 +344,13 @@ def random_walk_metropolis(
     >>> import torch
     >>> r = random_walk_metropolis(lambda z: -0.5 * (z**2).sum(-1), dim=2, num_samples=200,
     ...                            warmup=200, progress=False, seed=0)
-    >>> r.samples.shape, 0.1 < r.accept_rate < 0.4, r.num_grad_evals
-    (torch.Size([4, 200, 2]), True, 0)
+    >>> r.samples.shape, 0.1 < r.accept_rate < 0.4, r.extra["init"]
+    (torch.Size([4, 200, 2]), True, 'modes')
+    >>> r.num_grad_evals == r.extra["init_search_grad_evals"]  # only the start's mode search
+    True
+    >>> random_walk_metropolis(lambda z: -0.5 * (z**2).sum(-1), dim=2, num_samples=20,
+    ...                        init="uniform", progress=False, seed=0).num_grad_evals
+    0
 
     References:
 
@@ -371,7 +383,7 @@ def langevin(
     num_samples: int = 1000,
     warmup: int = 1000,
     num_chains: int = 4,
-    init: Tensor | None = None,
+    init: Tensor | str | None = None,
     step_size: float | Tensor | None = None,
     target_accept: float = 0.574,
     progress: bool = True,
@@ -400,8 +412,8 @@ def langevin(
     :param num_samples: draws kept per chain.
     :param warmup: iterations discarded per chain.
     :param num_chains: chains run together.
-    :param init: starting points, ``(dim,)`` or ``(num_chains, dim)`` (default: uniform in
-        :math:`[-2, 2]^D` around the target's ``initial_params()`` or 0).
+    :param init: where the chains start: ``None`` / ``"modes"`` (default: over-dispersed around
+        the target's modes), ``"uniform"`` or a tensor (see :func:`random_walk_metropolis`).
     :param step_size: the time step :math:`h` (float or per chain), kept fixed. Default
         ``None``: start at :math:`D^{-1/3}` and tune by dual averaging during warm-up towards
         ``target_accept`` with MALA steps, then freeze; ULA then samples with that step (a
@@ -423,7 +435,8 @@ def langevin(
 
     >>> r = langevin(lambda z: -0.5 * (z**2).sum(-1), dim=3, num_samples=200, warmup=300,
     ...              progress=False, seed=0)
-    >>> r.method, 0.45 < r.accept_rate < 0.7, r.num_grad_evals == 4 * (1 + 300 + 200)
+    >>> search = r.extra["init_search_grad_evals"]  # the default start's mode search
+    >>> r.method, 0.45 < r.accept_rate < 0.7, r.num_grad_evals == search + 4 * (1 + 300 + 200)
     ('mala', True, True)
 
     References:

@@ -181,14 +181,21 @@ def test_seeded_runs_leave_the_global_rng_alone():
 def test_evaluation_counts_are_honest():
     target = gaussian_2d()
     w = random_walk_metropolis(
-        target, warmup=30, num_samples=20, num_chains=4, progress=False, seed=0
+        target, warmup=30, num_samples=20, num_chains=4, init="uniform", progress=False, seed=0
     )
     # one probe of the target's dtype, the starts, then one log p per iteration and chain
     assert w.num_log_prob_evals == 1 + 4 * (1 + 30 + 20) and w.num_grad_evals == 0
-    m = mala(target, warmup=30, num_samples=20, num_chains=4, progress=False, seed=0)
+    m = mala(target, warmup=30, num_samples=20, num_chains=4, init="uniform", progress=False,
+             seed=0)
     # start: one log p + one (log p, grad); then one (log p, grad) per iteration and chain
     assert m.num_grad_evals == 4 * (1 + 30 + 20)
     assert m.num_log_prob_evals == 1 + 4 * (2 + 30 + 20)
+    # the default start adds its mode search: 64 points climbing 300 Adam steps (+ 1)
+    d = mala(target, warmup=30, num_samples=20, num_chains=4, progress=False, seed=0)
+    assert d.extra["init_search_grad_evals"] == 64 * 301
+    assert d.num_grad_evals == 64 * 301 + 4 * (1 + 30 + 20)
+    search_lp = d.extra["init_search_log_prob_evals"]
+    assert d.num_log_prob_evals == 1 + search_lp + 4 * (2 + 30 + 20)
     f = mala(
         target,
         init=torch.zeros(2, dtype=torch.float64),
