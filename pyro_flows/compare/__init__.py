@@ -1,10 +1,12 @@
-r"""``pyro-flows compare``: flows, NUTS, NeuTra, MH, MALA, importance sampling and annealed
-importance sampling on one target, with the same costs and errors for all, PASS/FAIL against
-fixed targets, warnings where the methods disagree (a mode the flow misses), and a report folder.
+r"""``pyro-flows compare``: flows (trained by reverse KL and by flow-assisted MCMC), NUTS, NeuTra,
+MH, MALA, importance sampling and annealed importance sampling on one target, with the same
+costs and errors for all, PASS/FAIL against fixed targets, warnings where the methods disagree
+(a mode the flow misses), and a report folder.
 
 - :func:`compare` (:mod:`~pyro_flows.compare.run`): everything for one target.
 - :mod:`~pyro_flows.compare.settings`: per-target flows and budgets (:func:`settings_for`).
-- :mod:`~pyro_flows.compare.methods`: the runners (:data:`METHODS`, :func:`train_flow`).
+- :mod:`~pyro_flows.compare.methods`: the runners (:data:`METHODS`, the default set;
+  :data:`ALL_METHODS`, with ``flow_mcmc``; :func:`train_flow`).
 - :mod:`~pyro_flows.compare.metrics`: one :class:`Row` per method, e.g.
   :math:`\mathrm{ESS}/\#\nabla\log\tilde p` and :math:`\log Z - \mathrm{ELBO}`.
 - :mod:`~pyro_flows.compare.table`, :mod:`~pyro_flows.compare.checks`,
@@ -13,9 +15,11 @@ fixed targets, warnings where the methods disagree (a mode the flow misses), and
 
 Example:
 
->>> from pyro_flows.compare import METHODS
+>>> from pyro_flows.compare import ALL_METHODS, METHODS
 >>> METHODS
 ('flow', 'nuts', 'neutra', 'mh', 'mala', 'is', 'ais')
+>>> ALL_METHODS[len(METHODS):]   # run only when named
+('flow_mcmc',)
 
 References:
 
@@ -24,7 +28,16 @@ References:
 """
 
 from .checks import Alert, Check, format_alerts, format_checks, run_alerts, run_checks
-from .methods import METHODS, MethodRun, TrainedFlow, parse_methods, run_methods, train_flow
+from .methods import (
+    ALL_METHODS,
+    EXTRA_METHODS,
+    METHODS,
+    MethodRun,
+    TrainedFlow,
+    parse_methods,
+    run_methods,
+    train_flow,
+)
 from .metrics import Row, row_for
 from .run import Comparison, compare
 from .settings import (
@@ -38,6 +51,8 @@ from .settings import (
 from .table import format_table, markdown_table, mode_mass_table, well_mass_table
 
 __all__ = [
+    "ALL_METHODS",
+    "EXTRA_METHODS",
     "METHODS",
     "SETTINGS",
     "AISSettings",

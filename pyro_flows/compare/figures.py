@@ -100,6 +100,7 @@ def _thin(x: Tensor, n: int = _MAX_POINTS, seed: int = 0) -> Tensor:
 
 _LABELS = {
     "flow": "flow q (reverse KL)",
+    "flow_mcmc": "flow q (flow MCMC, forward KL)",
     "nuts": "NUTS",
     "neutra": "NeuTra",
     "mh": "MH",

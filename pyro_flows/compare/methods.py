@@ -1,31 +1,40 @@
-r"""The seven methods of ``pyro-flows compare``, each run on a target with its per-target budget.
+r"""The methods of ``pyro-flows compare``, each run on a target with its per-target budget: the
+seven of the default set (:data:`METHODS`) and ``flow_mcmc``, run when named
+(:data:`EXTRA_METHODS`).
 
-========  ===============================================================================
-method    what runs
-========  ===============================================================================
-flow      reverse-KL flow :math:`q` (:func:`~pyro_flows.infer.fit_target`), then fresh
-          draws :math:`x_i \sim q` with their importance weights
-          :math:`w_i = \tilde p(x_i)/q(x_i)`
-nuts      Pyro's NUTS on :math:`\log\tilde p` (:func:`~pyro_flows.infer.nuts`)
-neutra    NUTS on the flow's pulled-back density :math:`\tilde p(f(\varepsilon))
-          |\det J_f(\varepsilon)|`, draws mapped by :math:`f` (:func:`~pyro_flows.infer.neutra`)
-mh        random-walk Metropolis, vectorised chains
-          (:func:`~pyro_flows.infer.random_walk_metropolis`)
-mala      Metropolis-adjusted Langevin, vectorised chains (:func:`~pyro_flows.infer.mala`)
-is        importance sampling with the trained flow as the proposal, resampled
-          (:func:`~pyro_flows.infer.importance_sample`)
-ais       annealed importance sampling from the trained flow (a standard Normal when no
-          flow-based method ran) to :math:`\tilde p` along :math:`q^{1-\beta}\tilde p^\beta`,
-          one HMC move per temperature (:func:`~pyro_flows.infer.annealed_importance_sampling`):
-          an estimate of :math:`\log Z` that IS from the flow cannot give when the flow
-          misses a mode, and weighted particles
-========  ===============================================================================
+=========  ===============================================================================
+method     what runs
+=========  ===============================================================================
+flow       reverse-KL flow :math:`q` (:func:`~pyro_flows.infer.fit_target`), then fresh
+           draws :math:`x_i \sim q` with their importance weights
+           :math:`w_i = \tilde p(x_i)/q(x_i)`
+flow_mcmc  the same flow and budget trained the mass-covering way,
+           ``fit_target(method="flow_mcmc")`` (forward KL on tempered MALA chains that the flow
+           helps to mix, started at every local maximum a search finds), then its draws and
+           weights as for ``flow``
+nuts       Pyro's NUTS on :math:`\log\tilde p` (:func:`~pyro_flows.infer.nuts`)
+neutra     NUTS on the flow's pulled-back density :math:`\tilde p(f(\varepsilon))
+           |\det J_f(\varepsilon)|`, draws mapped by :math:`f` (:func:`~pyro_flows.infer.neutra`)
+mh         random-walk Metropolis, vectorised chains
+           (:func:`~pyro_flows.infer.random_walk_metropolis`)
+mala       Metropolis-adjusted Langevin, vectorised chains (:func:`~pyro_flows.infer.mala`)
+is         importance sampling with the trained flow as the proposal, resampled
+           (:func:`~pyro_flows.infer.importance_sample`)
+ais        annealed importance sampling from the trained flow (a standard Normal when no
+           flow-based method ran) to :math:`\tilde p` along :math:`q^{1-\beta}\tilde p^\beta`,
+           one HMC move per temperature (:func:`~pyro_flows.infer.annealed_importance_sampling`):
+           an estimate of :math:`\log Z` that IS from the flow cannot give when the flow
+           misses a mode, and weighted particles
+=========  ===============================================================================
 
 ``flow``, ``neutra`` and ``is`` share one trained flow; each of them is charged the training's
 wall time and its ``steps * batch_size`` target gradients, so their costs compare honestly with
-the samplers that need no training. ``ais`` uses the same flow when one was trained (and is then
-charged its training too) and adds its own gradients, about ``particles x temperatures x
-leapfrog steps``. A box target (U2-U4) is handled on :math:`\mathbb R^D`: the
+the samplers that need no training. ``flow_mcmc`` trains its own flow and is charged all of its
+gradients, the mode search's and every chain's included (``history.grad_evals``: about
+``5 x levels`` times reverse KL's per step, 20x in 2-D); it shares the ``flow`` row's code (one
+function with the method as an argument). ``ais`` uses the shared flow when one was trained
+(and is then charged its training too) and adds its own gradients, about ``particles x
+temperatures x leapfrog steps``. A box target (U2-U4) is handled on :math:`\mathbb R^D`: the
 flow is pushed onto the box with :func:`~pyro_flows.infer.onto_support`, the samplers run on
 ``target.unconstrained()`` (density :math:`\tilde p(T(u))|\det J_T(u)|`) and their draws are
 mapped back by :math:`z = T(u)`; NeuTra uses the flow before the push, which approximates the
@@ -34,6 +43,8 @@ unconstrained target.
 References:
 
 - M. D. Hoffman, A. Gelman. *The No-U-Turn Sampler.* JMLR 15, 2014.
+- M. Gabrié, G. M. Rotskoff, E. Vanden-Eijnden. *Adaptive Monte Carlo augmented with
+  normalizing flows.* PNAS 119, 2022 (``flow_mcmc``). https://arxiv.org/abs/2105.12603
 - M. D. Hoffman, P. Sountsov, J. V. Dillon, I. Langmore, D. Tran, S. Vasudevan.
   *NeuTra-lizing Bad Geometry in Hamiltonian Monte Carlo Using Neural Transport.* 2019.
   https://arxiv.org/abs/1903.03704
@@ -47,7 +58,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -75,29 +86,45 @@ from .settings import FlowSettings, TargetSettings
 
 __all__ = [
     "METHODS",
+    "EXTRA_METHODS",
+    "ALL_METHODS",
     "FLOW_METHODS",
+    "FLOW_ROWS",
     "OPTIONAL_FLOW_METHODS",
     "MethodRun",
     "TrainedFlow",
     "box_starts",
+    "flow_settings",
     "parse_methods",
     "run_method",
     "run_methods",
     "train_flow",
 ]
 
-#: Every method, in the order of the table: the one registry of the names ``compare`` and the
-#: command line accept (and the default set: ``ais`` costs 1-3 s on a 2-D target in ``--quick``).
+#: The default set, in the order of the table: what ``compare`` and the command line run when no
+#: method is named (``ais`` costs 1-3 s on a 2-D target in ``--quick``).
 METHODS: tuple[str, ...] = ("flow", "nuts", "neutra", "mh", "mala", "is", "ais")
-#: The methods that need the trained flow.
+#: The methods run only when named: ``flow_mcmc`` costs about 20x the gradients of the
+#: reverse-KL flow and 1.7-2.7x its seconds (``--quick`` on mixture, u1, gmm40), and cannot train
+#: where the mode search finds no local maximum to start its chains at (funnel, gaussian100:
+#: ``ValueError``), so a default run of those targets would fail.
+EXTRA_METHODS: tuple[str, ...] = ("flow_mcmc",)
+#: Every name ``compare`` and the command line accept: the one registry of the names.
+ALL_METHODS: tuple[str, ...] = METHODS + EXTRA_METHODS
+#: The methods that need the shared trained flow (``settings.flow``, reverse KL by default).
 FLOW_METHODS: frozenset[str] = frozenset({"flow", "neutra", "is"})
+#: The rows whose draws are a trained flow's own, with the
+#: :func:`~pyro_flows.infer.fit_target` method that trains it (``None``: ``settings.flow``'s,
+#: the shared flow); ``flow_mcmc`` trains its own.
+FLOW_ROWS: dict[str, str | None] = {"flow": None, "flow_mcmc": "flow_mcmc"}
 #: The methods that use the trained flow when one is trained, and run without it otherwise.
 OPTIONAL_FLOW_METHODS: frozenset[str] = frozenset({"ais"})
 
 
 def parse_methods(methods: str | Iterable[str] | None) -> tuple[str, ...]:
     """Method names from ``"flow,nuts"`` or a sequence, checked, duplicates dropped, in the
-    order given; ``None`` means all of :data:`METHODS`.
+    order given; ``None`` means the default set, :data:`METHODS` (the names of
+    :data:`ALL_METHODS` are accepted).
 
     >>> parse_methods("nuts, neutra"), parse_methods(None) == METHODS
     (('nuts', 'neutra'), True)
@@ -118,19 +145,46 @@ def parse_methods(methods: str | Iterable[str] | None) -> tuple[str, ...]:
             ) from None
     names = [m for m in names if m]
     if not names:
-        raise ValueError(f"no method given; valid methods: {', '.join(METHODS)}")
-    unknown = [m for m in names if m not in METHODS]
+        raise ValueError(f"no method given; valid methods: {', '.join(ALL_METHODS)}")
+    unknown = [m for m in names if m not in ALL_METHODS]
     if unknown:
         raise ValueError(
             f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: "
-            f"{', '.join(METHODS)}"
+            f"{', '.join(ALL_METHODS)}"
         )
     return tuple(dict.fromkeys(names))
 
 
+def flow_settings(method: str, settings: TargetSettings) -> FlowSettings:
+    r"""The :class:`~pyro_flows.compare.settings.FlowSettings` that train the flow of ``method``:
+    ``settings.flow`` for the shared flow (``flow``, ``neutra``, ``is``, ``ais``), and for
+    ``flow_mcmc`` the same flow, steps, batch and learning rate trained by
+    ``fit_target(method="flow_mcmc")`` (``anneal`` does not apply there and is dropped).
+
+    Example:
+
+    >>> from pyro_flows.compare.settings import settings_for
+    >>> s = settings_for("mixture", quick=True)
+    >>> own = flow_settings("flow_mcmc", s)
+    >>> own.method, own.anneal, own.steps == s.flow.steps, flow_settings("is", s) is s.flow
+    ('flow_mcmc', None, True, True)
+
+    References: Gabrié, Rotskoff & Vanden-Eijnden, PNAS 2022 (see the module docstring).
+    """
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
+    _check_settings(settings, TargetSettings)
+    fit_method = FLOW_ROWS.get(method)
+    if fit_method is None or fit_method == settings.flow.method:
+        return settings.flow
+    return replace(settings.flow, method=fit_method, anneal=None)
+
+
 @dataclass
 class TrainedFlow:
-    r"""A flow fitted to a target by reverse KL, as ``flow``, ``neutra`` and ``is`` share it.
+    r"""A flow fitted to a target by :func:`~pyro_flows.infer.fit_target`: by reverse KL (the
+    default of ``settings.flow``) as ``flow``, ``neutra`` and ``is`` share it, or by
+    ``method="flow_mcmc"`` for the ``flow_mcmc`` row.
 
     :ivar flow: the flow on the target's support (sampled and scored by ``flow`` and ``is``).
     :ivar base_flow: the same layers on :math:`\mathbb R^D` (before the push onto a box);
@@ -139,8 +193,9 @@ class TrainedFlow:
     :ivar wall_time: training seconds, flow construction included.
     :ivar settings: the :class:`~pyro_flows.compare.settings.FlowSettings` used.
 
-    Its cost, charged to every flow-based method, is ``history.grad_evals`` :math:`=
-    \texttt{steps} \times \texttt{batch\_size}` target gradients and ``wall_time`` seconds.
+    Its cost, charged to every method that uses it, is ``history.grad_evals`` target gradients
+    (reverse KL: :math:`\texttt{steps} \times \texttt{batch\_size}`; ``flow_mcmc``: the mode
+    search's and every chain's) and ``wall_time`` seconds.
 
     Example: see :func:`train_flow`.
 
@@ -155,7 +210,8 @@ class TrainedFlow:
 
     @property
     def grad_evals(self) -> int:
-        """Target gradients spent on training (``steps * batch_size``)."""
+        """Target gradients spent on training (``history.grad_evals``; reverse KL:
+        ``steps * batch_size``)."""
         return int(self.history.grad_evals)
 
 
@@ -187,12 +243,13 @@ def train_flow(
     target: Target, settings: FlowSettings, *, seed: int = 0, progress: bool = True
 ) -> TrainedFlow:
     r"""Build the flow of ``settings`` (weights from ``torch.manual_seed(seed)``) and fit it to
-    ``target`` by reverse KL,
+    ``target`` by ``settings.method``: reverse KL by default,
 
     .. math::
 
         \max_\theta\ \mathbb E_{q_\theta}[\log\tilde p(z) - \log q_\theta(z)],
 
+    or forward KL on flow-assisted tempered chains (``"flow_mcmc"``, :func:`flow_settings`),
     pushing it onto the target's support first when that is a box.
 
     Example:
@@ -235,22 +292,23 @@ def train_flow(
 class MethodRun:
     r"""What one method produced on one target, in the target's own coordinates.
 
-    :ivar method: one of :data:`METHODS`.
+    :ivar method: one of :data:`ALL_METHODS`.
     :ivar kind: ``"mcmc"`` (nuts, neutra, mh, mala: chains of correlated draws), ``"flow"``
-        (independent draws of :math:`q`, unweighted), ``"is"`` (resampled importance draws) or
-        ``"ais"`` (resampled AIS particles).
-    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for ``flow``/``is``/``ais``).
+        (``flow``, ``flow_mcmc``: independent draws of :math:`q`, unweighted), ``"is"``
+        (resampled importance draws) or ``"ais"`` (resampled AIS particles).
+    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for the flow rows,
+        ``is`` and ``ais``).
     :ivar wall_time: seconds, training included for the flow-based methods.
     :ivar grad_evals: target gradients (training included for the flow-based methods).
     :ivar log_prob_evals: target log-density evaluations without a gradient (MH, IS).
     :ivar divergences: divergent transitions (NUTS, NeuTra), else ``None``.
-    :ivar proposal: raw flow draws ``(n, dim)`` behind ``flow``/``is``, the final AIS particles
-        for ``ais`` (``None`` for MCMC).
+    :ivar proposal: raw flow draws ``(n, dim)`` behind the flow rows and ``is``, the final AIS
+        particles for ``ais`` (``None`` for MCMC).
     :ivar log_weights: their :math:`\log w_i = \log\tilde p(x_i) - \log q(x_i)` (``ais``: the
         AIS log weights).
     :ivar stats: importance-sampling statistics (``elbo``, ``log_Z_hat``, ``log_Z_stderr``,
-        ``ess``, ``ess_fraction``, ``khat``) for ``flow``/``is``; the same but ``elbo`` for
-        ``ais``.
+        ``ess``, ``ess_fraction``, ``khat``) for the flow rows and ``is``; the same but
+        ``elbo`` for ``ais``.
     :ivar history: the flow's training history for the flow-based methods.
     :ivar result: the underlying :class:`~pyro_flows.infer.SampleResult` (``ais``: the
         :class:`~pyro_flows.infer.ais.AISResult`).
@@ -317,6 +375,7 @@ _IS_KEYS = ("elbo", "log_Z_hat", "log_Z_stderr", "ess", "ess_fraction", "khat")
 def _importance_run(
     method: str, target: Target, trained: TrainedFlow, num_samples: int, seed: int
 ) -> MethodRun:
+    """A flow row (``flow``, ``flow_mcmc``: the flow's own draws) or ``is`` (resampled)."""
     result = importance_sample(
         trained.flow, target, num_samples=num_samples, resample=method == "is", seed=seed
     )
@@ -324,7 +383,7 @@ def _importance_run(
     samples = result.samples.detach() if method == "is" else proposal.unsqueeze(0)
     return MethodRun(
         method=method,
-        kind=method,
+        kind="is" if method == "is" else "flow",
         samples=samples,
         wall_time=trained.wall_time + float(result.wall_time),
         grad_evals=trained.grad_evals,
@@ -392,10 +451,12 @@ def run_method(
     seed: int = 0,
     progress: bool = True,
 ) -> MethodRun:
-    r"""Run one method of :data:`METHODS` on ``target`` with the budget of ``settings``.
+    r"""Run one method of :data:`ALL_METHODS` on ``target`` with the budget of ``settings``.
 
     The flow-based methods need ``trained`` (from :func:`train_flow`; ``ais`` uses it when
-    given and starts from a standard Normal otherwise); the MCMC methods run on
+    given and starts from a standard Normal otherwise; ``flow_mcmc`` needs one trained by
+    ``fit_target(method="flow_mcmc")``, ``train_flow(target, flow_settings("flow_mcmc",
+    settings))``); the MCMC methods run on
     :math:`\mathbb R^D` (``target.unconstrained()`` for a box) and map their draws back. Every
     run is seeded by ``seed``.
 
@@ -407,12 +468,12 @@ def run_method(
     >>> s = replace(settings_for("banana", quick=True), mh=SamplerSettings(100, 100, 2))
     >>> run = run_method("mh", get_target("banana"), s, progress=False)
     >>> run.kind, tuple(run.samples.shape), run.grad_evals
-    ('mcmc', (2, 100, 2), 0)
+    ('mcmc', (2, 100, 2), 19264)
 
     References: see the module docstring.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
     _check_target(target)
     _check_settings(settings, TargetSettings)
     _check_seed(seed)
@@ -420,12 +481,19 @@ def run_method(
         raise TypeError(
             f"trained must be a TrainedFlow (from train_flow), got {type(trained).__name__}"
         )
-    if method in FLOW_METHODS and trained is None:
+    if (method in FLOW_METHODS or method in FLOW_ROWS) and trained is None:
         raise ValueError(f"method {method!r} needs the trained flow: pass trained=train_flow(...)")
+    fit_method = FLOW_ROWS.get(method)
+    if fit_method is not None and trained.history.method != fit_method:  # type: ignore[union-attr]
+        raise ValueError(
+            f"method {method!r} needs a flow trained by fit_target(method={fit_method!r}), got "
+            f"one trained by {trained.history.method!r}: pass "  # type: ignore[union-attr]
+            f"trained=train_flow(target, flow_settings({method!r}, settings))"
+        )
     if method == "ais":
         return _ais_run(target, settings, trained, seed, progress)
-    if method in ("flow", "is"):
-        n = settings.flow_samples if method == "flow" else settings.is_samples
+    if method in FLOW_ROWS or method == "is":
+        n = settings.is_samples if method == "is" else settings.flow_samples
         return _importance_run(method, target, trained, n, seed)  # type: ignore[arg-type]
     sampler = settings.sampler(method)
     mcmc_target = target.unconstrained()
@@ -508,8 +576,10 @@ def run_methods(
     on_done: Callable[[MethodRun], None] | None = None,
 ) -> tuple[dict[str, MethodRun], TrainedFlow | None]:
     r"""Run ``methods`` on ``target`` in order, training the shared flow first when one of them
-    needs it (``ais`` alone does not: it then anneals from a standard Normal); returns
-    ``({method: MethodRun}, trained flow or None)``.
+    needs it (``ais`` alone does not: it then anneals from a standard Normal), then
+    ``flow_mcmc``'s own flow (:func:`flow_settings`); returns ``({method: MethodRun}, shared
+    trained flow or None)`` (the training history of ``flow_mcmc``'s own flow is
+    ``runs["flow_mcmc"].history``).
 
     Example:
 
@@ -531,10 +601,16 @@ def run_methods(
     trained = None
     if FLOW_METHODS.intersection(names):
         trained = train_flow(target, settings.flow, seed=seed, progress=progress)
+    flows: dict[str, TrainedFlow | None] = {}
+    for name in names:  # every flow first: a flow that cannot train fails before the samplers run
+        own = flow_settings(name, settings)
+        flows[name] = trained
+        if name in FLOW_ROWS and (trained is None or own != settings.flow):
+            flows[name] = train_flow(target, own, seed=seed, progress=progress)
     runs: dict[str, MethodRun] = {}
     for name in names:
         runs[name] = run_method(
-            name, target, settings, trained=trained, seed=seed, progress=progress
+            name, target, settings, trained=flows[name], seed=seed, progress=progress
         )
         if on_done is not None:
             on_done(runs[name])

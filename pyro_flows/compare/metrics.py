@@ -136,7 +136,7 @@ def row_for(run: MethodRun, target: Target) -> Row:
     >>> target = get_target("banana")
     >>> s = replace(settings_for("banana", quick=True), mh=SamplerSettings(200, 200, 2))
     >>> row = row_for(run_method("mh", target, s, progress=False, seed=0), target)
-    >>> row.ess_per_grad is None, row.rhat > 1.0, row.khat is None   # MH takes no gradient
+    >>> row.ess_per_grad > 0, row.rhat > 1.0, row.khat is None  # gradients: the start's search
     (True, True, True)
 
     References: Vehtari et al., 2021; Kish, 1965 (see the module docstring).

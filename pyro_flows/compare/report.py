@@ -43,17 +43,20 @@ How the columns are computed (details: `docs/compare.rst`):
 
 - **wall s**, **grad evals**: the run's seconds and target gradients; `flow`, `neutra` and `is`
   include the flow's training (`steps x batch_size` gradients), `ais` too when it annealed from
-  the flow, plus its own (about particles x temperatures x leapfrog steps). MH and IS take no
-  gradient.
+  the flow, plus its own (about particles x temperatures x leapfrog steps); `flow_mcmc` includes
+  the training of its own flow by flow-assisted MCMC (the mode search's and every chain's
+  gradients). MH and IS take no gradient.
 - **ESS bulk / tail (min)**: MCMC: the smallest rank-normalised bulk / tail ESS over the
-  coordinates (ArviZ). `is`, `ais`: Kish's ESS of the weights. `flow`: not a sampler of p, `-`.
+  coordinates (ArviZ). `is`, `ais`: Kish's ESS of the weights. `flow`, `flow_mcmc`: not a
+  sampler of p, `-`.
 - **ESS/s**, **ESS/grad**: ESS bulk per wall second and per gradient.
 - **R-hat max**: largest rank-normalised split R-hat (MCMC).
 - **max |mean err| (sd)**, **max sd rel err**: against the target's exact means and sds;
-  `flow` shows q's own moments, `is` self-normalised weighted ones.
+  `flow` and `flow_mcmc` show q's own moments, `is` self-normalised weighted ones.
 - **log Z hat**, **log Z err**, **log Z - ELBO**, **IS ESS frac**, **k-hat**: importance weights
-  w = p~(x)/q(x) of fresh flow draws: log mean w, its error, log Z - mean log w (~ KL(q||p)),
-  Kish ESS / n, PSIS k-hat. `ais`: the same from its annealed importance weights (no ELBO).
+  w = p~(x)/q(x) of fresh flow draws (`flow`, `is`; `flow_mcmc` of its own flow): log mean w,
+  its error, log Z - mean log w (~ KL(q||p)), Kish ESS / n, PSIS k-hat. `ais`: the same from
+  its annealed importance weights (no ELBO).
 - **!**: a value not to be trusted (k-hat > 0.7, R-hat > 1.01, divergences); the warnings
   above also compare the flow's IS log Z with the AIS one (a gap above max(0.05, 3 combined
   se) nats: a mode the flow misses).

@@ -126,17 +126,22 @@ class FlowSettings:
 
     @property
     def grad_evals(self) -> int:
-        """Target gradients the training spends: ``steps * batch_size``."""
+        """Target gradients reverse-KL training spends: ``steps * batch_size`` (``flow_mcmc``
+        spends about ``5 x levels`` times more, counted in its ``history.grad_evals``)."""
         return self.steps * self.batch_size
 
     def describe(self) -> str:
-        """One line: builder, options, budget."""
+        """One line: builder, options, budget (and the training method unless reverse KL)."""
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        unit = "chains per level" if self.method == "flow_mcmc" else "draws"
         text = (
-            f"{self.builder}({opts}), {self.steps} steps x {self.batch_size} draws, lr {self.lr:g}"
+            f"{self.builder}({opts}), {self.steps} steps x {self.batch_size} {unit}, "
+            f"lr {self.lr:g}"
         )
         if self.anneal is not None:
             text += f", annealed over {self.anneal:.0%} of the steps"
+        if self.method != "reverse_kl":
+            text += f", fit_target(method={self.method!r})"
         return text
 
 

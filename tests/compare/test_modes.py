@@ -162,7 +162,8 @@ def test_many_well_rows_checks_and_table():
     assert good.modes_visited == 16 and good.num_draws == 10_000
     assert bad.well_masses == [1.0] * 4 and bad.modes_visited == 1
     checks = check_many_well(rows, target.well_masses.tolist(), target.log_Z)
-    assert [c.status for c in checks] == ["PASS", "FAIL", "SKIP", "SKIP", "SKIP"]
+    # the log Z checks of flow, flow_mcmc, is and ais: none of them ran
+    assert [c.status for c in checks] == ["PASS", "FAIL", "SKIP", "SKIP", "SKIP", "SKIP"]
     assert checks[1].detail == "4/4 pairs off, worst 1.000"
     assert run_checks("many_well", rows, target.well_masses.tolist(), target.log_Z) == checks
     table = well_mass_table(rows, 0.8443, expected_visited={"nuts": 16.0, "mh": 16.0})
