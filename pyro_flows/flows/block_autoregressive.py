@@ -7,7 +7,7 @@ from typing import Any
 
 from .._validation import check_hidden_dims, check_positive_int
 from ..flow import Flow
-from ..transforms.block_autoregressive import BlockAutoregressive
+from ..transforms.block_autoregressive import PARAM_SCALE, BlockAutoregressive
 from ._stack import stack
 
 __all__ = ["bnaf"]
@@ -40,6 +40,7 @@ def bnaf(
     activation: str = "tanh",
     residual: str | None = "gated",
     direction: str = "density",
+    param_scale: float = PARAM_SCALE,
 ) -> Flow:
     r"""Block neural autoregressive flow (De Cao, Titov & Aziz 2019): stacked
     :class:`~pyro_flows.transforms.block_autoregressive.BlockAutoregressive` layers.
@@ -70,6 +71,11 @@ def bnaf(
     :param activation: ``"tanh"`` or ``"leaky_relu"``.
     :param residual: ``"gated"``, ``"normal"`` or ``None`` (leaky ReLU only).
     :param direction: ``"density"`` or ``"sampling"``: which side is one pass.
+    :param param_scale: the layers' :math:`c`: the log-domain parameters (diagonal blocks
+        :math:`e^V`, log row norms, gate logit) are :math:`c` times the stored tensors, so that
+        Adam at the learning rates of the other flows (``fit``'s 2e-3) moves them as fast as it
+        moves ordinary weights; 20 by default, 1 for Pyro's parametrisation (see
+        :class:`~pyro_flows.transforms.block_autoregressive.BlockAutoregressive`).
 
     Example::
 
@@ -94,6 +100,7 @@ def bnaf(
             activation=activation,
             residual=residual,
             direction=direction,
+            param_scale=param_scale,
         ),
         permutation,
         base=base,

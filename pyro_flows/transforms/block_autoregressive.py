@@ -33,7 +33,19 @@ __all__ = ["BlockAutoregressive"]
 
 DIRECTIONS = ("density", "sampling")
 _INITIAL_GATE = 0.9  # g at initialisation: F = 0.9 u + 0.1 f(u), close to the identity
+_FIRST_LOG_SLOPES = (math.log(0.5), math.log(4.0))  # first-layer row norms, log-uniform
+_FIRST_BIAS = 3.0  # first-layer biases ~ U(-3, 3): breakpoints spread over the data's range
+PARAM_SCALE = 20.0  # default param_scale (see the class docstring, "Parametrisation")
 _PYRO_ACTIVATIONS = {"tanh": "tanh", "leakyrelu": "leaky_relu", "leaky_relu": "leaky_relu"}
+
+
+def _check_param_scale(value: object) -> float:
+    """``param_scale`` as a float: a finite positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"param_scale must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"param_scale must be finite, got {value!r}")
+    return float(value)
 
 
 def _check_options(activation: object, residual: object, direction: object) -> str:
@@ -134,13 +146,43 @@ class BlockAutoregressive(FlowTransform):
     through that dimension's blocks, :math:`O(\sum_l a_l a_{l-1})`; :math:`D` Python-level
     steps per call, so it is slow for large :math:`D`.
 
-    **Initialisation.** Diagonal blocks :math:`\exp V`, :math:`V \sim \mathcal{U}(\pm
-    \sqrt{6/(a_l + a_{l-1})})`, the lower blocks alike, unit row norms, small hidden biases and
-    a zero output bias. The gate starts at :math:`g = 0.9`, so a fresh gated layer is close to
-    the identity (:math:`F = 0.9u + 0.1 f(u)`; mean :math:`|F(u) - u|` about 0.1 and
-    :math:`|\log\det|` about 0.3 on standard Normal inputs). With ``residual="normal"`` the
-    last layer's rows start at norm 0.1: :math:`F = u + f` is then a mild expansion
-    (:math:`|\log\det|` about 0.6), as smaller starts were measured to learn far slower.
+    **Parametrisation.** The stored tensors are the paper's (and Pyro's) parameters divided by
+    a constant :math:`c` = ``param_scale`` (default 20): :math:`V = c\,` ``raw_weights``,
+    :math:`s = c\,` ``log_scales`` and :math:`\gamma = c\,` ``gate``; the biases are stored as
+    they are. The map is the same for any :math:`c`; what changes is how fast a gradient
+    method moves it. Adam moves every stored number by about ``lr`` per step, whatever its
+    size. A bias or an ordinary weight of size :math:`O(1/\sqrt{\text{fan-in}})` changes by
+    percents per step at ``lr = 2e-3``, but :math:`V` on the diagonal blocks, :math:`s` and
+    :math:`\gamma` act through exponentials and need changes of order 1 (a slope 5 times
+    steeper is :math:`\Delta s = 1.6`, 800 steps at ``lr = 2e-3``), and :math:`V` below the
+    diagonal only sets directions of weight-normalised rows. Without the factor a BNAF trains
+    an order of magnitude slower than the other flows at the learning rates they use (the
+    paper trains it with ``lr`` between 1e-2 and 1e-1): measured on ``moons`` and
+    ``8gaussians`` (5 layers, factors (32, 32), 300 steps of ``lr = 2e-3``), gaps to the oracle
+    of +1.0 and +1.4 nats with :math:`c = 1`, +0.11 and +0.24 with 10, +0.07 and +0.11 with 20.
+    ``param_scale=1`` gives Pyro's parametrisation (then use a learning rate about 20 times
+    larger for the same speed). The factor is tuned for Adam-like optimisers, whose steps do
+    not depend on the size of the gradient. With plain SGD it makes the effective step
+    :math:`c^2` times larger, so use ``param_scale=1`` there.
+
+    **Initialisation** (in the effective parameters). :math:`V \sim \mathcal{U}(\pm
+    \sqrt{6/(a_l + a_{l-1})})` on the diagonal and lower blocks (so the diagonal blocks
+    :math:`e^V` are close to 1). The first layer's rows get norms :math:`e^s` log-uniform in
+    :math:`[1/2, 4]` and biases :math:`\mathcal{U}(\pm 3)`: units :math:`\tanh(e^s u_i + b)`
+    with varied slopes and breakpoints spread over the range of standardised data (with
+    biases :math:`\pm 1/\sqrt{a_0}`, Pyro's scale, every unit is nearly the same function of
+    :math:`u_i`, and moving them apart costs hundreds of steps: +0.4 and +1.4 nats after 300
+    steps in the measurement above). Later rows get norm :math:`a_{l-1}^{-1/2}`: rows of
+    :math:`a_{l-1}` nearly equal positive entries of norm 1 would amplify by
+    :math:`\sqrt{a_{l-1}}` per layer, so a wide network would start far from the identity
+    (5 layers of factors (32, 32): initial NLL 9.3 on standard Normal data against 2.84 for the
+    base; now 3.0, and about the same at any width). Hidden biases are
+    :math:`\mathcal{U}(\pm 1/\sqrt{a_l})`, the output bias 0. The gate starts at
+    :math:`g = 0.9`, so a fresh gated layer is close to the identity (:math:`F = 0.9u + 0.1
+    f(u)`; on standard Normal inputs, mean :math:`|F(u) - u|` about 0.05 to 0.07 and
+    :math:`|\log\det|` about 0.1 to 0.3). With ``residual="normal"`` the last layer's rows
+    start 10 times smaller: :math:`F = u + f` is then a mild expansion (0.03 and 0.08; larger
+    starts were measured to learn slower).
 
     :param input_dim: event size :math:`D` (1 is allowed).
     :param hidden_factors: :math:`a_0, \dots, a_{L-1}`: hidden layer :math:`l` has
@@ -149,6 +191,8 @@ class BlockAutoregressive(FlowTransform):
     :param activation: ``"tanh"`` (default) or ``"leaky_relu"`` (Pyro's ``"LeakyReLU"``).
     :param residual: ``"gated"`` (default), ``"normal"``, or ``None`` (leaky ReLU only).
     :param direction: ``"density"`` (default) or ``"sampling"``: which side is one pass.
+    :param param_scale: :math:`c > 0`, the factor between the stored tensors and
+        :math:`V, s, \gamma` (see "Parametrisation"); 20 by default, 1 for Pyro's.
 
     Example::
 
@@ -165,7 +209,8 @@ class BlockAutoregressive(FlowTransform):
     Differences from Pyro's ``BlockAutoregressive``: any point can be mapped both ways (Pyro's
     raises on the inverse of a point it did not produce), the residual defaults to ``"gated"``
     (``None`` with tanh is refused, see above), the gate is :math:`g` on ``u`` as in Pyro but
-    initialised at 0.9, and a context is supported.
+    initialised at 0.9, a context is supported, the stored parameters are Pyro's divided by
+    ``param_scale`` and the initialisation differs (see above).
 
     References:
 
@@ -184,6 +229,7 @@ class BlockAutoregressive(FlowTransform):
         activation: str = "tanh",
         residual: str | None = "gated",
         direction: str = "density",
+        param_scale: float = PARAM_SCALE,
     ) -> None:
         super().__init__(input_dim, context_dim)
         self.hidden_factors = check_hidden_dims(hidden_factors, "hidden_factors")
@@ -192,8 +238,10 @@ class BlockAutoregressive(FlowTransform):
         self.activation = _check_options(activation, residual, direction)
         self.residual = residual
         self.direction = direction
+        self.param_scale = _check_param_scale(param_scale)
         D = self.input_dim
         sizes = (1, *self.hidden_factors, 1)
+        c = self.param_scale
         self.raw_weights = nn.ParameterList()
         self.log_scales = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -203,25 +251,33 @@ class BlockAutoregressive(FlowTransform):
             self.register_buffer(f"_lower{l}", lower, persistent=False)
             bound = math.sqrt(6.0 / (a_in + a_out))
             raw = torch.empty(D * a_out, D * a_in).uniform_(-bound, bound)
-            self.raw_weights.append(nn.Parameter(raw.masked_fill(~(diag | lower), 0.0)))
-            last = l == len(sizes) - 2
-            log_scale = math.log(0.1) if last and residual == "normal" else 0.0
-            self.log_scales.append(nn.Parameter(torch.full((D * a_out,), log_scale)))
-            b = 0.0 if last else 1 / math.sqrt(a_out)  # the output starts unshifted
-            self.biases.append(nn.Parameter(torch.empty(D * a_out).uniform_(-b, b)))
+            self.raw_weights.append(nn.Parameter(raw.masked_fill(~(diag | lower), 0.0) / c))
+            if l == 0:  # first hidden units: varied slopes, breakpoints over [-3, 3]-ish
+                log_scale = torch.empty(D * a_out).uniform_(*_FIRST_LOG_SLOPES)
+                b = torch.empty(D * a_out).uniform_(-_FIRST_BIAS, _FIRST_BIAS)
+            else:  # rows of norm a_in^(-1/2): gain about 1 along the diagonal blocks
+                log_scale = torch.full((D * a_out,), -0.5 * math.log(a_in))
+                b = torch.empty(D * a_out).uniform_(-1.0, 1.0) / math.sqrt(a_out)
+            if l == len(sizes) - 2:
+                b.zero_()  # the output starts unshifted
+                if residual == "normal":
+                    log_scale = log_scale + math.log(0.1)
+            self.log_scales.append(nn.Parameter(log_scale / c))
+            self.biases.append(nn.Parameter(b))
         self.context_net: nn.Linear | None = None
         if self.context_dim is not None:
             self.context_net = nn.Linear(self.context_dim, D * sizes[1], bias=False)
         self.gate: nn.Parameter | None = None
         if residual == "gated":
-            self.gate = nn.Parameter(torch.tensor(math.log(_INITIAL_GATE / (1 - _INITIAL_GATE))))
+            logit = math.log(_INITIAL_GATE / (1 - _INITIAL_GATE))
+            self.gate = nn.Parameter(torch.tensor(logit / c))
 
     def _params(self, context: Tensor | None) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """``(weights, log_diags, biases)`` of every layer; the first bias per context row."""
-        weights, log_diags = [], []
+        weights, log_diags, c = [], [], self.param_scale
         for l, (raw, log_scale) in enumerate(zip(self.raw_weights, self.log_scales, strict=True)):
             diag, lower = getattr(self, f"_diag{l}"), getattr(self, f"_lower{l}")
-            w, log_diag = block_weights(raw, log_scale, diag, lower, self.input_dim)
+            w, log_diag = block_weights(c * raw, c * log_scale, diag, lower, self.input_dim)
             weights.append(w)
             log_diags.append(log_diag)
         biases = list(self.biases)
@@ -230,19 +286,24 @@ class BlockAutoregressive(FlowTransform):
             biases[0] = biases[0] + self.context_net(context)
         return weights, log_diags, biases
 
+    def _gate(self) -> Tensor | None:
+        r"""The gate logit :math:`\gamma` (``param_scale`` times the stored ``gate``)."""
+        return None if self.gate is None else self.param_scale * self.gate
+
     def _one_pass(self, u: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``F(u)`` and ``log|det dF/du|`` in one network pass."""
         weights, log_diags, biases = self._params(context)
         f, pre = network_pass(u, weights, biases, self.activation)
         log_df = log_diag_jacobian(pre, log_diags, self.activation)
-        y = residual_output(u, f, self.residual, self.gate)
-        return y, residual_log_det(log_df, self.residual, self.gate)
+        gate = self._gate()
+        y = residual_output(u, f, self.residual, gate)
+        return y, residual_log_det(log_df, self.residual, gate)
 
     def _solve(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``u = F^{-1}(v)`` and ``log|det du/dv|`` by ``D`` scalar root solves."""
         weights, log_diags, biases = self._params(context)
         u, log_det = solve_network(
-            v, weights, biases, log_diags, self.activation, self.residual, self.gate
+            v, weights, biases, log_diags, self.activation, self.residual, self._gate()
         )
         return u, -log_det
 
@@ -274,5 +335,5 @@ class BlockAutoregressive(FlowTransform):
         return (
             f"{super().extra_repr()}, hidden_factors={self.hidden_factors}, "
             f"activation={self.activation!r}, residual={self.residual!r}, "
-            f"direction={self.direction!r}"
+            f"direction={self.direction!r}, param_scale={self.param_scale:g}"
         )
