@@ -515,12 +515,20 @@ def _check_modes(flow: nn.Module, log_prob: LogDensity, history: TargetFitHistor
     history.mode_check = probe.summary()
     history.missed_modes = probe.modes[probe.missed].tolist()
     if history.missed_modes:
+        if history.method == "flow_mcmc":
+            advice = ("Training by flow_mcmc has not made the flow cover them yet: train "
+                      "longer, or use a more flexible flow (e.g. a spline flow); use "
+                      "infer.importance_sample or infer.annealed_importance_sampling with it "
+                      "rather than its raw draws.")
+        else:
+            advice = ("Reverse KL is mode-seeking, and the ELBO, ESS and log Z from the flow's "
+                      "own draws cannot see the missing mass. Use method='flow_mcmc' "
+                      "(mass-covering; what method='auto' picks when its search finds several "
+                      "modes), a more flexible flow, or check with MCMC (its chains start at the "
+                      "modes) and infer.annealed_importance_sampling.")
         warnings.warn(
             f"fit_target: the flow misses {len(history.missed_modes)} mode(s) of the target "
-            f"({probe.summary()}). Reverse KL is mode-seeking, and the ELBO, ESS and log Z "
-            "from the flow's own draws cannot see the missing mass. Try anneal= (e.g. 0.3), "
-            "a more flexible flow, or check with MCMC from over-dispersed starts and "
-            "infer.annealed_importance_sampling.",
+            f"({probe.summary()}). {advice}",
             UserWarning,
             stacklevel=3,
         )
