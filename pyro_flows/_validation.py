@@ -83,6 +83,10 @@ def _as_index(value: object) -> int | None:
         return None
 
 
+#: A sample shape as users pass it: an int, a sequence of ints or a ``torch.Size``.
+SampleShape = Sequence[int] | torch.Size | int
+
+
 def check_sample_shape(sample_shape: object) -> torch.Size:
     """``sample_shape`` (an int or a sequence of ints, each ``>= 0``) as a ``torch.Size``;
     ``TypeError``/``ValueError`` naming what was given otherwise.

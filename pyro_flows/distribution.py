@@ -38,16 +38,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_sample_shape
+from ._validation import SampleShape, check_sample_shape
 
-if TYPE_CHECKING:
-    from .flow import Flow, SampleShape
+
+class FlowLike(Protocol):
+    """What a :class:`FlowDistribution` reads of its flow (a :class:`~pyro_flows.Flow`): its
+    base for a context, its transforms (base -> data) and its three passes. A protocol, so that
+    this module does not import :mod:`pyro_flows.flow` (which imports this one)."""
+
+    transforms: Iterable[torch.distributions.Transform]
+
+    def base_dist(self, context: Tensor | None) -> torch.distributions.Distribution: ...
+
+    def rsample_and_log_prob(
+        self, sample_shape: SampleShape = (), context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def sample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor: ...
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
 
 
 def _same_values(current: Sequence[Tensor], saved: Sequence[Tensor]) -> bool:
@@ -149,7 +164,7 @@ class FlowDistribution(dist.TransformedDistribution):
 
     def __init__(
         self,
-        flow: Flow,
+        flow: FlowLike,
         context: Tensor | None,
         batch_shape: torch.Size | None = None,
         path_gradient: bool = False,
@@ -225,7 +240,7 @@ def _frozen_parameters(module: nn.Module) -> Iterator[None]:
             m._parameters[name] = p
 
 
-def log_prob_with_frozen_parameters(flow: Flow, x: Tensor, context: Tensor | None) -> Tensor:
+def log_prob_with_frozen_parameters(flow: FlowLike, x: Tensor, context: Tensor | None) -> Tensor:
     r""":math:`\log q_{\mathrm{stop}(\phi)}(x)`: the flow's log-density by the inverse pass with
     every parameter detached, so gradients reach ``x`` (and ``context``) only.
 

@@ -14,7 +14,7 @@ a fresh Pyro distribution built for that call, so nothing stale survives an opti
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from itertools import chain
 
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Transform
 
 from ._validation import (
+    SampleShape,
     all_finite,
     as_tensor,
     check_context,
@@ -30,10 +31,9 @@ from ._validation import (
     checked_context,
 )
 from .base import StandardNormal, as_base
+from .distribution import FlowDistribution
 from .transforms.base import FlowTransform
 from .transforms.wrapped import WrappedTransform
-
-SampleShape = Sequence[int] | torch.Size | int
 
 
 def _event_shape(t: FlowTransform) -> torch.Size:
@@ -345,8 +345,6 @@ class Flow(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> Distribution:
         """A fresh Pyro distribution for ``context`` (batch shape ``context.shape[:-1]``)."""
-        from .distribution import FlowDistribution
-
         return FlowDistribution(self, self._check_context(context))
 
     def extra_repr(self) -> str:

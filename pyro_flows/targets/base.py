@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints
 
 from .._validation import check_positive_int, check_sample_shape
 
-__all__ = ["Target", "check_sample_shape"]
+__all__ = ["Target", "UnconstrainedTarget", "check_sample_shape"]
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -240,10 +240,90 @@ class Target(nn.Module):
         ``real_vector``); see :class:`~pyro_flows.targets.unconstrained.UnconstrainedTarget`."""
         if self.support is constraints.real_vector:
             return self
-        from .unconstrained import UnconstrainedTarget
-
         return UnconstrainedTarget(self)
 
     def extra_repr(self) -> str:
         log_z = "None" if self.log_Z is None else f"{self.log_Z:.6f}"
         return f"name={self.name!r}, dim={self.dim}, log_Z={log_z}"
+
+
+class UnconstrainedTarget(Target):
+    r"""``target`` seen through :math:`u = T^{-1}(z)`, :math:`T = \texttt{biject\_to}
+    (\text{target.support})`, on :math:`\mathbb{R}^D`.
+
+    .. math::
+
+        \log \tilde p_u(u) = \log \tilde p(T(u)) + \log|\det J_T(u)|, \qquad
+        \log Z_u = \log Z.
+
+    ``log_Z`` and the exact sampler carry over; ``mean``/``std`` and ``bounds`` do not (they
+    change under :math:`T`) and are ``None``. The support's bijection must keep the event size
+    (true of boxes and of every elementwise constraint).
+
+    Cost: one :math:`T` and its log-determinant (elementwise for a box) on top of the
+    target's ``log_prob``.
+
+    :param target: a :class:`~pyro_flows.targets.base.Target` with a constrained ``support``.
+
+    Example:
+
+    >>> from pyro_flows.targets.energy import U2
+    >>> box = U2()                       # e^{-U2} on [-4, 4]^2
+    >>> free = box.unconstrained()       # the same mass on R^2
+    >>> free.log_Z == box.log_Z, free.log_prob(torch.tensor([50.0, 0.0])).isfinite().item()
+    (True, True)
+    >>> free.to_support(torch.tensor([0.0, 0.0]))
+    tensor([0., 0.])
+
+    References:
+
+    - A. Kucukelbir, D. Tran, R. Ranganath, A. Gelman, D. M. Blei. *Automatic Differentiation
+      Variational Inference.* JMLR 18, 2017 (densities on unconstrained spaces).
+    """
+
+    def __init__(self, target: Target) -> None:
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a Target, got {type(target).__name__}")
+        super().__init__(target.dim)
+        self.target = target
+        self.name = f"{target.name}-unconstrained"
+        origin = torch.zeros(target.dim, dtype=target.dtype, device=target.device)
+        shape = self._transform()(origin).shape
+        if shape != (target.dim,):
+            raise ValueError(
+                f"biject_to(support) of {type(target).__name__} maps R^{target.dim} to shape "
+                f"{tuple(shape)}; UnconstrainedTarget needs a bijection that keeps the event size"
+            )
+        self.log_Z = target.log_Z
+
+    @property
+    def has_exact_samples(self) -> bool:  # type: ignore[override]
+        return self.target.has_exact_samples
+
+    def _transform(self) -> torch.distributions.Transform:
+        return biject_to(self.target.support)
+
+    def to_support(self, u: Tensor) -> Tensor:
+        """:math:`z = T(u)`: points of :math:`\\mathbb{R}^D` mapped onto the target's support."""
+        return self._transform()(self._check(u))
+
+    def _log_prob(self, u: Tensor) -> Tensor:
+        t = self._transform()
+        z = t(u)
+        log_det = t.log_abs_det_jacobian(u, z)
+        if log_det.dim() == u.dim():  # an elementwise transform: sum over the event
+            log_det = log_det.sum(-1)
+        return self.target.log_prob(z) + log_det
+
+    def _sample(self, n: int) -> Tensor:
+        with torch.no_grad():  # float64 draws: a float32 round-off could land on a box edge
+            z = self.target._sample(n).to(torch.float64)
+        return self._transform().inv(z)
+
+    def _initial_point(self) -> Tensor:
+        return self._transform().inv(self.target.initial_params()["z"])
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """``constraints.real_vector``."""
+        return constraints.real_vector
