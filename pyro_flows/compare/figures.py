@@ -33,6 +33,7 @@ from .._numbers import check_interval
 from .._validation import check_positive_int
 from ..infer import TargetFitHistory
 from ..targets import Target
+from .method_registry import METHOD_SPECS
 from .methods import MethodRun
 
 __all__ = ["plot_samples", "plot_traces", "plot_elbo", "plot_mode_masses", "density_on_grid"]
@@ -98,20 +99,11 @@ def _thin(x: Tensor, n: int = _MAX_POINTS, seed: int = 0) -> Tensor:
     return x[idx]
 
 
-_LABELS = {
-    "flow": "flow q (reverse KL)",
-    "flow_mcmc": "flow q (flow MCMC, forward KL)",
-    "nuts": "NUTS",
-    "neutra": "NeuTra",
-    "mh": "MH",
-    "mala": "MALA",
-    "is": "IS, flow proposal",
-    "ais": "AIS, weighted particles",
-}
 
 
 def _label(run: MethodRun) -> str:
-    return _LABELS.get(run.method, run.method)
+    spec = METHOD_SPECS.get(run.method)
+    return spec.label if spec is not None else run.method
 
 
 def plot_samples(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .figures import plot_elbo, plot_mode_masses, plot_samples, plot_traces
 
 if TYPE_CHECKING:
-    from .run import Comparison
+    from .comparison import Comparison
 
 __all__ = ["REPORT_FILES", "check_report_folder", "write_report", "jsonable"]
 

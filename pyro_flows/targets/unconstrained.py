@@ -18,6 +18,7 @@ modules do not import each other; this module keeps its import path.
 
 from __future__ import annotations
 
+from .base import Target as Target  # the old home of this name
 from .base import UnconstrainedTarget
 
 __all__ = ["UnconstrainedTarget"]

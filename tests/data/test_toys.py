@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import pyro_flows.data.toys as toys
+import pyro_flows.data.toy_log_probs as log_probs
 from pyro_flows.data import (
     ENTROPY,
     ORACLE_NLL,
@@ -172,10 +172,10 @@ def test_quadrature_is_converged(monkeypatch, attr, fn, lo, hi):
     x = torch.cat(
         [toy.sample(300, generator=g), (2 * torch.rand(300, 2, generator=g) - 1) * toy.box]
     ).double()
-    default = getattr(toys, fn)(x)
-    panels = getattr(toys, attr)[0].numel() // 16
-    monkeypatch.setattr(toys, attr, toys._gauss_legendre(lo, hi, 4 * panels, 16))
-    fine = getattr(toys, fn)(x)
+    default = getattr(log_probs, fn)(x)
+    panels = getattr(log_probs, attr)[0].numel() // 16
+    monkeypatch.setattr(log_probs, attr, log_probs._gauss_legendre(lo, hi, 4 * panels, 16))
+    fine = getattr(log_probs, fn)(x)
     relevant = fine > -50
     assert (default - fine)[relevant].abs().max() < 1e-6
     assert ((default - fine).abs() / fine.abs()).max() < 1e-4
