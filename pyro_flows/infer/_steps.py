@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from . import _checkpoint
 from ._checkpoint import rng_state, save_atomic, set_rng_state
+from ._loop import NonFiniteLossError, resuming, stop_non_finite
 
 _SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
@@ -208,7 +209,7 @@ class StepTraining:
         )
         self.history = history
         self.step = 0
-        if resume and checkpoint is not None and Path(checkpoint).exists():
+        if resuming(resume, checkpoint):
             self._restore(_checkpoint.load(checkpoint))
         else:
             torch.manual_seed(seed)
@@ -223,14 +224,10 @@ class StepTraining:
         """Put the module back to the parameters of the last snapshot (after a failure)."""
         self.module.load_state_dict(self.last_good)
 
-    def fail(self, stopped: str, message: str) -> FloatingPointError:
+    def fail(self, stopped: str, message: str) -> NonFiniteLossError:
         """After a non-finite loss or gradient: the module back to the last good parameters,
         ``history.stopped = stopped``, and the ``NonFiniteLossError`` to raise."""
-        from .fit import NonFiniteLossError
-
-        self.restore_last_good()
-        self.history.stopped = stopped
-        return NonFiniteLossError(message, self.history)
+        return stop_non_finite(self.restore_last_good, self.history, stopped, message)
 
     def record_step(self) -> bool:
         """After a successful step: update ``history.time`` (training time, evaluations

@@ -14,12 +14,14 @@ atomic checkpoints that resume exactly (parameters, optimiser, schedule, RNG, po
 epoch; refused before anything changes when they belong to another set-up or other data), a
 stop with the last good state restored on a non-finite loss, gradient or validation NLL, and data
 parallelism under ``torchrun``.
+
+:func:`fit` checks its options and sets up the rows, the model and the optimiser; the epoch loop
+is ``pyro_flows.infer._fit_epochs``, the checkpoints ``pyro_flows.infer._fit_checkpoint``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,27 +30,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._progress import progress_bar
+# ``X as X``: names this module has always offered that the epoch loop (``_fit_epochs``) uses now
+from .._progress import progress_bar as progress_bar
 from .._validation import as_tensor
 from ..threads import accepts_threads
-from . import _checkpoint
+from . import _fit_checkpoint
 from ._data import Split, check_pair, split
-from ._distributed import setup, shard
-from ._steps import check_int, check_number, check_training_options, gradients_are_finite
+from ._distributed import setup
+from ._distributed import shard as shard
+from ._fit_epochs import EpochTraining
+from ._loop import NonFiniteLossError as NonFiniteLossError
+from ._loop import trainable_parameters
+from ._steps import check_int, check_number, check_training_options
+from ._steps import gradients_are_finite as gradients_are_finite
 
 SCHEDULES = ("cosine", "plateau", None)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training met a NaN/inf loss, gradient or validation score; the model holds the last good
-    parameters (``history.stopped`` says which it was).
-
-    :ivar history: the :class:`FitHistory` up to the failure.
-    """
-
-    def __init__(self, message: str, history: FitHistory) -> None:
-        super().__init__(message)
-        self.history = history
 
 
 @dataclass
@@ -84,10 +80,6 @@ class _NegativeLogLikelihood(nn.Module):
         if context is None:
             return -self.model.log_prob(x).mean()
         return -self.model.log_prob(x, context).mean()
-
-
-def _state_copy(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _check_model(model: object) -> None:
@@ -168,101 +160,6 @@ def evaluate_nll(
     finally:
         model.train(was_training)
     return -total / data.shape[0]
-
-
-_LOOP_KEYS = ("epoch", "batch", "perm", "loss_sum", "count", "best_state", "bad_epochs", "elapsed")
-
-
-def _fingerprint(parts: Split, checkpoint: object, **setup: Any) -> dict[str, Any]:
-    """What a checkpoint must have been written for to be resumed: the options that change
-    the result and (only with a checkpoint: one pass over the bytes) a digest of the training
-    and validation rows."""
-    data = None
-    if checkpoint is not None:
-        data = _checkpoint.tensor_digest(parts.train_x, parts.train_c, parts.val_x, parts.val_c)
-    return {**setup, "data": data}
-
-
-def _check_fingerprint(saved: object, now: dict[str, Any], path: str | Path) -> None:
-    """Refuse a checkpoint written for another set-up or other data, naming the difference."""
-    if not isinstance(saved, dict):
-        raise _checkpoint.refuse(path, "has no set-up fingerprint")
-    differences = _checkpoint.describe_differences(
-        {k: v for k, v in saved.items() if k != "data"},
-        {k: v for k, v in now.items() if k != "data"},
-    )
-    if saved.get("data") != now["data"]:
-        differences.append(
-            "the training/validation rows differ from those it was trained on (same shapes "
-            "perhaps, other values, another validation split or seed)"
-        )
-    if differences:
-        raise _checkpoint.refuse(
-            path, "was written for a different set-up (" + "; ".join(differences) + ")"
-        )
-
-
-def _check_loop(loop: object, path: str | Path, n_train: int, n_batches: int, epochs: int,
-                model_state: dict[str, Tensor]) -> None:
-    """The saved position in the training (epoch, batch, permutation, best state) fits."""
-    if not isinstance(loop, dict) or not set(_LOOP_KEYS) <= set(loop):
-        raise _checkpoint.refuse(path, f"has no training position (entries {list(_LOOP_KEYS)})")
-    epoch, batch = loop["epoch"], loop["batch"]
-    if not (isinstance(epoch, int) and isinstance(batch, int)) or not (
-        0 <= epoch <= epochs and 0 <= batch <= n_batches
-    ):
-        raise _checkpoint.refuse(
-            path, f"is at epoch {epoch!r}, batch {batch!r}: outside this training"
-        )
-    perm = loop["perm"]
-    if perm is not None and (not isinstance(perm, Tensor) or perm.shape != (n_train,)):
-        raise _checkpoint.refuse(path, "has a batch order for another number of rows")
-    if loop["best_state"] is not None:
-        _checkpoint.check_module_state(model_state, loop["best_state"], path, "best state")
-
-
-def _resume(
-    path: str | Path,
-    fingerprint: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-    n_batches: int,
-) -> tuple[FitHistory, dict[str, Any]]:
-    """Check the whole checkpoint at ``path`` against this training, then load it all or
-    nothing; returns the history and the loop state. A refusal changes nothing."""
-    saved = _checkpoint.load(path)
-    _checkpoint.check_entries(
-        saved,
-        ("fingerprint", "model", "optimizer", "scheduler", "generator", "rng", "history", "loop"),
-        path,
-        "fit",
-    )
-    _check_fingerprint(saved["fingerprint"], fingerprint, path)
-    model_state = model.state_dict()
-    _checkpoint.check_module_state(model_state, saved["model"], path, type(model).__name__)
-    _checkpoint.check_optimizer_state(optimizer, saved["optimizer"], path)
-    _checkpoint.check_schedule_state(scheduler, saved["scheduler"], path)
-    _checkpoint.check_generator_state(generator, saved["generator"], path)
-    _checkpoint.check_rng_state(saved["rng"], path)
-    _check_loop(
-        saved["loop"], path, fingerprint["n_train"], n_batches, fingerprint["epochs"], model_state
-    )
-    try:
-        history = FitHistory(**saved["history"])
-    except (TypeError, ValueError) as err:
-        raise _checkpoint.refuse(path, f"has a history this version cannot read ({err})") from err
-    parts: list[_checkpoint.Restorable] = [
-        (model.state_dict, model.load_state_dict, saved["model"]),
-        (optimizer.state_dict, optimizer.load_state_dict, saved["optimizer"]),
-        (generator.get_state, generator.set_state, saved["generator"]),
-        (_checkpoint.rng_state, _checkpoint.set_rng_state, saved["rng"]),
-    ]
-    if scheduler is not None:
-        parts.insert(2, (scheduler.state_dict, scheduler.load_state_dict, saved["scheduler"]))
-    _checkpoint.load_all_or_nothing(path, parts)
-    return history, saved["loop"]
 
 
 @accepts_threads
@@ -357,21 +254,67 @@ def fit(
     References: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and
     Inference", JMLR 2021 (forward KL); Prechelt, "Early Stopping - But When?", 1998.
     """
-    _check_model(model)
-    check_training_options(
-        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
+    params = _check_options(
+        model, lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
         checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
         patience=patience, callback=callback, epochs=epochs, batch_size=batch_size,
+        weight_decay=weight_decay, lr_schedule=lr_schedule,
     )
+    parts, where, n_batches = _training_rows(
+        model, data, context, device=device, validation=validation, seed=seed,
+        batch_size=batch_size, ref=params[0],
+    )
+    loss_module, optimizer, scheduler = _optimisation(
+        model, params, parts, where, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        lr_schedule=lr_schedule, steps=epochs * n_batches,
+    )
+    fingerprint = _fit_checkpoint.fingerprint(
+        parts, checkpoint, n_train=parts.train_x.shape[0], batch_size=batch_size, epochs=epochs,
+        input_dim=getattr(model, "input_dim", None), world_size=where.world_size, lr=float(lr),
+        weight_decay=float(weight_decay), lr_schedule=lr_schedule,
+        clip_grad_norm=None if clip_grad_norm is None else float(clip_grad_norm),
+    )
+    run = EpochTraining(
+        model, loss_module, params, optimizer, scheduler, lr_schedule=lr_schedule, parts=parts,
+        where=where, batch_size=batch_size, n_batches=n_batches, seed=seed, history=FitHistory(),
+        fingerprint=fingerprint, checkpoint=checkpoint, resume=resume, evaluate=evaluate_nll,
+        lr=lr, clip_grad_norm=clip_grad_norm,
+    )
+    return run.run(
+        epochs=epochs, progress=progress, patience=patience, max_time=max_time,
+        checkpoint_every=checkpoint_every, callback=callback,
+    )
+
+
+# -- the set-up, before the first step ------------------------------------------------------------
+def _check_options(
+    model: object, *, lr: object, weight_decay: object, lr_schedule: object, **options: Any
+) -> list[Tensor]:
+    """Every option checked before anything happens (``TypeError``/``ValueError`` naming the
+    argument and the value); returns the model's trainable parameters."""
+    _check_model(model)
+    check_training_options(lr=lr, **options)
     check_number(weight_decay, "weight_decay", positive=False)
     if lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
+    return trainable_parameters(model, "model")  # type: ignore[arg-type]
 
+
+def _training_rows(
+    model: nn.Module,
+    data: Tensor,
+    context: Tensor | None,
+    *,
+    device: str | torch.device | None,
+    validation: float | Tensor | tuple[Tensor, Tensor] | None,
+    seed: int,
+    batch_size: int,
+    ref: Tensor,
+) -> tuple[Split, Any, int]:
+    """The rows checked, the model (once they are known to be good) and the rows moved to
+    ``device``, the process group joined under ``torchrun``, the validation split; returns the
+    split, the distributed set-up and the number of batches per epoch."""
     target_device = _check_device(device)
-    ref = params[0]
     input_dim = getattr(model, "input_dim", None)
     context_dim = getattr(model, "context_dim", None)
     event_shape = getattr(model, "event_shape", None)
@@ -387,7 +330,23 @@ def fit(
     n_batches = max(1, math.ceil(n_train / batch_size))
     if n_train - (n_batches - 1) * batch_size < where.world_size and n_batches > 1:
         n_batches -= 1  # a last batch smaller than the number of ranks would leave one empty
+    return parts, where, n_batches
 
+
+def _optimisation(
+    model: nn.Module,
+    params: list[Tensor],
+    parts: Split,
+    where: Any,
+    *,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    lr_schedule: str | None,
+    steps: int,
+) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    """The loss module (``DistributedDataParallel`` when distributed, after a first pass on the
+    same rows on every rank), AdamW and the schedule (``None`` without one)."""
     model.train()
     loss_module: nn.Module = _NegativeLogLikelihood(model)
     if where.enabled:
@@ -399,170 +358,7 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler: Any = None
     if lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * n_batches)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     elif lr_schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
-
-    generator = torch.Generator().manual_seed(seed)
-    history = FitHistory()
-    fingerprint = _fingerprint(
-        parts, checkpoint, n_train=n_train, batch_size=batch_size, epochs=epochs,
-        input_dim=input_dim, world_size=where.world_size, lr=float(lr),
-        weight_decay=float(weight_decay), lr_schedule=lr_schedule,
-        clip_grad_norm=None if clip_grad_norm is None else float(clip_grad_norm),
-    )
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "batch": 0,
-        "perm": None,
-        "loss_sum": 0.0,
-        "count": 0,
-        "best_state": None,
-        "bad_epochs": 0,
-        "elapsed": 0.0,
-    }
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        history, state = _resume(
-            checkpoint, fingerprint, model, optimizer, scheduler, generator, n_batches
-        )
-    last_good = _state_copy(model)
-
-    def save() -> None:
-        if checkpoint is None or not where.is_main:
-            return
-        _checkpoint.save_atomic(
-            {
-                "kind": "fit",
-                "fingerprint": fingerprint,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "rng": _checkpoint.rng_state(),
-                "history": history.as_dict(),
-                "loop": state,
-            },
-            checkpoint,
-        )
-
-    def reduce_sum(value: Tensor) -> Tensor:
-        if where.enabled:
-            torch.distributed.all_reduce(value)
-        return value
-
-    def stop_on(stopped: str, what: str) -> NonFiniteLossError:
-        """Back to the last good parameters; the error saying what happened."""
-        model.load_state_dict(last_good)
-        optimizer.zero_grad(set_to_none=True)
-        history.stopped = stopped
-        good = (
-            f"the end of epoch {history.epochs - 1}" if history.epochs else "the start of this run"
-        )
-        return NonFiniteLossError(
-            f"{what}: training stopped and the last good parameters (from {good}) were "
-            f"restored. Try a smaller lr (now {lr}), standardised data, or clip_grad_norm "
-            f"(now {clip_grad_norm}).",
-            history,
-        )
-
-    start = time.perf_counter() - state["elapsed"]
-    bar = progress_bar(
-        total=epochs,
-        initial=state["epoch"],
-        desc="fit",
-        unit="epoch",
-        enabled=progress and where.is_main,
-    )
-    model.train()
-    try:
-        for epoch in range(state["epoch"], epochs):
-            if state["perm"] is None:
-                state.update(
-                    perm=torch.randperm(n_train, generator=generator),
-                    batch=0,
-                    loss_sum=0.0,
-                    count=0,
-                )
-            perm = state["perm"].to(ref.device)
-            for b in range(state["batch"], n_batches):
-                idx = shard(perm[b * batch_size : (b + 1) * batch_size], where)
-                batch_c = None if parts.train_c is None else parts.train_c[idx]
-                loss = loss_module(parts.train_x[idx], batch_c)
-                total = reduce_sum(loss.detach() * idx.numel())
-                rows = idx.numel()
-                if where.enabled:
-                    rows = int(reduce_sum(torch.tensor(float(rows), device=ref.device)))
-                if not torch.isfinite(total):
-                    raise stop_on(
-                        "non-finite loss",
-                        f"non-finite training loss ({float(total) / rows}) at epoch {epoch}, "
-                        f"batch {b}",
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if not gradients_are_finite(params, clip_grad_norm):
-                    raise stop_on(
-                        "non-finite gradient",
-                        f"non-finite gradient (NaN/inf global norm) at epoch {epoch}, batch {b}, "
-                        f"with a finite loss ({float(total) / rows})",
-                    )
-                optimizer.step()
-                if lr_schedule == "cosine":
-                    scheduler.step()
-                state["loss_sum"] += float(total)
-                state["count"] += rows
-                state["batch"] = b + 1
-            train_nll = state["loss_sum"] / max(state["count"], 1)
-            val_nll = (
-                evaluate_nll(model, parts.val_x, parts.val_c)
-                if parts.val_x is not None
-                else float("nan")
-            )
-            score = val_nll if parts.val_x is not None else train_nll
-            if not math.isfinite(score):
-                raise stop_on(
-                    "non-finite validation NLL",
-                    f"non-finite {'validation' if parts.val_x is not None else 'training'} NLL "
-                    f"({score}) after epoch {epoch}",
-                )
-            history.train_nll.append(train_nll)
-            history.val_nll.append(val_nll)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            history.wall_time.append(time.perf_counter() - start)
-            if lr_schedule == "plateau":
-                scheduler.step(score)
-            if history.best_val_nll is None or score < history.best_val_nll:
-                history.best_val_nll, history.best_epoch = score, epoch
-                state["best_state"] = _state_copy(model)
-                state["bad_epochs"] = 0
-            else:
-                state["bad_epochs"] += 1
-            last_good = _state_copy(model)
-            state.update(epoch=epoch + 1, perm=None, batch=0, elapsed=time.perf_counter() - start)
-            bar.update(1)
-            bar.set_postfix(train=f"{train_nll:.4f}", val=f"{val_nll:.4f}")
-            stop = None
-            if parts.val_x is not None and patience is not None and state["bad_epochs"] >= patience:
-                stop = "early stopping"
-            elif max_time is not None and history.wall_time[-1] >= max_time:
-                stop = "time budget"
-            elif epoch + 1 == epochs:
-                stop = "completed"
-            if stop is not None:
-                history.stopped = stop
-            if (epoch + 1) % checkpoint_every == 0 or stop is not None:
-                save()
-            if callback is not None:
-                callback(epoch, history)
-            if stop is not None:
-                break
-    except KeyboardInterrupt:
-        state["elapsed"] = time.perf_counter() - start
-        save()  # the exact position inside the epoch: resume=True loses nothing
-        raise
-    finally:
-        bar.close()
-    if state["best_state"] is not None and parts.val_x is not None:
-        model.load_state_dict(state["best_state"])
-    where.barrier()
-    return history
+    return loss_module, optimizer, scheduler

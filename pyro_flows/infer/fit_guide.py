@@ -14,7 +14,9 @@ of model and guide); ``loss="iwae"`` maximises the tighter importance-weighted b
 ``svi.step`` in a ``for`` loop: a learning-rate decay, gradient clipping, steps with a NaN/inf
 loss or gradient refused (and the last good guide kept), a stop when the ELBO no longer
 improves beyond its noise, a time limit, checkpoints that resume exactly, progress, and a final
-Pareto-smoothed importance-sampling check of the fitted guide.
+Pareto-smoothed importance-sampling check of the fitted guide. (The loss and the steps are
+``pyro_flows.infer._guide_loop``, the training state and its checkpoints
+``pyro_flows.infer._guide_state``.)
 
 Example (the result's fields):
 
@@ -38,24 +40,26 @@ References:
 
 from __future__ import annotations
 
-import math
 import os
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
-import pyro.poutine as poutine
 import torch
 
-from .._progress import progress_bar
+# ``X as X``: names this module has always offered that the step loop (``_guide_loop``) uses now
+from .._progress import progress_bar as progress_bar
 from ..threads import accepts_threads
 from ._checkpoint import rng_state, set_rng_state
-from ._elbo_convergence import SCHEDULES, PlateauRule, default_window, learning_rate
-from ._guide_state import GuideTraining, checkpoint_exists, guide_buffers
-from ._steps import _shown, check_int, check_number, check_training_options, gradient_norm
+from ._elbo_convergence import SCHEDULES, PlateauRule, default_window
+from ._elbo_convergence import learning_rate as learning_rate
+from ._guide_loop import GuideLoss, GuideSteps, note
+from ._guide_state import GuideTraining, guide_buffers
+from ._guide_state import checkpoint_exists as checkpoint_exists
+from ._loop import resuming
+from ._steps import _shown, check_int, check_number, check_training_options
+from ._steps import gradient_norm as gradient_norm
 
 __all__ = ["GuideFitResult", "fit_guide"]
 
@@ -112,36 +116,14 @@ class GuideFitResult:
 
 
 # -- pieces -------------------------------------------------------------------------------------
-def _make_elbo(loss: str, num_particles: int, vectorize: bool, max_plate_nesting: int) -> Any:
-    options = dict(
-        num_particles=num_particles, vectorize_particles=vectorize,
-        max_plate_nesting=max_plate_nesting,
-    )
-    if loss == "iwae":
-        return pyro.infer.RenyiELBO(alpha=0.0, **options)
-    if loss == "mean_field":
-        return pyro.infer.TraceMeanField_ELBO(**options)
-    return pyro.infer.Trace_ELBO(**options)
-
-
-def _invalid_values(err: BaseException) -> bool:
-    """A distribution's argument check failing on NaN/inf parameters (torch's message)."""
-    return isinstance(err, ValueError) and "invalid values" in str(err)
-
-
-def _note(result: GuideFitResult, message: str, category: type[Warning] | None = None,
-          stacklevel: int = 3) -> None:
-    """Record ``message`` in ``result.warnings`` (and warn with ``category``, pointing at the
-    caller of ``fit_guide``)."""
-    result.warnings.append(message)
-    if category is not None:
-        warnings.warn(message, category, stacklevel=stacklevel)
-
-
 def _check_options(model: object, guide: object, *, loss: object, lr_end: object,
                    schedule: object, vectorize_particles: object, max_plate_nesting: object,
                    converge: object, window: object, min_steps: object, tolerance: object,
-                   khat_samples: object, progress: object, seed: object) -> None:
+                   khat_samples: object, progress: object, seed: object,
+                   **options: Any) -> None:
+    """Every option checked before anything happens (``TypeError``/``ValueError`` naming the
+    argument and the value); ``options`` are those of
+    :func:`~pyro_flows.infer._steps.check_training_options`."""
     for name, value in (("model", model), ("guide", guide)):
         if not callable(value):
             raise TypeError(f"{name} must be a callable Pyro program, got {_shown(value)}")
@@ -163,6 +145,7 @@ def _check_options(model: object, guide: object, *, loss: object, lr_end: object
         raise ValueError(f"khat_samples must be 0 (no check) or >= 10, got {khat_samples}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be None (leave the RNG as it is) or an int, got {_shown(seed)}")
+    check_training_options(seed=0 if seed is None else seed, **options)
 
 
 def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: GuideFitResult,
@@ -181,11 +164,11 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
             )
     except Exception as err:  # a diagnostic must not lose the fit: report why instead
         result.khat_note = f"k-hat could not be computed ({type(err).__name__}: {err})"
-        _note(result, f"fit_guide: {result.khat_note}")
+        note(result, f"fit_guide: {result.khat_note}")
         return
     result.khat = float(k)
     if k > KHAT_BAD:
-        _note(
+        note(
             result,
             f"fit_guide: PSIS k-hat = {k:.2f} > {KHAT_BAD} ({khat_samples} draws): the guide is "
             "not a reliable approximation of the posterior; its means may be ok, its tails and "
@@ -194,7 +177,7 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
             UserWarning, stacklevel=4,
         )
     elif k > 0.5:
-        _note(result, f"fit_guide: PSIS k-hat = {k:.2f} is in (0.5, {KHAT_BAD}]: usable, but "
+        note(result, f"fit_guide: PSIS k-hat = {k:.2f} is in (0.5, {KHAT_BAD}]: usable, but "
                       "importance-sampling corrections will be noisy")
 
 
@@ -374,11 +357,8 @@ def fit_guide(
         model, guide, loss=loss, lr_end=lr_end, schedule=schedule,
         vectorize_particles=vectorize_particles, max_plate_nesting=max_plate_nesting,
         converge=converge, window=window, min_steps=min_steps, tolerance=tolerance,
-        khat_samples=khat_samples, progress=progress, seed=seed,
-    )
-    check_training_options(
-        lr=lr, seed=0 if seed is None else seed, clip_grad_norm=clip_grad_norm,
-        max_time=max_time, checkpoint=checkpoint, resume=resume,
+        khat_samples=khat_samples, progress=progress, seed=seed, lr=lr,
+        clip_grad_norm=clip_grad_norm, max_time=max_time, checkpoint=checkpoint, resume=resume,
         checkpoint_every=checkpoint_every, callback=callback, steps=steps,
         num_particles=num_particles,
     )
@@ -390,145 +370,49 @@ def fit_guide(
 
         max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
     result = GuideFitResult()
-    vectorize = vectorize_particles and num_particles > 1
-
-    def evaluate(elbo: Any) -> float:
-        """One loss evaluation with its gradients; NaN for a model or guide that rejects
-        non-finite parameters."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Encountered NaN")
-            try:
-                return float(elbo.loss_and_grads(model, guide, *args, **kwargs))
-            except ValueError as err:
-                if _invalid_values(err):
-                    return math.nan
-                raise
-
-    # the first call creates the parameters (and is step 1's loss), vectorised if it can be
-    elbo = _make_elbo(loss, num_particles, vectorize, max_plate_nesting)
-    try:
-        with poutine.trace(param_only=True) as capture:
-            first = evaluate(elbo)
-    except Exception as err:
-        if not vectorize:
-            raise
-        vectorize = False
-        elbo = _make_elbo(loss, num_particles, False, max_plate_nesting)
-        with poutine.trace(param_only=True) as capture:
-            first = evaluate(elbo)
-        _note(
-            result,
-            "fit_guide: the model could not run with vectorised particles "
-            f"({type(err).__name__}: {err}); fell back to a loop over the {num_particles} "
-            "particles (slower; pass vectorize_particles=False to skip the attempt)",
-            UserWarning,
-        )
-    result.vectorized = vectorize
-    params: dict[str, Any] = {}
-    for name, site in capture.trace.nodes.items():
-        tensor = site["value"].unconstrained()
-        if site["type"] == "param" and all(tensor is not p for p in params.values()):
-            params[name] = tensor  # once each (AutoIAFNormal meets a tensor under two names)
-    if not params:
-        raise ValueError(
-            f"the guide {type(guide).__name__} has no parameters (no pyro.param or pyro.module "
-            "site was met while computing the loss): there is nothing to fit"
-        )
+    loss_fn = GuideLoss(model, guide, args, kwargs, loss=loss, num_particles=num_particles,
+                        max_plate_nesting=max_plate_nesting)
+    first, params = loss_fn.first(vectorize_particles and num_particles > 1, result)
     window = default_window(steps) if window is None else window
     min_steps = steps // 10 if min_steps is None else min_steps
-    rule = PlateauRule(window=window, sigmas=float(tolerance), min_steps=min_steps)
-    cooldown = 2 * window
     run = GuideTraining(
         params, guide_buffers(guide), lr=lr, history=result, checkpoint=checkpoint,
         guide_name=type(guide).__name__,
         setup={
             "steps": steps, "lr": float(lr), "lr_end": float(lr_end), "schedule": schedule,
-            "num_particles": num_particles, "loss": loss, "vectorized": vectorize,
+            "num_particles": num_particles, "loss": loss, "vectorized": result.vectorized,
             "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
             "converge": converge, "window": window, "min_steps": min_steps,
             "tolerance": float(tolerance),
         },
     )
     step, pending = 0, first
-    if resume and checkpoint_exists(checkpoint):
-        run.zero_grad()
-        try:
-            step = run.restore(GuideFitResult)
-        except BaseException:
-            set_rng_state(entry_rng)  # a refused resume changes nothing
-            raise
-        result, pending = run.history, None
-        result.stopped = "completed"
-
-    bar = progress_bar(total=steps, initial=step, desc="fit_guide", enabled=progress)
-
-    def show() -> None:
-        bar.set_postfix({"smoothed ELBO": f"{rule.smoothed(result.elbo):.6g}",
-                         "lr": f"{lr_now:.3g}"}, refresh=False)
-        bar.update(step - bar.n)
-
-    started = time.perf_counter() - result.seconds
-    bad = 0
-    lr_now = learning_rate(step, lr=lr, lr_end=lr_end, steps=steps, schedule=schedule)
-    try:
-        while step < steps:
-            if result.converged_at is not None and step >= result.converged_at + cooldown:
-                break
-            lr_now = learning_rate(
-                step, lr=lr, lr_end=lr_end, steps=steps, schedule=schedule,
-                converged_at=result.converged_at, cooldown=cooldown,
-            )
-            run.set_lr(lr_now)
-            if pending is None:
-                run.zero_grad()
-                value = evaluate(elbo)
-            else:
-                value, pending = pending, None
-            if not (math.isfinite(value)
-                    and bool(torch.isfinite(gradient_norm(run.params, clip_grad_norm)))):
-                run.zero_grad()
-                result.skipped_steps += 1
-                bad += 1
-                if bad >= MAX_NONFINITE:
-                    run.restore_last_good()
-                    result.stopped = "non-finite"
-                    _note(
-                        result,
-                        f"fit_guide: {bad} steps in a row had a NaN/inf loss or gradient (after "
-                        f"{step} good steps); stopped with the last parameters whose loss and "
-                        f"gradient were finite. Lower lr (now {lr}) or clip_grad_norm (now "
-                        f"{clip_grad_norm}), or look for NaN log densities in the model",
-                        RuntimeWarning,
-                    )
-                    break
-                continue
-            bad = 0
-            run.mark_good()
-            run.optimiser.step()
-            run.zero_grad()
-            step += 1
-            result.elbo.append(-value)
-            result.lr.append(lr_now)
-            result.seconds = time.perf_counter() - started
-            if converge and result.converged_at is None and rule.converged(result.elbo):
-                result.converged_at = step
-            show()
-            if step % checkpoint_every == 0:
-                run.save(step)
-            if callback is not None and callback(step, result):
-                result.stopped = "callback"
-                break
-            if max_time is not None and result.seconds >= max_time:
-                result.stopped = "max_time"
-                break
-    except KeyboardInterrupt:
-        run.save(step)
-        raise
-    finally:
-        show()
-        bar.close()
+    if resuming(resume, checkpoint):
+        step, pending = _resume(run, entry_rng), None
+    loop = GuideSteps(
+        run, loss_fn, PlateauRule(window=window, sigmas=float(tolerance), min_steps=min_steps),
+        step=step, pending=pending, steps=steps, lr=lr, lr_end=lr_end, schedule=schedule,
+        cooldown=2 * window, clip_grad_norm=clip_grad_norm, converge=converge,
+        max_nonfinite=MAX_NONFINITE,
+    )
+    loop.run(progress=progress, checkpoint_every=checkpoint_every, callback=callback,
+             max_time=max_time)
+    result = run.history
     if result.stopped == "completed" and result.converged_at is not None:
         result.stopped = "converged"
-    run.save(step)
+    run.save(loop.step)
     _khat(model, guide, args, kwargs, result, khat_samples, max_plate_nesting)
     return result
+
+
+def _resume(run: GuideTraining, entry_rng: dict[str, Any]) -> int:
+    """Continue from the checkpoint (checked whole first); returns its step. A refused resume
+    changes nothing: the RNG states go back to those at the call."""
+    run.zero_grad()
+    try:
+        step = run.restore(GuideFitResult)
+    except BaseException:
+        set_rng_state(entry_rng)  # a refused resume changes nothing
+        raise
+    run.history.stopped = "completed"
+    return step

@@ -29,23 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.distributions import constraints
+from torch import nn
 
 from .._progress import progress_bar
 from ..threads import accepts_threads
+from ._loop import NonFiniteLossError, interruptible, trainable_parameters
 from ._steps import StepTraining, check_training_options
+
+# ``X as X``: this module's names, now defined beside it (``_target_evaluation``, ``_target_modes``)
+from ._target_evaluation import LogDensity as LogDensity
+from ._target_evaluation import TargetError as TargetError
+from ._target_evaluation import check_support, evaluate_target, log_density
+from ._target_evaluation import importance_weights as importance_weights
+from ._target_modes import check_modes as check_modes_of
+from ._target_modes import choose_method, final_khat, search_target
 
 __all__ = ["METHODS", "TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
 
 #: the training methods of :func:`fit_target` (``"auto"`` picks one of the other two)
 METHODS = ("auto", "reverse_kl", "flow_mcmc")
-
-LogDensity = Callable[[Tensor], Tensor]
-
-
-class TargetError(ValueError):
-    """The target returned something other than finite log densities of shape ``(batch,)``."""
 
 
 @dataclass
@@ -102,83 +104,6 @@ class TargetFitHistory:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _log_density(target: Any) -> tuple[LogDensity, int | None, Any]:
-    """``(log_prob, dim or None, support)`` of a target object or callable.
-
-    The target is read by :func:`~pyro_flows.infer.results.as_target` (as the samplers read
-    it) at the dimension of the points it is first given, the flow's: an error it raises on
-    that first evaluation (a target written for another dimension), an output that is not real
-    log densities of shape ``x.shape[:-1]``, or points on another device than the target's is a
-    :class:`TargetError` naming what was given and what came back.
-    """
-    from .results import TargetOutputError, as_target, target_dim
-
-    dim = target_dim(target)  # TypeError for what is neither callable nor has a log_prob
-    read: dict[int, Any] = {}
-
-    def log_prob(x: Tensor) -> Tensor:
-        if x.shape[-1] not in read:  # read once, at the flow's dimension
-            read[x.shape[-1]] = as_target(target, x.shape[-1])
-        try:
-            return read[x.shape[-1]](x)
-        except TargetOutputError as err:
-            raise TargetError(str(err)) from err
-
-    return log_prob, dim, getattr(target, "support", None)
-
-
-def _check_support(support: Any, flow: nn.Module, name: str) -> None:
-    if support is None or support is constraints.real_vector or support is constraints.real:
-        return
-    pushed = getattr(flow, "support", None)
-    if pushed is support or (pushed is not None and repr(pushed) == repr(support)):
-        return
-    raise ValueError(
-        f"target {name} lives on {support}, not on R^D: train a flow onto that support with "
-        "pyro_flows.infer.onto_support(flow, target.support) (or pass ignore_support=True)"
-    )
-
-
-def evaluate_target(log_prob: LogDensity, x: Tensor) -> Tensor:
-    """``log_prob(x)`` checked: shape ``x.shape[:-1]``, finite; otherwise :class:`TargetError`
-    naming what came back."""
-    value = log_prob(x)
-    if not isinstance(value, Tensor):
-        raise TargetError(f"target log density must return a Tensor, got {type(value).__name__}")
-    if value.shape != x.shape[:-1]:
-        raise TargetError(
-            f"target log density returned shape {tuple(value.shape)} for samples of shape "
-            f"{tuple(x.shape)}; expected {tuple(x.shape[:-1])} (one value per sample)"
-        )
-    finite = torch.isfinite(value)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        first = x.reshape(-1, x.shape[-1])[bad[0]].detach().tolist()
-        raise TargetError(
-            f"target log density returned {int(bad.numel())} non-finite value(s) "
-            f"({value.reshape(-1)[bad[0]].item()} at x = {[round(v, 4) for v in first]}); "
-            "a target must be finite wherever the flow can put mass (restrict the flow to the "
-            "target's support with onto_support)"
-        )
-    return value
-
-
-@torch.no_grad()
-def importance_weights(
-    flow: nn.Module, log_prob: LogDensity, num_samples: int, batch_size: int = 4096
-) -> tuple[Tensor, Tensor]:
-    """Samples ``x ~ q`` and log importance weights :math:`\\log\\tilde p(x) - \\log q(x)`."""
-    xs, ws = [], []
-    left = num_samples
-    while left > 0:
-        n = min(batch_size, left)
-        x, log_q = flow.rsample_and_log_prob((n,))
-        ws.append(evaluate_target(log_prob, x) - log_q)
-        xs.append(x)
-        left -= n
-    return torch.cat(xs), torch.cat(ws)
 
 
 def _beta_schedule(anneal: float | Callable[[int], float] | None, steps: int) -> Callable:
@@ -305,51 +230,15 @@ def fit_target(
       *Normalizing Flows for Probabilistic Modeling and Inference.* JMLR 22, 2021, sec. 2.3.
       https://arxiv.org/abs/1912.02762
     """
-    log_prob, dim, support = _log_density(target)
-    check_training_options(
-        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
-        checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, callback=callback, steps=steps, batch_size=batch_size,
-        eval_samples=eval_samples,
+    log_prob, dim, support = log_density(target)
+    params = _check_options(
+        flow, target, dim, support, lr=lr, seed=seed, clip_grad_norm=clip_grad_norm,
+        max_time=max_time, checkpoint=checkpoint, resume=resume,
+        checkpoint_every=checkpoint_every, eval_every=eval_every, callback=callback, steps=steps,
+        batch_size=batch_size, eval_samples=eval_samples, check_modes=check_modes,
+        ignore_support=ignore_support, method=method,
     )
-    if not isinstance(check_modes, bool):
-        raise TypeError(f"check_modes must be True or False, got {check_modes!r}")
-    if not hasattr(flow, "rsample_and_log_prob"):
-        raise TypeError(
-            f"flow must have rsample_and_log_prob (a pyro_flows.Flow), got {type(flow).__name__}"
-        )
-    if getattr(flow, "context_dim", None) is not None:
-        raise ValueError("fit_target needs an unconditional flow (context_dim=None)")
-    flow_dim = getattr(flow, "input_dim", None)
-    if dim is not None and flow_dim is not None and dim != flow_dim:
-        raise ValueError(f"the target has dimension {dim} but the flow has input_dim {flow_dim}")
-    if not ignore_support:
-        _check_support(support, flow, getattr(target, "name", type(target).__name__))
-    params = [p for p in flow.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the flow has no trainable parameters")
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    chains = search = None
-    modes_found = -1
-    if method != "reverse_kl":
-        search = _search_target(target, log_prob, flow, batch_size, seed)
-        modes_found = len(search.modes)
-        if method == "auto":
-            method = "flow_mcmc" if modes_found > 1 else "reverse_kl"
-        if method == "flow_mcmc":
-            from .flow_mcmc import FlowAssistedChains
-
-            starts = search.modes
-            if len(starts) == 0:  # no converged maximum (a funnel's neck): start at q's draws
-                from .results import _forked_rng
-
-                with torch.no_grad(), _forked_rng(seed, []):
-                    starts = flow.rsample_and_log_prob((batch_size,))[0]
-            chains = FlowAssistedChains(flow, log_prob, starts, chains=batch_size, seed=seed)
-            search_cost = search.num_starts * 301
-
+    choice = choose_method(method, target, log_prob, flow, batch_size, seed)
     beta_at = _beta_schedule(anneal, steps)
     run = StepTraining(
         flow, params, kind="fit_target", steps=steps, lr=lr, history=TargetFitHistory(),
@@ -359,96 +248,27 @@ def fit_target(
             "lr": float(lr),
             "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
             "anneal": "a callable" if callable(anneal) else anneal,
-            "method": method,
+            "method": choice.method,
         },
-        extra=chains,
+        extra=choice.chains,
     )
     history = run.history
-    history.method, history.modes_found = method, modes_found
-
-    def evaluate(final: bool = False) -> None:
-        _, log_w = importance_weights(flow, log_prob, eval_samples)
-        if final:
-            history.khat = _final_khat(log_w)
-        n = log_w.numel()
-        log_Z = torch.logsumexp(log_w, 0) - math.log(n)
-        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
-        history.eval_steps.append(run.step)
-        history.log_Z.append(float(log_Z))
-        history.ess_fraction.append(float(ess))
-
+    history.method, history.modes_found = choice.method, choice.modes_found
+    evaluate = _evaluator(flow, log_prob, run, eval_samples)
+    loop = _StepLoop(
+        run, flow, log_prob, batch_size=batch_size, lr=lr, clip_grad_norm=clip_grad_norm,
+        after_step=lambda: run.after_step(
+            eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
+            callback=callback, max_time=max_time,
+        ),
+    )
     flow.train()
     bar = progress_bar(total=steps, initial=run.step, desc="fit_target", enabled=progress)
-    try:
-        while chains is not None and run.step < steps:
-            step = run.step
-            chains.sampler.adapt = step < steps // 2
-            elbo = chains.advance()
-            loss = -flow.log_prob(chains.batch(batch_size)).mean()
-            if not bool(torch.isfinite(loss)):
-                raise run.fail(
-                    "non-finite loss",
-                    f"fit_target: the flow's log density of the chains' states became "
-                    f"non-finite at step {step}; the flow holds the last good parameters (lower "
-                    f"lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
-                )
-            if not run.update(loss, clip_grad_norm):
-                raise run.fail(
-                    "non-finite gradient",
-                    f"fit_target: non-finite gradient (NaN/inf global norm) at step {step}; the "
-                    f"flow holds the last good parameters (lower lr, now {lr}, or "
-                    f"clip_grad_norm, now {clip_grad_norm})",
-                )
-            history.elbo.append(elbo)
-            history.beta.append(1.0)
-            history.global_acceptance.append(chains.global_acceptance)
-            history.swap_acceptance.append(chains.sampler.swap_acceptance)
-            history.grad_evals = search_cost + chains.grad_evals
-            if run.record_step():
-                bar.set_postfix(elbo=f"{elbo:.3f}", jump=f"{chains.global_acceptance:.2f}",
-                                refresh=False)
-            bar.update(1)
-            if run.after_step(
-                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
-                callback=callback, max_time=max_time,
-            ):
-                break
-        while chains is None and run.step < steps:
-            step = run.step
-            beta = float(beta_at(step))
-            x, log_q = flow.rsample_and_log_prob((batch_size,))
-            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                raise run.fail(
-                    "non-finite loss",
-                    "fit_target: the flow's samples or log density became non-finite at step "
-                    f"{step}; the flow holds the last good parameters (lower lr, now {lr}, or "
-                    f"clip_grad_norm, now {clip_grad_norm})",
-                )
-            log_p = evaluate_target(log_prob, x)
-            if not run.update((log_q - beta * log_p).mean(), clip_grad_norm):
-                raise run.fail(
-                    "non-finite gradient",
-                    f"fit_target: non-finite gradient (NaN/inf global norm) at step {step}; the "
-                    f"flow holds the last good parameters (lower lr, now {lr}, or "
-                    f"clip_grad_norm, now {clip_grad_norm})",
-                )
-            elbo = float((log_p - log_q).detach().mean())
-            history.elbo.append(elbo)
-            history.beta.append(beta)
-            history.grad_evals += batch_size
-            if run.record_step():
-                bar.set_postfix(elbo=f"{elbo:.3f}", beta=f"{beta:.2f}", refresh=False)
-            bar.update(1)
-            if run.after_step(
-                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
-                callback=callback, max_time=max_time,
-            ):
-                break
-    except KeyboardInterrupt:
-        run.save()
-        raise
-    finally:
-        bar.close()
+    with interruptible(bar, run.save):
+        if choice.chains is not None:
+            loop.flow_mcmc(bar, choice.chains, choice.search_cost)
+        else:
+            loop.reverse_kl(bar, beta_at)
     flow.eval()
     evaluate(final=True)
     if history.khat > 0.7:
@@ -461,74 +281,150 @@ def fit_target(
             stacklevel=3,
         )
     if check_modes:
+        search = choice.search
         if search is None:  # reverse KL as asked: search now, for the probe's candidates
             try:
-                search = _search_target(target, log_prob, flow, batch_size, seed)
+                search = search_target(target, log_prob, flow, batch_size, seed)
             except (ValueError, RuntimeError):
                 search = None
-        _check_modes(flow, log_prob, history, seed, None if search is None else search.modes)
+        check_modes_of(flow, log_prob, history, seed, None if search is None else search.modes)
     run.save()
     return history
 
 
-def _final_khat(log_w: Tensor) -> float:
-    """PSIS k-hat of the final weights (``nan`` when it cannot be fitted)."""
-    from .diagnostics import psis_khat
-
-    try:
-        return float(psis_khat(log_w))
-    except (ValueError, RuntimeError):
-        return math.nan
-
-
-def _search_target(target: Any, log_prob: LogDensity, flow: nn.Module, batch_size: int,
-                   seed: int) -> Any:
-    """The local maxima of the target (:func:`~pyro_flows.infer.mode_search.search_modes`),
-    searched around its ``initial_params()`` (else the origin) in the flow's dtype and device,
-    after a check of the target on ``batch_size`` of the flow's draws (the first step's check:
-    a :class:`TargetError` for a wrong shape or NaN). The global RNG is left as it was."""
-    from .mode_search import search_modes
-    from .results import _forked_rng, as_target
-
-    with torch.no_grad(), _forked_rng(seed, []):
-        x = flow.rsample_and_log_prob((batch_size,))[0]
-        evaluate_target(log_prob, x)
-    dim = x.shape[-1]
-    try:
-        centre = as_target(target, dim)._center(x.dtype, x.device)
-    except (TypeError, ValueError, AttributeError):
-        centre = torch.zeros(dim, dtype=x.dtype, device=x.device)
-    return search_modes(log_prob, dim, centre=centre.to(x), seed=seed)
-
-
-def _check_modes(flow: nn.Module, log_prob: LogDensity, history: TargetFitHistory,
-                 seed: int, candidates: Tensor | None) -> None:
-    """Run the mode probe on the trained flow; record it and warn about missed modes (a probe
-    that fails is recorded, never fatal: the training result stands)."""
-    from .mode_probe import probe_modes
-
-    try:
-        probe = probe_modes(flow, log_prob, seed=seed, candidates=candidates)
-    except (ValueError, RuntimeError, TargetError) as error:
-        history.mode_check = f"mode check failed: {error}"
-        return
-    history.mode_check = probe.summary()
-    history.missed_modes = probe.modes[probe.missed].tolist()
-    if history.missed_modes:
-        if history.method == "flow_mcmc":
-            advice = ("Training by flow_mcmc has not made the flow cover them yet: train "
-                      "longer, or use a more flexible flow (e.g. a spline flow); use "
-                      "infer.importance_sample or infer.annealed_importance_sampling with it "
-                      "rather than its raw draws.")
-        else:
-            advice = ("Reverse KL is mode-seeking, and the ELBO, ESS and log Z from the flow's "
-                      "own draws cannot see the missing mass. Use method='flow_mcmc' "
-                      "(mass-covering; what method='auto' picks when its search finds several "
-                      "modes), a more flexible flow, or check with MCMC (its chains start at the "
-                      "modes) and infer.annealed_importance_sampling.")
-        warnings.warn(
-            f"fit_target: the flow misses {len(history.missed_modes)} mode(s) of the target "
-            f"({probe.summary()}). {advice}",
-            UserWarning,
-            stacklevel=3,
+# -- the set-up -----------------------------------------------------------------------------------
+def _check_options(flow: Any, target: Any, dim: int | None, support: Any, *, check_modes: object,
+                   ignore_support: bool, method: object, **options: Any) -> list[torch.Tensor]:
+    """Every option, the flow and the target checked before anything happens (a ``TypeError``
+    or ``ValueError`` naming the argument and the value); returns the trainable parameters."""
+    check_training_options(**options)
+    if not isinstance(check_modes, bool):
+        raise TypeError(f"check_modes must be True or False, got {check_modes!r}")
+    if not hasattr(flow, "rsample_and_log_prob"):
+        raise TypeError(
+            f"flow must have rsample_and_log_prob (a pyro_flows.Flow), got {type(flow).__name__}"
         )
+    if getattr(flow, "context_dim", None) is not None:
+        raise ValueError("fit_target needs an unconditional flow (context_dim=None)")
+    flow_dim = getattr(flow, "input_dim", None)
+    if dim is not None and flow_dim is not None and dim != flow_dim:
+        raise ValueError(f"the target has dimension {dim} but the flow has input_dim {flow_dim}")
+    if not ignore_support:
+        check_support(support, flow, getattr(target, "name", type(target).__name__))
+    params = trainable_parameters(flow, "flow")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    return params
+
+
+def _beta_schedule(anneal: float | Callable[[int], float] | None, steps: int) -> Callable:
+    if anneal is None:
+        return lambda step: 1.0
+    if callable(anneal):
+        return anneal
+    if not (isinstance(anneal, (int, float)) and 0 < anneal <= 1):
+        raise ValueError(
+            "anneal must be None, a fraction in (0, 1] of the steps over which beta rises "
+            f"linearly from 0.01 to 1, or a callable step -> beta; got {anneal!r}"
+        )
+    ramp = max(1, int(anneal * steps))
+    return lambda step: min(1.0, 0.01 + 0.99 * step / ramp)
+
+
+def _evaluator(flow: nn.Module, log_prob: LogDensity, run: StepTraining,
+               eval_samples: int) -> Callable[..., None]:
+    r"""The importance-sampling diagnostics of ``eval_samples`` fresh draws at the current step
+    (:math:`\log\hat Z` and the ESS fraction into ``run.history``; with ``final=True`` the
+    PSIS :math:`\hat k` of the weights too)."""
+    history = run.history
+
+    def evaluate(final: bool = False) -> None:
+        _, log_w = importance_weights(flow, log_prob, eval_samples)
+        if final:
+            history.khat = final_khat(log_w)
+        n = log_w.numel()
+        log_Z = torch.logsumexp(log_w, 0) - math.log(n)
+        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
+        history.eval_steps.append(run.step)
+        history.log_Z.append(float(log_Z))
+        history.ess_fraction.append(float(ess))
+
+    return evaluate
+
+
+# -- the steps ------------------------------------------------------------------------------------
+class _StepLoop:
+    """The two step loops of :func:`fit_target` on one :class:`StepTraining` run: reverse KL on
+    the flow's own draws, and forward KL on the states of flow-assisted chains. Both stop at
+    ``run.steps``, at a non-finite loss or gradient (the flow back to the last good parameters,
+    a :class:`~pyro_flows.infer.fit.NonFiniteLossError`) or when ``after_step()`` says so."""
+
+    def __init__(self, run: StepTraining, flow: Any, log_prob: LogDensity, *, batch_size: int,
+                 lr: float, clip_grad_norm: float | None,
+                 after_step: Callable[[], bool]) -> None:
+        self.run, self.flow, self.log_prob = run, flow, log_prob
+        self.batch_size, self.lr, self.clip_grad_norm = batch_size, lr, clip_grad_norm
+        self.after_step = after_step
+
+    def _fail(self, stopped: str, what: str, step: int) -> NonFiniteLossError:
+        return self.run.fail(
+            stopped,
+            f"fit_target: {what} at step {step}; the flow holds the last good parameters (lower "
+            f"lr, now {self.lr}, or clip_grad_norm, now {self.clip_grad_norm})",
+        )
+
+    def _update(self, loss: torch.Tensor, step: int) -> None:
+        if not self.run.update(loss, self.clip_grad_norm):
+            raise self._fail("non-finite gradient", "non-finite gradient (NaN/inf global norm)",
+                             step)
+
+    def _finish_step(self, bar: Any, **postfix: str) -> bool:
+        """The progress (its figures refreshed at each snapshot) and the rest of the step's
+        bookkeeping; ``True`` when the run must stop."""
+        if self.run.record_step():
+            bar.set_postfix(**postfix, refresh=False)
+        bar.update(1)
+        return self.after_step()
+
+    def reverse_kl(self, bar: Any, beta_at: Callable[[int], float]) -> None:
+        r"""Steps on :math:`\frac1B\sum_b [\log q(x_b) - \beta_t \log\tilde p(x_b)]`."""
+        run, history = self.run, self.run.history
+        while run.step < run.steps:
+            step = run.step
+            beta = float(beta_at(step))
+            x, log_q = self.flow.rsample_and_log_prob((self.batch_size,))
+            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
+                raise self._fail(
+                    "non-finite loss", "the flow's samples or log density became non-finite", step
+                )
+            log_p = evaluate_target(self.log_prob, x)
+            self._update((log_q - beta * log_p).mean(), step)
+            elbo = float((log_p - log_q).detach().mean())
+            history.elbo.append(elbo)
+            history.beta.append(beta)
+            history.grad_evals += self.batch_size
+            if self._finish_step(bar, elbo=f"{elbo:.3f}", beta=f"{beta:.2f}"):
+                break
+
+    def flow_mcmc(self, bar: Any, chains: Any, search_cost: int) -> None:
+        r"""Steps on :math:`-\frac1B\sum_b \log q(x_b)` over the chains' states (the chains
+        adapt their step sizes during the first half of the steps)."""
+        run, history = self.run, self.run.history
+        while run.step < run.steps:
+            step = run.step
+            chains.sampler.adapt = step < run.steps // 2
+            elbo = chains.advance()
+            loss = -self.flow.log_prob(chains.batch(self.batch_size)).mean()
+            if not bool(torch.isfinite(loss)):
+                raise self._fail(
+                    "non-finite loss",
+                    "the flow's log density of the chains' states became non-finite", step
+                )
+            self._update(loss, step)
+            history.elbo.append(elbo)
+            history.beta.append(1.0)
+            history.global_acceptance.append(chains.global_acceptance)
+            history.swap_acceptance.append(chains.sampler.swap_acceptance)
+            history.grad_evals = search_cost + chains.grad_evals
+            if self._finish_step(bar, elbo=f"{elbo:.3f}", jump=f"{chains.global_acceptance:.2f}"):
+                break

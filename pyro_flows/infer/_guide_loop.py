@@ -1,0 +1,236 @@
+r"""The loss and the step loop of :func:`~pyro_flows.infer.fit_guide.fit_guide`.
+
+:class:`GuideLoss` is Pyro's ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO`` or, for IWAE,
+``RenyiELBO`` with :math:`\alpha = 0`) of ``model`` and ``guide``, with its gradients, on
+:math:`S` particles run as one vectorised call when the model allows it (else a loop over
+them). :class:`GuideSteps` takes the steps: the learning rate :math:`\eta_t` of the schedule
+(compressed into a cool-down once the plateau test fires), a step refused when its loss or
+global gradient norm :math:`\|g\|_2` (the one clipping computes) is NaN/inf, a stop after
+``max_nonfinite`` refused steps in a row with the last good parameters back, and the stop rules
+(cool-down done, callback, time limit), with progress and periodic checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+
+from .._progress import progress_bar
+from ._elbo_convergence import PlateauRule, learning_rate
+from ._guide_state import GuideTraining
+from ._loop import interruptible
+from ._steps import gradient_norm
+
+
+def note(result: Any, message: str, category: type[Warning] | None = None,
+         stacklevel: int = 3) -> None:
+    """Record ``message`` in ``result.warnings`` (and warn with ``category``; ``stacklevel``
+    counts the frames up from this function, as for ``warnings.warn``)."""
+    result.warnings.append(message)
+    if category is not None:
+        warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def make_elbo(loss: str, num_particles: int, vectorize: bool, max_plate_nesting: int) -> Any:
+    """The Pyro ELBO that ``loss`` (``"elbo"``, ``"mean_field"`` or ``"iwae"``) names."""
+    options = dict(
+        num_particles=num_particles, vectorize_particles=vectorize,
+        max_plate_nesting=max_plate_nesting,
+    )
+    if loss == "iwae":
+        return pyro.infer.RenyiELBO(alpha=0.0, **options)
+    if loss == "mean_field":
+        return pyro.infer.TraceMeanField_ELBO(**options)
+    return pyro.infer.Trace_ELBO(**options)
+
+
+def _invalid_values(err: BaseException) -> bool:
+    """A distribution's argument check failing on NaN/inf parameters (torch's message)."""
+    return isinstance(err, ValueError) and "invalid values" in str(err)
+
+
+class GuideLoss:
+    """``-ELBO`` of ``model`` and ``guide`` on ``args``/``kwargs``, with its gradients."""
+
+    def __init__(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, *,
+                 loss: str, num_particles: int, max_plate_nesting: int) -> None:
+        self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
+        self.loss, self.num_particles = loss, num_particles
+        self.max_plate_nesting = max_plate_nesting
+        self.elbo: Any = None
+
+    def __call__(self) -> float:
+        """One loss evaluation with its gradients; NaN for a model or guide that rejects
+        non-finite parameters."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            try:
+                return float(
+                    self.elbo.loss_and_grads(self.model, self.guide, *self.args, **self.kwargs)
+                )
+            except ValueError as err:
+                if _invalid_values(err):
+                    return math.nan
+                raise
+
+    def _traced(self, vectorize: bool) -> tuple[float, Any]:
+        self.elbo = make_elbo(self.loss, self.num_particles, vectorize, self.max_plate_nesting)
+        with poutine.trace(param_only=True) as capture:
+            value = self()
+        return value, capture
+
+    def first(self, vectorize: bool, result: Any) -> tuple[float, dict[str, Tensor]]:
+        """The first call, which creates the parameters (and is step 1's loss), vectorised if
+        it can be (a fall-back to a loop over the particles is noted in ``result``); returns
+        the loss and the parameters met (name -> unconstrained tensor)."""
+        try:
+            first, capture = self._traced(vectorize)
+        except Exception as err:
+            if not vectorize:
+                raise
+            vectorize = False
+            first, capture = self._traced(False)
+            note(
+                result,
+                "fit_guide: the model could not run with vectorised particles "
+                f"({type(err).__name__}: {err}); fell back to a loop over the "
+                f"{self.num_particles} particles (slower; pass vectorize_particles=False to skip "
+                "the attempt)",
+                UserWarning,
+                stacklevel=4,
+            )
+        result.vectorized = vectorize
+        params: dict[str, Any] = {}
+        for name, site in capture.trace.nodes.items():
+            tensor = site["value"].unconstrained()
+            if site["type"] == "param" and all(tensor is not p for p in params.values()):
+                params[name] = tensor  # once each (AutoIAFNormal meets a tensor under two names)
+        if not params:
+            raise ValueError(
+                f"the guide {type(self.guide).__name__} has no parameters (no pyro.param or "
+                "pyro.module site was met while computing the loss): there is nothing to fit"
+            )
+        return first, params
+
+
+class GuideSteps:
+    """The steps of ``fit_guide`` on ``training`` from ``step`` (``pending``: the first call's
+    loss, whose gradients are already there, or ``None``)."""
+
+    def __init__(self, training: GuideTraining, loss: GuideLoss, rule: PlateauRule, *,
+                 step: int, pending: float | None, steps: int, lr: float, lr_end: float,
+                 schedule: str, cooldown: int, clip_grad_norm: float | None, converge: bool,
+                 max_nonfinite: int) -> None:
+        self.training, self.loss, self.rule = training, loss, rule
+        self.step, self.pending, self.bad = step, pending, 0
+        self.steps, self.lr, self.lr_end, self.schedule = steps, lr, lr_end, schedule
+        self.cooldown, self.clip_grad_norm, self.converge = cooldown, clip_grad_norm, converge
+        self.max_nonfinite = max_nonfinite
+        self.result = training.history
+        self.started = 0.0  # perf_counter() at the run's start, less the time trained before
+        self.lr_now = math.nan
+
+    def _learning_rate(self, **plateau: Any) -> float:
+        return learning_rate(self.step, lr=self.lr, lr_end=self.lr_end, steps=self.steps,
+                             schedule=self.schedule, **plateau)
+
+    def show(self, bar: Any) -> None:
+        """The progress: the ELBO averaged over the last window and the learning rate."""
+        bar.set_postfix({"smoothed ELBO": f"{self.rule.smoothed(self.result.elbo):.6g}",
+                         "lr": f"{self.lr_now:.3g}"}, refresh=False)
+        bar.update(self.step - bar.n)
+
+    def _value(self) -> float:
+        """This step's loss (with its gradients)."""
+        if self.pending is None:
+            self.training.zero_grad()
+            return self.loss()
+        value, self.pending = self.pending, None
+        return value
+
+    def _refuse(self) -> bool:
+        """A NaN/inf loss or gradient: the step is not applied; ``True`` (stop, the last good
+        parameters back) after ``max_nonfinite`` such steps in a row."""
+        result = self.result
+        self.training.zero_grad()
+        result.skipped_steps += 1
+        self.bad += 1
+        if self.bad < self.max_nonfinite:
+            return False
+        self.training.restore_last_good()
+        result.stopped = "non-finite"
+        note(
+            result,
+            f"fit_guide: {self.bad} steps in a row had a NaN/inf loss or gradient (after "
+            f"{self.step} good steps); stopped with the last parameters whose loss and "
+            f"gradient were finite. Lower lr (now {self.lr}) or clip_grad_norm (now "
+            f"{self.clip_grad_norm}), or look for NaN log densities in the model",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        return True
+
+    def _apply(self, value: float, bar: Any) -> None:
+        """A finite step: remember the parameters as good, step, record, test the plateau."""
+        result = self.result
+        self.bad = 0
+        self.training.mark_good()
+        self.training.optimiser.step()
+        self.training.zero_grad()
+        self.step += 1
+        result.elbo.append(-value)
+        result.lr.append(self.lr_now)
+        result.seconds = time.perf_counter() - self.started
+        if self.converge and result.converged_at is None and self.rule.converged(result.elbo):
+            result.converged_at = self.step
+        self.show(bar)
+
+    def _stops(self, checkpoint_every: int, callback: Callable[[int, Any], Any] | None,
+               max_time: float | None) -> bool:
+        """The checkpoint every ``checkpoint_every`` steps; ``True`` when the callback or the
+        time limit stops the training (``result.stopped`` says which)."""
+        result = self.result
+        if self.step % checkpoint_every == 0:
+            self.training.save(self.step)
+        if callback is not None and callback(self.step, result):
+            result.stopped = "callback"
+            return True
+        if max_time is not None and result.seconds >= max_time:
+            result.stopped = "max_time"
+            return True
+        return False
+
+    def run(self, *, progress: bool, checkpoint_every: int,
+            callback: Callable[[int, Any], Any] | None, max_time: float | None) -> None:
+        """Step until the last step, the end of the cool-down or another stop; a checkpoint
+        on ``KeyboardInterrupt``."""
+        result = self.result
+        bar = progress_bar(total=self.steps, initial=self.step, desc="fit_guide",
+                           enabled=progress)
+        self.started = time.perf_counter() - result.seconds
+        self.lr_now = self._learning_rate()
+        with interruptible(bar, lambda: self.training.save(self.step), lambda: self.show(bar)):
+            while self.step < self.steps:
+                converged_at = result.converged_at
+                if converged_at is not None and self.step >= converged_at + self.cooldown:
+                    break
+                self.lr_now = self._learning_rate(converged_at=converged_at,
+                                                  cooldown=self.cooldown)
+                self.training.set_lr(self.lr_now)
+                value = self._value()
+                if not (math.isfinite(value) and bool(torch.isfinite(
+                        gradient_norm(self.training.params, self.clip_grad_norm)))):
+                    if self._refuse():
+                        break
+                    continue
+                self._apply(value, bar)
+                if self._stops(checkpoint_every, callback, max_time):
+                    break
