@@ -51,6 +51,11 @@ The standard error reported is the delta-method one of :math:`\log\hat Z`,
 :math:`\operatorname{sd}(w) / (\sqrt n\,\bar w)`
 (:func:`~pyro_flows.infer.diagnostics.importance_log_Z`); like every importance-sampling
 error bar it cannot see mass that no particle reached.
+This module holds the estimator; its pieces are :mod:`~pyro_flows.infer.ais_result` (what a run
+returns), :mod:`~pyro_flows.infer.ais_schedule` (the temperatures and step sizes),
+:mod:`~pyro_flows.infer.ais_proposal` (the proposal's draws and density) and
+:mod:`~pyro_flows.infer.ais_hmc` (the HMC transition kernel).
+
 
 References:
 
@@ -68,8 +73,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -77,416 +81,25 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from .._validation import check_positive_int
+from .ais_hmc import _evaluate, _hmc_move, _State
+from .ais_proposal import _check_proposal, _Proposal
+from .ais_result import AISResult as AISResult
+from .ais_schedule import GEOMETRIC_BETA_MIN as GEOMETRIC_BETA_MIN
+from .ais_schedule import _check_step_size, ais_betas
 from .diagnostics import ess_fraction, importance_log_Z, psis_khat
 from .results import (
     TargetDensity,
-    TargetOutputError,
-    _draw,
     _forked_rng,
     _generator,
     _stated_device_and_dtype,
     as_target,
 )
+from .results import TargetOutputError as TargetOutputError
 
 __all__ = ["AISResult", "annealed_importance_sampling", "ais_betas"]
 
-#: the smallest non-zero inverse temperature of the ``"geometric"`` schedule
-GEOMETRIC_BETA_MIN = 1e-3
 #: gain of the step-size update :math:`\log h \mathrel{+}= \gamma(\bar a - a^*)`
 _STEP_GAIN = 0.5
-#: a trajectory whose energy varies by more than this is a divergence (rejected, as in Stan)
-_MAX_ENERGY_ERROR = 1000.0
-#: the relative spread of the per-particle step size around :math:`h_t`
-_STEP_JITTER = 0.2
-
-
-@dataclass
-class AISResult:
-    r"""What one run of :func:`annealed_importance_sampling` returns.
-
-    .. math::
-
-        \log\hat Z = \log\frac1n\sum_{i=1}^{n} w_i, \qquad
-        \operatorname{se} = \frac{\operatorname{sd}(w)}{\sqrt n\,\bar w}, \qquad
-        \mathrm{ESS} = \frac{(\sum_i w_i)^2}{\sum_i w_i^2}.
-
-    :ivar log_Z: :math:`\log\hat Z`, the log-mean-exp of ``log_weights``.
-    :ivar log_Z_stderr: its delta-method standard error.
-    :ivar log_weights: the AIS log weights, shape ``(n,)``, float64 (``-inf``: a particle whose
-        first draw had zero target density).
-    :ivar ess: Kish's effective sample size of the weights.
-    :ivar ess_fraction: ``ess / n``.
-    :ivar khat: the PSIS :math:`\hat k` of the weights (< 0.7: the variance estimate is
-        trustworthy).
-    :ivar samples: the particles after the last temperature, shape ``(n, dim)``: draws from the
-        target *when weighted by* ``log_weights`` (resample them with
-        :func:`~pyro_flows.infer.importance.systematic_resample` for equal weights).
-    :ivar betas: the inverse temperatures :math:`\beta_0 = 0, \dots, \beta_T = 1`, shape
-        ``(T + 1,)``.
-    :ivar step_sizes: the leapfrog step size used at each temperature, shape ``(T,)``; pass it
-        back as ``step_size=`` to rerun with these kernels fixed in advance.
-    :ivar accept_rates: the mean Metropolis acceptance probability at each temperature, shape
-        ``(T,)`` (NaN where no HMC move was made).
-    :ivar wall_time: seconds, ``time.perf_counter``.
-    :ivar num_log_prob_evals: points at which the target's log density was evaluated.
-    :ivar num_grad_evals: points at which its gradient was evaluated.
-    :ivar num_zero_weights: particles with weight 0 (``-inf`` log weight).
-    :ivar seed: the seed used.
-    :ivar target_log_Z: the target's known :math:`\log Z`, else ``None``.
-
-    Example:
-
-    >>> import math
-    >>> r = AISResult(log_Z=0.1, log_Z_stderr=0.02, log_weights=torch.zeros(3), ess=3.0,
-    ...               ess_fraction=1.0, khat=-math.inf, samples=torch.zeros(3, 2),
-    ...               betas=torch.tensor([0.0, 1.0]), step_sizes=torch.ones(1),
-    ...               accept_rates=torch.ones(1), wall_time=0.0, num_log_prob_evals=3,
-    ...               num_grad_evals=0, num_zero_weights=0, seed=0, target_log_Z=0.0)
-    >>> r.log_Z_error, r.num_samples, r.num_temperatures
-    (0.1, 3, 1)
-
-    References: see :func:`annealed_importance_sampling`.
-    """
-
-    log_Z: float
-    log_Z_stderr: float
-    log_weights: Tensor
-    ess: float
-    ess_fraction: float
-    khat: float
-    samples: Tensor
-    betas: Tensor
-    step_sizes: Tensor
-    accept_rates: Tensor
-    wall_time: float
-    num_log_prob_evals: int
-    num_grad_evals: int
-    num_zero_weights: int
-    seed: int
-    target_log_Z: float | None = None
-
-    @property
-    def log_Z_error(self) -> float | None:
-        r""":math:`\log\hat Z - \log Z` where the target knows :math:`\log Z`, else ``None``."""
-        if self.target_log_Z is None:
-            return None
-        return self.log_Z - self.target_log_Z
-
-    @property
-    def num_samples(self) -> int:
-        """The number of particles :math:`n`."""
-        return int(self.log_weights.numel())
-
-    @property
-    def num_temperatures(self) -> int:
-        r"""The number of annealing steps :math:`T`."""
-        return int(self.betas.numel() - 1)
-
-
-# -- arguments ------------------------------------------------------------------------------------
-def ais_betas(num_steps: int, schedule: str | Sequence[float] | Tensor = "linear") -> Tensor:
-    r"""The inverse temperatures :math:`0 = \beta_0 < \dots < \beta_T = 1` of an AIS run.
-
-    .. math::
-
-        \text{geometric:}\ \beta_t = \beta_{\min}^{(T - t)/(T - 1)}\ (t \ge 1), \qquad
-        \text{linear:}\ \beta_t = t / T,
-
-    with :math:`\beta_{\min} = 10^{-3}` (:data:`GEOMETRIC_BETA_MIN`). The variance of the log
-    weights is about :math:`\sum_t \Delta\beta_t^2\,\operatorname{Var}_{f_{\beta_t}}[\log\tilde p
-    - \log q]`, so the steps should be short where that variance is large. The linear schedule
-    (the default) suits a proposal of about the target's scale (a trained flow, a standard
-    Normal for a target of unit scale): measured on unnormalised Gaussians, mixtures and U1
-    from a standard Normal with 128 steps its :math:`\log Z` error was the smallest or
-    within noise of it. The geometric one, linear in :math:`\log\beta`, spends its steps at
-    small :math:`\beta`, where the variance is largest when the target is much narrower than
-    the proposal (there it did better, at :math:`\sigma_p = 0.1\,\sigma_q` in 10-D). A
-    sequence or tensor gives
-    :math:`\beta_1, \dots, \beta_T` directly (strictly increasing in :math:`(0, 1]`, ending at
-    1; a leading 0 is allowed); ``num_steps`` must then equal its length :math:`T`.
-
-    :returns: a float64 tensor of shape ``(T + 1,)``, starting at 0.
-    :raises ValueError: for an unknown schedule name or betas that are not increasing to 1.
-
-    Example:
-
-    >>> ais_betas(3, "linear").tolist()
-    [0.0, 0.3333333333333333, 0.6666666666666666, 1.0]
-    >>> [round(b, 6) for b in ais_betas(3, "geometric").tolist()]
-    [0.0, 0.001, 0.031623, 1.0]
-
-    References: Neal 2001, section 3; Grosse et al. 2013.
-    """
-    check_positive_int(num_steps, "num_steps")
-    if isinstance(schedule, str):
-        if schedule == "linear":
-            b = torch.arange(1, num_steps + 1, dtype=torch.float64) / num_steps
-        elif schedule == "geometric":
-            if num_steps == 1:
-                b = torch.ones(1, dtype=torch.float64)
-            else:
-                b = torch.logspace(
-                    math.log10(GEOMETRIC_BETA_MIN), 0.0, num_steps, dtype=torch.float64
-                )
-        else:
-            raise ValueError(
-                f"schedule must be 'linear', 'geometric' or a sequence of betas, got {schedule!r}"
-            )
-        b[-1] = 1.0
-        return torch.cat([torch.zeros(1, dtype=torch.float64), b])
-    try:
-        b = torch.as_tensor(schedule).detach().to("cpu", torch.float64).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(
-            "schedule must be 'linear', 'geometric' or a sequence of betas in (0, 1], got "
-            f"{type(schedule).__name__}"
-        ) from None
-    if b.numel() > 0 and b[0] == 0.0:
-        b = b[1:]
-    if b.numel() > 0 and abs(float(b[-1]) - 1.0) <= 1e-9:  # rounding of a computed schedule
-        b[-1] = 1.0
-    if b.numel() == 0 or not bool(torch.isfinite(b).all()):
-        raise ValueError(f"schedule must hold finite betas in (0, 1], got {b.tolist()}")
-    if not (bool((b[1:] > b[:-1]).all()) and b[0] > 0 and b[-1] == 1.0):
-        raise ValueError(
-            "schedule must be strictly increasing in (0, 1] and end at 1, got "
-            f"{b.tolist()[:8]}{'...' if b.numel() > 8 else ''}"
-        )
-    if b.numel() != num_steps:
-        raise ValueError(
-            f"num_steps={num_steps} but the schedule has {b.numel()} betas (after 0): pass "
-            f"num_steps={b.numel()}"
-        )
-    return torch.cat([torch.zeros(1, dtype=torch.float64), b])
-
-
-def _check_step_size(step_size: object, num_steps: int) -> Tensor | None:
-    """``None`` (adapt), or one step size per temperature, float64 on the CPU."""
-    if step_size is None:
-        return None
-    if isinstance(step_size, bool):
-        raise TypeError(f"step_size must be a positive float, a tensor or None, got {step_size!r}")
-    try:
-        if isinstance(step_size, Tensor):
-            h = step_size.detach().to("cpu", torch.float64).reshape(-1)
-        else:
-            h = torch.as_tensor(step_size, dtype=torch.float64).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(
-            "step_size must be a positive float, a tensor of shape (num_steps,) or None, got "
-            f"{type(step_size).__name__}"
-        ) from None
-    if h.numel() == 1:
-        h = h.expand(num_steps).clone()
-    if h.numel() != num_steps:
-        raise ValueError(
-            f"step_size must be one number or one per temperature (num_steps={num_steps}), got "
-            f"{h.numel()} values"
-        )
-    if not bool((torch.isfinite(h) & (h > 0)).all()):
-        raise ValueError(f"step_size must be positive and finite, got {h.tolist()[:8]}")
-    return h
-
-
-def _check_proposal(proposal: Any) -> None:
-    if proposal is None:
-        return
-    can_draw = callable(getattr(proposal, "rsample_and_log_prob", None)) or callable(
-        getattr(proposal, "sample", None)
-    )
-    if not (can_draw and callable(getattr(proposal, "log_prob", None))):
-        raise TypeError(
-            "proposal must be None (a standard Normal), a pyro_flows Flow or a distribution with "
-            "sample(sample_shape) (or rsample_and_log_prob) and a differentiable log_prob(x), "
-            f"got {type(proposal).__name__}"
-        )
-
-
-# -- the proposal ---------------------------------------------------------------------------------
-class _Proposal:
-    """The proposal's draws and its log density with gradient; ``None`` is a standard Normal
-    drawn from the run's generator."""
-
-    def __init__(self, proposal: Any, dim: int) -> None:
-        self.proposal = proposal
-        self.dim = dim
-        self._log_norm = 0.5 * dim * math.log(2.0 * math.pi)
-
-    def draw(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype | None = None,
-        device: torch.device | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """``n`` draws and their log densities: the standard Normal's from ``generator`` (in
-        ``dtype`` on ``device``), a given proposal's from the global RNG (seeded by the caller)."""
-        if self.proposal is None:
-            assert generator is not None and dtype is not None and device is not None
-            x = _draw("randn", (n, self.dim), generator, dtype=dtype, device=device)
-            return x, -0.5 * (x * x).sum(-1) - self._log_norm
-        if callable(getattr(self.proposal, "rsample_and_log_prob", None)):
-            x, log_q = self.proposal.rsample_and_log_prob((n,))
-        else:
-            x = self.proposal.sample((n,))
-            log_q = self.proposal.log_prob(x)
-        if not isinstance(x, Tensor) or not isinstance(log_q, Tensor):
-            raise TypeError(
-                "the proposal must return tensors from sample / log_prob, got "
-                f"{type(x).__name__} and {type(log_q).__name__}"
-            )
-        if x.shape != (n, self.dim) or log_q.shape != (n,):
-            raise ValueError(
-                f"the proposal must give draws of shape (n, dim) = ({n}, {self.dim}) and log "
-                f"densities of shape ({n},), got {tuple(x.shape)} and {tuple(log_q.shape)}"
-            )
-        return x.detach(), log_q.detach()
-
-    def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.proposal is None:
-            return -0.5 * (x * x).sum(-1) - self._log_norm, -x
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            lq = self.proposal.log_prob(xg)
-            if not isinstance(lq, Tensor) or lq.shape != x.shape[:-1]:
-                raise ValueError(
-                    f"the proposal's log_prob must return shape {tuple(x.shape[:-1])}, got "
-                    f"{tuple(lq.shape) if isinstance(lq, Tensor) else type(lq).__name__}"
-                )
-            if not lq.requires_grad:
-                raise TypeError(
-                    "AIS moves the particles by HMC on (1 - beta) log q + beta log p, but the "
-                    "proposal's log_prob(x) is not differentiable in x with torch.autograd"
-                )
-            (grad,) = torch.autograd.grad(lq.sum(), xg)
-        return lq.detach().to(x.dtype), grad.detach().to(x.dtype)
-
-
-# -- HMC on the annealed densities ----------------------------------------------------------------
-@dataclass
-class _State:
-    x: Tensor
-    lp: Tensor
-    glp: Tensor
-    lq: Tensor
-    glq: Tensor
-
-
-def _evaluate(
-    density: TargetDensity, q: _Proposal, x: Tensor, need_q: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    lp, glp = density.value_and_grad(x)
-    lp, glp = lp.to(x.dtype), glp.to(x.dtype)
-    if need_q:
-        lq, glq = q.value_and_grad(x)
-    else:  # beta = 1: the proposal's density does not enter
-        lq, glq = torch.zeros_like(lp), torch.zeros_like(glp)
-    return lp, glp, lq, glq
-
-
-def _by_rows(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor) -> tuple[Tensor, Tensor]:
-    """``fn(x)``; where it raises a ``ValueError`` (a flow refusing a point too far out, say),
-    the rows at fault are found by bisection and come back as NaN (to be rejected)."""
-    try:
-        return fn(x)
-    except TargetOutputError:  # the target's output is malformed: not a property of a point
-        raise
-    except ValueError:
-        if x.shape[0] == 1:
-            return torch.full((1,), math.nan, dtype=x.dtype, device=x.device), torch.full_like(
-                x, math.nan
-            )
-    k = x.shape[0] // 2
-    v1, g1 = _by_rows(fn, x[:k])
-    v2, g2 = _by_rows(fn, x[k:])
-    return torch.cat([v1.to(x.dtype), v2.to(x.dtype)]), torch.cat([g1.to(x.dtype), g2.to(x.dtype)])
-
-
-def _evaluate_moved(
-    density: TargetDensity, q: _Proposal, x: Tensor, need_q: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_evaluate` at points a trajectory reached: a ``ValueError`` of the target or the
-    proposal at some of them marks those rows NaN (rejected) instead of ending the run; one
-    raised at every row is raised."""
-    try:
-        return _evaluate(density, q, x, need_q)
-    except TargetOutputError:
-        raise
-    except ValueError as err:
-        lp, glp = _by_rows(density.value_and_grad, x)
-        lq, glq = _by_rows(q.value_and_grad, x) if need_q else (lp * 0.0, glp * 0.0)
-        if not bool((torch.isfinite(lp) & torch.isfinite(lq)).any()):
-            raise err
-        return lp.to(x.dtype), glp.to(x.dtype), lq.to(x.dtype), glq.to(x.dtype)
-
-
-def _annealed(beta: float, lp: Tensor, lq: Tensor) -> Tensor:
-    """:math:`\\log f_\\beta`, with :math:`0 \\cdot \\log q = 0` at :math:`\\beta = 1`."""
-    return lp if beta == 1.0 else (1.0 - beta) * lq + beta * lp
-
-
-def _hmc_move(
-    density: TargetDensity,
-    q: _Proposal,
-    s: _State,
-    alive: Tensor,
-    beta: float,
-    h: float | Tensor,
-    num_leapfrog: int,
-    generator: torch.Generator,
-) -> tuple[_State, Tensor]:
-    """One Metropolis-corrected HMC move of every particle, leaving :math:`f_\\beta` invariant;
-    returns the new state and the acceptance probabilities (0 for dead particles and for
-    trajectories that met a non-finite density or gradient, which are rejected)."""
-    n, d = s.x.shape
-    dtype, device = s.x.dtype, s.x.device
-    need_q = beta < 1.0
-    f0 = _annealed(beta, s.lp, s.lq)
-    g = _annealed(beta, s.glp, s.glq)
-    p0 = _draw("randn", (n, d), generator, dtype=dtype, device=device)
-    # one step size per particle, h * U(1 - j, 1 + j): a kernel drawn independently of the state
-    # (a mixture of valid kernels) that smooths the acceptance's cliff at the stability limit
-    u = _draw("rand", (n, 1), generator, dtype=dtype, device=device)
-    h = h * (1.0 + _STEP_JITTER * (2.0 * u - 1.0))
-    bad = ~alive
-    p = p0 + 0.5 * h * g
-    x = s.x
-    lp, glp, lq, glq = s.lp, s.glp, s.lq, s.glq
-    e0 = (0.5 * (p0 * p0).sum(-1) - f0).to(torch.float64)  # the energy H = -log f + |p|^2 / 2
-    e_min, e_max, e_end = e0, e0, e0
-    for i in range(num_leapfrog):
-        x = x + h * p
-        bad = bad | ~torch.isfinite(x).all(-1)
-        x = torch.where(bad[:, None], s.x, x)  # never hand the target a non-finite point
-        lp, glp, lq, glq = _evaluate_moved(density, q, x, need_q)
-        f = _annealed(beta, lp, lq)
-        g = _annealed(beta, glp, glq)
-        bad = bad | ~torch.isfinite(f) | ~torch.isfinite(g).all(-1)
-        g = torch.where(bad[:, None], torch.zeros_like(g), g)
-        p = p + 0.5 * h * g  # the momentum at x: the energy there is that of the reverse path
-        e_end = (0.5 * (p * p).sum(-1) - f).to(torch.float64)
-        e_end = torch.where(bad, e0, e_end)
-        e_min, e_max = torch.minimum(e_min, e_end), torch.maximum(e_max, e_end)
-        # a divergence: the energy varies by more than _MAX_ENERGY_ERROR along the trajectory
-        # (a criterion on the set of points visited, the same for the reverse trajectory)
-        bad = bad | (e_max - e_min > _MAX_ENERGY_ERROR)
-        if i < num_leapfrog - 1:
-            p = p + 0.5 * h * g
-    log_alpha = e0 - e_end
-    log_alpha = torch.where(
-        bad | torch.isnan(log_alpha), torch.full_like(log_alpha, -math.inf), log_alpha
-    )
-    log_u = torch.log(_draw("rand", (n,), generator, dtype=torch.float64, device=device))
-    accept = log_u < log_alpha
-    keep = accept[:, None]
-    new = _State(
-        x=torch.where(keep, x, s.x),
-        lp=torch.where(accept, lp, s.lp),
-        glp=torch.where(keep, glp, s.glp),
-        lq=torch.where(accept, lq, s.lq) if need_q else s.lq,
-        glq=torch.where(keep, glq, s.glq) if need_q else s.glq,
-    )
-    return new, torch.exp(log_alpha.clamp(max=0.0))
 
 
 # -- the estimator --------------------------------------------------------------------------------

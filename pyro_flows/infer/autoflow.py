@@ -19,75 +19,59 @@ layers work in standardised coordinates, and so that the start is exact even whe
 contains permutations or rotations (they leave :math:`\mathcal N(0, I)` unchanged). Constrained
 values are :math:`\theta = T(\zeta)` with ``T = biject_to(support)`` per site, and
 :math:`\log q(\theta) = \log q(\zeta) - \log|\det J_T(\zeta)|`.
+
+This module holds the guide class; its machinery lives in
+:mod:`~pyro_flows.infer.autoflow_layers` (the flow layers and the stages around them),
+:mod:`~pyro_flows.infer.autoflow_start` (the Gaussian start: multi-start search and Laplace
+rounds) and :mod:`~pyro_flows.infer.autoflow_checks` (what the guide refuses).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.params.param_store import param_with_module_name
 from torch import Tensor
 from torch.distributions import biject_to
 
-from .. import flows as _flows
 from ..distribution import FlowDistribution
 from ..flow import Flow
-from ..transforms.affine import ElementwiseAffine
+from ..transforms.affine import ElementwiseAffine as ElementwiseAffine
 from ..transforms.identity_init import identity_init_
-from ..transforms.rescale import softplus_inverse
-from ..transforms.sinh_arcsinh import SinhArcsinh
-from ..transforms.unit_lower import UnitLowerTriangular
-from .gaussian_start import (
-    GaussianStart,
-    fit_deterministic,
-    fit_from_starts,
-    gradient_and_hessian,
-    newton_step,
-    scale_and_unit_lower,
+from ..transforms.rescale import softplus_inverse as softplus_inverse
+from ..transforms.sinh_arcsinh import SinhArcsinh as SinhArcsinh
+from ..transforms.unit_lower import UnitLowerTriangular as UnitLowerTriangular
+from .autoflow_checks import (
+    check_options,
+    check_param_store,
+    check_sites,
+    check_subsampled_locals,
 )
+from .autoflow_layers import FLOW_BUILDERS, FlowSpec, build_layers, guide_flow
+from .autoflow_layers import WHITEN_MAX_DIM as WHITEN_MAX_DIM
+from .autoflow_start import LAPLACE_ROUNDS as LAPLACE_ROUNDS
+from .autoflow_start import LAPLACE_SETTLED as LAPLACE_SETTLED
+from .autoflow_start import SECOND_MODE_NATS as SECOND_MODE_NATS
+from .autoflow_start import START_POINTS, fit_gaussian_start, kept_start
+from .gaussian_start import GaussianStart
+from .gaussian_start import fit_deterministic as fit_deterministic
+from .gaussian_start import fit_from_starts as fit_from_starts
+from .gaussian_start import gradient_and_hessian as gradient_and_hessian
+from .gaussian_start import newton_step as newton_step
+from .gaussian_start import scale_and_unit_lower as scale_and_unit_lower
 from .initialization import improper_safe
 from .results import _forked_rng, _module_device_and_dtype
 
+# the ``name as name`` imports keep importable from here what was before the guide's
+# machinery moved to its own modules
 __all__ = ["AutoFlow", "FLOW_BUILDERS", "SECOND_MODE_NATS", "START_POINTS", "WHITEN_MAX_DIM"]
-
-#: builder names accepted by ``AutoFlow(model, flow=...)``: the registry's guide builders
-#: (:func:`pyro_flows.flows.builder_names` with ``guide=True``)
-FLOW_BUILDERS: dict[str, Callable[..., Flow]] = {
-    name: _flows.BUILDERS[name].build for name in _flows.builder_names(guide=True)
-}
-
-FlowSpec = str | Callable[..., Flow]
-
-#: ``whiten=None`` (the default) whitens by the start's Laplace step up to this many latent
-#: dimensions (the step costs one backward pass per dimension)
-WHITEN_MAX_DIM = 200
-#: at most this many Laplace steps of the Gaussian start (each re-smoothed at the last one's scales)
-LAPLACE_ROUNDS = 10
-#: ... and stops when a round improves the deterministic loss by less than this (nats)
-LAPLACE_SETTLED = 0.5
-#: the Gaussian start searches the location from ``init_loc_fn``'s point and from this many
-#: more points drawn uniformly in [-2, 2]^D of the unconstrained space (Stan's inits): on
-#: Lotka-Volterra, init_to_median's basin is a mode 34 nats worse than the posterior's, and
-#: 2 of 4 uniform starts found the right one
-START_POINTS = 6
-#: a second local optimum of the start's loss within this many nats of the best (a mass ratio
-#: above about e^-3 = 5%) is reported with a warning: a unimodal fit will miss a mode
-SECOND_MODE_NATS = 3.0
-
-
-def _default_hidden(latent_dim: int) -> tuple[int, int]:
-    width = max(32, 2 * latent_dim + 2)
-    return (width, width)
 
 
 class AutoFlow(AutoContinuous):
@@ -241,40 +225,18 @@ class AutoFlow(AutoContinuous):
         start_points: int = START_POINTS,
         **flow_options: Any,
     ) -> None:
-        if isinstance(flow, str):
-            if flow not in FLOW_BUILDERS:
-                raise ValueError(
-                    f"AutoFlow: unknown flow {flow!r}; expected one of {sorted(FLOW_BUILDERS)}, "
-                    "a builder from pyro_flows.flows, or a callable latent_dim -> Flow"
-                )
-        elif not callable(flow):
-            raise TypeError(
-                "AutoFlow: flow must be a builder name, a builder or a callable "
-                f"latent_dim -> Flow, got {type(flow).__name__}"
-            )
-        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)):
-            raise TypeError(
-                f"AutoFlow: init_scale must be a finite number > 0, got "
-                f"{type(init_scale).__name__} {init_scale!r}"
-            )
-        if not (math.isfinite(init_scale) and init_scale > 0):
-            raise ValueError(
-                f"AutoFlow: init_scale must be a finite number > 0, got {init_scale!r}"
-            )
-        if not isinstance(num_quantile_samples, int) or num_quantile_samples < 2:
-            raise ValueError(
-                f"AutoFlow: num_quantile_samples must be an int >= 2, got {num_quantile_samples!r}"
-            )
-        if whiten is not None and not isinstance(whiten, bool):
-            raise TypeError(f"AutoFlow: whiten must be a bool or None, got {whiten!r}")
-        flags = (("learn_tails", learn_tails), ("full_rank", full_rank))
-        for name, value in (("start_draws", start_draws), ("start_points", start_points)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AutoFlow: {name} must be an int >= 1, got {value!r}")
-        for name, value in (*flags, ("path_gradient", path_gradient), ("gaussian_start",
-                                                                       gaussian_start)):
-            if not isinstance(value, bool):
-                raise TypeError(f"AutoFlow: {name} must be a bool, got {value!r}")
+        check_options(
+            flow,
+            init_scale=init_scale,
+            num_quantile_samples=num_quantile_samples,
+            whiten=whiten,
+            learn_tails=learn_tails,
+            full_rank=full_rank,
+            path_gradient=path_gradient,
+            gaussian_start=gaussian_start,
+            start_draws=start_draws,
+            start_points=start_points,
+        )
         self._flow_spec = flow
         self._learn_tails = learn_tails
         self._full_rank = full_rank
@@ -293,168 +255,51 @@ class AutoFlow(AutoContinuous):
         super().__init__(model, init_loc_fn=improper_safe(init_loc_fn))
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _check_sites(self) -> None:
-        """Clear errors for discrete latent sites and models without latent sites."""
-        trace = getattr(self, "prototype_trace", None)
-        if trace is None:
-            return
-        for name, site in trace.iter_stochastic_nodes():
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"AutoFlow covers continuous latent sites only, but site {name!r} is discrete "
-                    f"(support {site['fn'].support}). Marginalise it out by enumeration: mark it "
-                    "with infer={'enumerate': 'parallel'} (or @config_enumerate), train with "
-                    "TraceEnum_ELBO, and give AutoFlow the model without that site: "
-                    f"AutoFlow(poutine.block(model, hide=[{name!r}])). See "
-                    "https://pyro.ai/examples/enumeration.html"
-                )
-        if not any(True for _ in trace.iter_stochastic_nodes()):
-            raise ValueError(
-                "AutoFlow found no latent sample sites in the model (every pyro.sample site is "
-                "observed, or there are none); there is nothing to infer, use an empty guide"
-            )
-
-    def _check_subsampled_locals(self) -> None:
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            for frame in site["cond_indep_stack"]:
-                full = frame.full_size or frame.size
-                if full != frame.size:
-                    raise ValueError(
-                        f"AutoFlow: latent site {name!r} lives in plate {frame.name!r} that is "
-                        f"subsampled ({frame.size} of {full}); a joint flow over all latents "
-                        "cannot score a subset of a local site. Subsample only observed sites, "
-                        "amortise the local site with an encoder (AmortizedFlow), or guide it "
-                        "with AutoNormal inside an AutoGuideList"
-                    )
-
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         try:
             super()._setup_prototype(*args, **kwargs)
         except (NotImplementedError, RuntimeError, ValueError):
-            self._check_sites()
+            check_sites(getattr(self, "prototype_trace", None))
             raise
-        self._check_sites()
-        self._check_subsampled_locals()
+        check_sites(getattr(self, "prototype_trace", None))
+        check_subsampled_locals(self.prototype_trace)
         init_loc = self._init_loc().detach()
-        layers = identity_init_(self._build_flow(self.latent_dim))
-        tails = [SinhArcsinh(self.latent_dim)] if self._learn_tails else []
-        whiten = (
-            self._whiten
-            if self._whiten is not None
-            else self._gaussian_start and self.latent_dim <= WHITEN_MAX_DIM
+        layers = identity_init_(
+            build_layers(
+                self._flow_spec,
+                self.latent_dim,
+                num_transforms=self._num_transforms,
+                hidden_dims=self._hidden_dims,
+                flow_options=self._flow_options,
+            )
         )
-        linear = [UnitLowerTriangular(self.latent_dim)] if self._full_rank or whiten else []
-        if linear:
-            linear[0].frozen = not self._full_rank
-        affine = ElementwiseAffine(self.latent_dim, loc=init_loc, scale=self._init_scale)
-        # with the start, training moves a location-scale stage in the start's whitened units
-        # (y = mu0 + sigma0 * L (a + s * f)): Adam steps each parameter by about its learning
-        # rate, which in raw units is many posterior sds where those are small (a regression
-        # slope with sd 0.007 moved 1.5 sds in one step at lr 1e-2 and the fit never recovered
-        # the start's accuracy); the anchor (mu0, sigma0) and L are frozen after the start
-        steps = [ElementwiseAffine(self.latent_dim)] if self._gaussian_start else []
-        stages = [*tails, *layers.transforms, *steps, *linear, affine]
-        self._has_linear_stage = bool(linear)  # not the module: an attribute would register it
-        flow = Flow(stages, base=layers.base).to(init_loc)
+        # _has_linear_stage is not the module: an attribute would register it
+        flow, self._has_linear_stage = guide_flow(
+            layers,
+            init_loc,
+            self._init_scale,
+            learn_tails=self._learn_tails,
+            full_rank=self._full_rank,
+            whiten=self._whiten,
+            gaussian_start=self._gaussian_start,
+        )
         loaded = self._store_holds(flow)
         self.flow = flow
         self._store_checked = False
         if self._gaussian_start and not torch.jit.is_tracing():
             self.start_result = (
-                GaussianStart(
-                    math.nan,
-                    math.nan,
-                    0,
-                    self._start_draws,
-                    False,
-                    "Pyro's param store already holds this guide's parameters (loaded or "
-                    "trained before): they are kept",
-                )
+                kept_start(self._start_draws)
                 if loaded
-                else self._fit_gaussian_start(args, kwargs)
-            )
-
-    def _fit_gaussian_start(self, args: tuple, kwargs: dict) -> GaussianStart:
-        """Fit the Gaussian stages (location-scale, and the linear stage when ``full_rank``) on
-        the deterministic ELBO of :mod:`~pyro_flows.infer.gaussian_start` before the flow
-        layers learn."""
-        flow = self._modules["flow"]
-        affine = flow.transforms[-1]
-        linear = flow.transforms[-2] if self._has_linear_stage else None
-        device = _module_device_and_dtype(flow)[0]
-        with poutine.block(), _forked_rng(0, [device]), torch.no_grad():
-            nesting = self._plate_nesting(args, kwargs)
-        elbo = pyro.infer.Trace_ELBO(
-            num_particles=self._start_draws, vectorize_particles=True, max_plate_nesting=nesting
-        )
-
-        def loss() -> Tensor:
-            with poutine.block(), _forked_rng(0, [device]):
-                return elbo.differentiable_loss(self.model, self, *args, **kwargs)
-
-        # 1. the location alone (a smoothed MAP: the scale stays at init_scale), 2. with the
-        # linear stage, scale and correlations from the inverse Hessian there (a Laplace step
-        # that preconditions the ill-conditioned directions), 3. location and scale. The
-        # correlations stay the Laplace step's: fitted on M fixed draws, the D(D-1)/2 entries of
-        # L overfit them unless M >> D (on a 31-D logistic regression with M = 32, sd ratios up
-        # to 30; with the Laplace L and step 3 on location and scale, 0.86-1.18)
-        first = fit_from_starts(
-            loss, affine.loc, self._start_points(affine.loc), num_draws=self._start_draws
-        )
-        self._warn_second_mode(first)
-        evaluations = first.evaluations
-        # the location was smoothed at init_scale in every direction, far too wide where the
-        # posterior is narrow (kilpisjarvi's slope: sd 0.0075 against 0.1): the Hessian there is
-        # not the posterior's; repeat the Laplace step at the smoothing it found until it settles
-        previous = first.loss_after
-        for round_ in range(LAPLACE_ROUNDS if linear is not None and first.accepted else 0):
-            if round_ > 0:  # the location again, at the new smoothing (L-BFGS, then Newton)
-                again = fit_deterministic(loss, [affine.loc], num_draws=self._start_draws)
-                evaluations += again.evaluations
-            evaluations += affine.loc.numel() + 4
-            if not self._laplace_step(loss, affine, linear):
-                break
-            current = float(loss().detach())
-            if not previous - current > LAPLACE_SETTLED:
-                break
-            previous = current
-        last = fit_deterministic(
-            loss, [affine.loc, affine.raw_scale], num_draws=self._start_draws
-        )
-        for p in flow.parameters():
-            p.grad = None
-        improved = last.loss_after < first.loss_before
-        affine.frozen = improved  # the anchor; a failed start leaves it trainable
-        return GaussianStart(
-            loss_before=first.loss_before,
-            loss_after=last.loss_after if improved else first.loss_before,
-            evaluations=evaluations + last.evaluations,
-            num_draws=self._start_draws,
-            accepted=improved,
-            reason="" if improved else (first.reason or last.reason),
-            optima=first.optima,
-        )
-
-    def _start_points(self, loc: Tensor) -> list[Tensor]:
-        """The location's starting points: ``init_loc_fn``'s, then ``start_points - 1`` draws
-        from :math:`U(-2, 2)^D` (seeded on the CPU: the global RNG is left alone)."""
-        generator = torch.Generator().manual_seed(0)
-        extra = self._num_start_points - 1
-        uniform = torch.rand(extra, loc.numel(), generator=generator, dtype=torch.float64)
-        return [loc.detach().clone(), *(4.0 * uniform - 2.0).to(loc).unbind(0)]
-
-    def _warn_second_mode(self, start: GaussianStart) -> None:
-        if len(start.optima) > 1 and start.optima[1] - start.optima[0] < SECOND_MODE_NATS:
-            warnings.warn(
-                f"AutoFlow: the Gaussian start found {len(start.optima)} distinct local optima "
-                f"of the smoothed posterior; the second best is only "
-                f"{start.optima[1] - start.optima[0]:.2f} nats worse than the best (losses "
-                f"{', '.join(f'{v:.2f}' for v in start.optima[:4])}), so the posterior "
-                "probably has several modes that carry mass, and a guide trained by reverse KL "
-                "tends to keep one of them. The fit starts in the best; check it against MCMC "
-                "run from several over-dispersed starts.",
-                UserWarning,
-                stacklevel=4,
+                else fit_gaussian_start(
+                    self.model,
+                    self,
+                    flow,
+                    linear_stage=self._has_linear_stage,
+                    num_draws=self._start_draws,
+                    num_points=self._num_start_points,
+                    args=args,
+                    kwargs=kwargs,
+                )
             )
 
     def _store_holds(self, flow: Flow) -> bool:
@@ -467,77 +312,6 @@ class AutoFlow(AutoContinuous):
             param_with_module_name(name, param_name) in store
             for param_name, _ in flow.named_parameters()
         )
-
-    def _plate_nesting(self, args: tuple, kwargs: dict) -> int:
-        """The model's plate nesting, from a model trace replayed on the guide's values (as
-        Pyro's ELBOs guess it, without their log line; the prototype trace hides the observed
-        sites and so their plates)."""
-        guide_trace = poutine.trace(self).get_trace(*args, **kwargs)
-        replayed = poutine.replay(self.model, trace=guide_trace)
-        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
-        dims = [
-            frame.dim
-            for trace in (model_trace, guide_trace)
-            for site in trace.nodes.values()
-            if site["type"] == "sample"
-            for frame in site["cond_indep_stack"]
-            if frame.vectorized
-        ]
-        return -min(dims) if dims else 0
-
-    @torch.no_grad()
-    def _laplace_step(self, loss: Callable[[], Tensor], affine: Any, linear: Any) -> bool:
-        """A damped Newton step of the location on the deterministic loss, then the scale
-        and the unit lower-triangular stage from the inverse Hessian (kept only if the loss
-        does not get worse)."""
-        derivatives = gradient_and_hessian(loss, affine.loc)
-        if derivatives is None:
-            return False
-        gradient, hessian = derivatives
-        newton_step(loss, affine.loc, gradient, hessian)
-        factors = scale_and_unit_lower(hessian)
-        if factors is None:
-            return False
-        sigma, lower = factors
-        saved = [p.detach().clone() for p in (affine.raw_scale, linear.lower)]
-        before = float(loss().detach())
-        idx = linear.lower_index
-        affine.raw_scale.copy_(softplus_inverse(sigma.clamp_min(1e-30)).to(affine.raw_scale))
-        linear.lower.copy_(lower[idx[0], idx[1]].to(linear.lower))
-        try:
-            after = float(loss().detach())
-        except (ValueError, RuntimeError):
-            after = math.inf
-        if math.isfinite(after) and after <= before:
-            return True
-        for p, value in zip((affine.raw_scale, linear.lower), saved, strict=True):
-            p.copy_(value)
-        return False
-
-    def _build_flow(self, latent_dim: int) -> Flow:
-        spec = self._flow_spec
-        builder = FLOW_BUILDERS[spec] if isinstance(spec, str) else spec
-        kwargs = dict(self._flow_options)
-        named = isinstance(spec, str) or spec in FLOW_BUILDERS.values()
-        if self._num_transforms is not None:
-            kwargs["num_transforms"] = self._num_transforms
-        if self._hidden_dims is not None:
-            kwargs["hidden_dims"] = self._hidden_dims
-        elif named and _accepts(builder, "hidden_dims"):
-            kwargs["hidden_dims"] = _default_hidden(latent_dim)
-        built = builder(latent_dim, **kwargs)
-        if not isinstance(built, Flow):
-            raise ValueError(
-                f"AutoFlow: the flow callable must return a pyro_flows.Flow, got "
-                f"{type(built).__name__}"
-            )
-        if built.input_dim != latent_dim or built.context_dim is not None:
-            raise ValueError(
-                f"AutoFlow: the flow must act on the {latent_dim} unconstrained latent "
-                f"dimensions without context, got input_dim={built.input_dim}, "
-                f"context_dim={built.context_dim}"
-            )
-        return built
 
     # -- the posterior --------------------------------------------------------------------------
     def get_base_dist(self) -> pyro.distributions.Distribution:
@@ -565,24 +339,10 @@ class AutoFlow(AutoContinuous):
         with self._pyro_context:
             name = self._pyro_get_fullname("flow")
         if not self._store_checked:
-            self._check_param_store(name, flow)
+            check_param_store(name, flow)
+            self._store_checked = True
         pyro.module(name, flow, update_module_params=True)
         return flow  # type: ignore[return-value]
-
-    def _check_param_store(self, name: str, flow: Flow) -> None:
-        """Refuse stale param-store entries of another model under this guide's names (Pyro
-        would otherwise bind tensors of the wrong shape)."""
-        store = pyro.get_param_store()
-        for param_name, param in flow.named_parameters():
-            full = param_with_module_name(name, param_name)
-            if full in store and store[full].shape != param.shape:
-                raise ValueError(
-                    f"Pyro's param store already holds {full!r} with shape "
-                    f"{tuple(store[full].shape)}, but this AutoFlow needs {tuple(param.shape)}: "
-                    "it belongs to another guide of the same name. Call "
-                    "pyro.clear_param_store() first, or name the guide differently."
-                )
-        self._store_checked = True
 
     # -- summaries --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -652,12 +412,3 @@ class AutoFlow(AutoContinuous):
     def _flow_device(self, *args: Any, **kwargs: Any) -> torch.device | None:
         """The device of the posterior flow (so seeded draws fork that device's RNG too)."""
         return _module_device_and_dtype(self._bound_flow(*args, **kwargs))[0]
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-

@@ -22,6 +22,10 @@ on a machine with two cores. The potential is wrapped by a counter, so ``num_gra
 number of points at which :math:`\nabla U` was computed, warm-up and step-size search included:
 the cost unit of ESS per gradient evaluation (Hoffman et al., 2019).
 
+This module runs the kernels on a target's log density; the chain runner and its recorders are
+in :mod:`~pyro_flows.infer.mcmc_chains`, NUTS on a Pyro model in
+:mod:`~pyro_flows.infer.mcmc_model`.
+
 References:
 
 - R. M. Neal. *MCMC using Hamiltonian dynamics.* Handbook of MCMC, 2011.
@@ -36,15 +40,16 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._progress import progress_bar
-from .results import DeviceLike, SampleResult, _check_int, _forked_rng, _generator, as_target
+from .._progress import progress_bar as progress_bar
+from .mcmc_chains import _Counter, _run_chains
+from .mcmc_model import nuts_model as nuts_model
+from .results import DeviceLike, SampleResult, _check_int, _generator, as_target
 from .samplers import _check_accept
 
 __all__ = ["hmc", "nuts", "nuts_model"]
@@ -52,142 +57,20 @@ __all__ = ["hmc", "nuts", "nuts_model"]
 
 def _check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(
+            f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}"
+        )
     return value
 
 
 def _check_positive_finite(value: object, name: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive finite number, got {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(
+            f"{name} must be a positive finite number, got {type(value).__name__} {value!r}"
+        )
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
-
-
-def _model_devices(*values: Any) -> list[torch.device]:
-    """Devices a Pyro model may draw on: those of its tensor arguments and, when CUDA is in
-    use, the current CUDA device."""
-    devices = [v.device for v in values if isinstance(v, Tensor)]
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        devices.append(torch.device("cuda", torch.cuda.current_device()))
-    return devices
-
-
-class _Counter:
-    """Counts calls of a Pyro potential: all calls, and the calls made to take a gradient."""
-
-    def __init__(self, potential_fn: Callable[[dict[str, Tensor]], Tensor]) -> None:
-        self.potential_fn = potential_fn
-        self.calls = 0
-        self.grad_calls = 0
-
-    def __call__(self, params: dict[str, Tensor]) -> Tensor:
-        self.calls += 1
-        if torch.is_grad_enabled() and any(v.requires_grad for v in params.values()):
-            self.grad_calls += 1
-        return self.potential_fn(params)
-
-
-class _Recorder:
-    """A Pyro ``hook_fn`` recording, per kept draw, the acceptance probability and the
-    gradient evaluations (leapfrog steps) it took."""
-
-    def __init__(self, grads: Callable[[], int], num_samples: int) -> None:
-        self.grads = grads
-        self.accept = torch.full((num_samples,), math.nan, dtype=torch.float64, device="cpu")
-        self.num_steps = torch.zeros(num_samples, dtype=torch.long, device="cpu")
-        self._last_grads = grads()  # the counter is shared by the chains
-        self._last_mean = 0.0
-
-    def __call__(self, kernel: Any, params: Any, stage: str, i: int) -> None:
-        g = self.grads()
-        mean = getattr(kernel, "_mean_accept_prob", None)  # Pyro's running mean, reset after
-        if stage.startswith("Sample"):  # warm-up; recover this draw's value from it
-            self.num_steps[i] = g - self._last_grads
-            if isinstance(mean, float):
-                prev = self._last_mean if i > 0 else 0.0
-                self.accept[i] = min(1.0, max(0.0, prev + (i + 1) * (mean - prev)))
-        self._last_grads = g
-        self._last_mean = mean if isinstance(mean, float) else 0.0
-
-
-def _run_chains(
-    method: str,
-    make_kernel: Callable[[Callable], Any],
-    potential: _Counter,
-    inits: list[dict[str, Tensor]],
-    *,
-    num_samples: int,
-    warmup: int,
-    progress: bool,
-    seed: int | None,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Run one Pyro ``MCMC`` per chain; Pyro's kernels draw from the global RNG, which is
-    forked (CPU and ``device``) so that a seeded run leaves it as it was."""
-    from pyro.infer.mcmc import MCMC
-
-    draws: list[dict[str, Tensor]] = []
-    accept, steps, diverging, step_sizes = [], [], [], []
-    num_divergent = 0
-    # our bar, fed by the hook: Pyro's own bar is drawn from log records of "pyro.infer.mcmc",
-    # so it froze at 0% wherever the "pyro" logger was quieted (as the CLI does), and it is off
-    # whenever a CI variable is set
-    bar = progress_bar(total=len(inits) * (warmup + num_samples), desc=method,
-                       enabled=progress, leave=True)
-    with bar:
-        for c, init in enumerate(inits):
-            kernel = make_kernel(potential)
-            recorder = _Recorder(lambda: potential.grad_calls, num_samples)
-            chain = f"{method}, chain {c + 1}/{len(inits)}" if len(inits) > 1 else method
-
-            def hook(kernel: Any, params: Any, stage: str, i: int, recorder: _Recorder = recorder,
-                     label: list[str] = [chain, ""]) -> None:  # noqa: B006 (one per chain)
-                recorder(kernel, params, stage, i)
-                if stage != label[1] or bar.n % 25 == 0:
-                    label[1] = stage
-                    bar.set_description(f"{label[0]} ({stage.lower()})", refresh=False)
-                    step_size = getattr(kernel, "step_size", None)
-                    if isinstance(step_size, float):
-                        bar.set_postfix(step_size=f"{step_size:.3g}", refresh=False)
-                bar.update(1)
-
-            mcmc = MCMC(
-                kernel,
-                num_samples=num_samples,
-                warmup_steps=warmup,
-                initial_params=init,
-                num_chains=1,
-                disable_progbar=True,
-                hook_fn=hook,
-            )
-            with _forked_rng(None if seed is None else seed + c, [device]):
-                mcmc.run()
-            draws.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-            div = torch.zeros(num_samples, dtype=torch.bool, device="cpu")
-            # Pyro's per-chain sampler statistics; mcmc.diagnostics() would also compute split
-            # R-hat, which asserts at least 4 draws (a single draw is a valid budget here)
-            chain_diag = getattr(mcmc, "_diagnostics", None)
-            if chain_diag:
-                found = chain_diag[0].get("divergences", [])
-            else:
-                found = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
-            div[torch.as_tensor(list(found), dtype=torch.long, device="cpu")] = True
-            num_divergent += int(div.sum())
-            accept.append(recorder.accept)
-            steps.append(recorder.num_steps)
-            diverging.append(div)
-            step_sizes.append(float(kernel.step_size))
-    return {  # the statistics on the draws' device, like the draws
-        "draws": draws,
-        "accept_prob": torch.stack(accept).to(device),
-        "num_steps": torch.stack(steps).to(device),
-        "diverging": torch.stack(diverging).to(device),
-        "step_size": torch.tensor(step_sizes, dtype=torch.float64, device=device),
-        "divergences": num_divergent,
-    }
 
 
 def _sample_target(
@@ -204,6 +87,9 @@ def _sample_target(
     seed: int | None,
     device: DeviceLike | None,
 ) -> SampleResult:
+    r"""Run ``make_kernel``'s chains on ``target``'s potential :math:`U = -\log\tilde p` from
+    :meth:`~pyro_flows.infer.results.TargetDensity.initial_points` and collect the draws, the
+    per-draw statistics and the costs in a :class:`~pyro_flows.infer.results.SampleResult`."""
     _check_int(num_samples, "num_samples", 1)
     _check_int(warmup, "warmup", 0)
     _check_int(num_chains, "num_chains", 1)
@@ -469,191 +355,4 @@ def hmc(
         progress=progress,
         seed=seed,
         device=device,
-    )
-
-
-def nuts_model(
-    model: Callable,
-    *model_args: Any,
-    num_samples: int = 1000,
-    warmup: int = 1000,
-    num_chains: int = 2,
-    target_accept: float = 0.8,
-    max_tree_depth: int = 10,
-    dense_mass: bool = False,
-    init_strategy: Callable | None = None,
-    jit_compile: bool = False,
-    progress: bool = True,
-    seed: int | None = None,
-    **model_kwargs: Any,
-) -> SampleResult:
-    r"""NUTS on a Pyro model's posterior, through its unconstrained potential.
-
-    ``pyro.infer.mcmc.util.initialize_model`` gives the potential of the latent sites mapped
-    to :math:`\mathbb R^D` by bijections :math:`T_s` (e.g. :math:`\log` for a positive site),
-
-    .. math::
-
-        U(u) = -\log p\bigl(x, T^{-1}(u)\bigr) - \log\left|\det J_{T^{-1}}(u)\right|,
-
-    which :func:`nuts` samples. ``samples`` holds the unconstrained draws :math:`u`, flattened
-    and concatenated site by site (``extra["sites"]`` maps each site to its shape, in that
-    order); ``extra["constrained"]`` holds :math:`T_s^{-1}(u_s)` per site with shape
-    ``(chains, draws, *site_shape)``, and :meth:`SampleResult.to_inference_data` uses these site
-    names. Deterministic sites are not recorded (recompute them with
-    ``pyro.infer.Predictive``).
-
-    Cost: as :func:`nuts`; each gradient is one model evaluation and its backward pass.
-
-    :param model: a Pyro model with continuous latent sites.
-    :param model_args: positional arguments of the model.
-    :param num_samples: draws kept per chain.
-    :param warmup: adaptation iterations per chain.
-    :param num_chains: chains, run sequentially.
-    :param target_accept: the NUTS step-size target.
-    :param max_tree_depth: the largest number of trajectory doublings.
-    :param dense_mass: adapt a dense mass matrix.
-    :param init_strategy: Pyro's per-site initialisation (default ``init_to_uniform``).
-    :param jit_compile: trace the potential with the PyTorch JIT (Pyro's ``jit_compile``):
-        for models with static structure it makes each gradient about 2-3 times cheaper.
-    :param progress: show Pyro's progress bar per chain.
-    :param seed: seeds the initialisation and chain :math:`c` (with ``seed + c``) in a forked RNG.
-    :param model_kwargs: keyword arguments of the model.
-    :returns: a :class:`~pyro_flows.infer.results.SampleResult` (``method="nuts"``).
-
-    Example:
-
-    >>> import pyro, pyro.distributions as dist, torch
-    >>> def model(y):
-    ...     scale = pyro.sample("scale", dist.HalfNormal(1.0))
-    ...     with pyro.plate("data", len(y)):
-    ...         pyro.sample("y", dist.Normal(0.0, scale), obs=y)
-    >>> r = nuts_model(model, torch.tensor([0.3, -0.5]), num_samples=30, warmup=30,
-    ...                num_chains=1, progress=False, seed=0)
-    >>> r.samples.shape, bool((r.extra["constrained"]["scale"] > 0).all())
-    (torch.Size([1, 30, 1]), True)
-
-    References:
-
-    - M. D. Hoffman, A. Gelman. *The No-U-Turn Sampler.* JMLR 15, 2014.
-    - E. Bingham et al. *Pyro: Deep Universal Probabilistic Programming.* JMLR 20, 2019.
-    """
-    _check_int(num_samples, "num_samples", 1)
-    _check_int(warmup, "warmup", 0)
-    _check_int(num_chains, "num_chains", 1)
-    _check_int(max_tree_depth, "max_tree_depth", 1)
-    if not isinstance(dense_mass, bool | list):  # Pyro also takes a list of site-name tuples
-        raise TypeError(
-            "dense_mass must be a bool or a list of tuples of site names, got "
-            f"{type(dense_mass).__name__} {dense_mass!r}"
-        )
-    target_accept = _check_accept(target_accept)
-    if not callable(model):
-        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    _, seed = _generator(seed)
-    with warnings.catch_warnings():
-        # Pyro's jit_compile uses torch.jit.trace, which torch now marks as deprecated
-        warnings.filterwarnings("ignore", ".*torch.jit.trace.*", DeprecationWarning)
-        return _nuts_model(
-            model,
-            model_args,
-            model_kwargs,
-            num_samples=num_samples,
-            warmup=warmup,
-            num_chains=num_chains,
-            target_accept=target_accept,
-            max_tree_depth=max_tree_depth,
-            dense_mass=dense_mass,
-            init_strategy=init_strategy,
-            jit_compile=jit_compile,
-            progress=progress,
-            seed=seed,
-        )
-
-
-def _nuts_model(
-    model: Callable,
-    model_args: tuple,
-    model_kwargs: dict,
-    *,
-    num_samples: int,
-    warmup: int,
-    num_chains: int,
-    target_accept: float,
-    max_tree_depth: int,
-    dense_mass: bool,
-    init_strategy: Callable | None,
-    jit_compile: bool,
-    progress: bool,
-    seed: int,
-) -> SampleResult:
-    from pyro.infer.autoguide.initialization import init_to_uniform
-    from pyro.infer.mcmc import NUTS
-    from pyro.infer.mcmc.util import initialize_model
-
-    start = time.perf_counter()
-    with _forked_rng(seed, _model_devices(*model_args, *model_kwargs.values())):
-        init_params, potential_fn, transforms, _ = initialize_model(
-            model,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            num_chains=num_chains,
-            init_strategy=init_strategy or init_to_uniform,
-            jit_compile=jit_compile,
-            skip_jit_warnings=True,
-        )
-    if num_chains == 1:
-        init_params = {k: v.unsqueeze(0) for k, v in init_params.items()}
-    sites = {name: tuple(v.shape[1:]) for name, v in init_params.items()}
-    if not sites:
-        raise ValueError("the model has no continuous latent sites to sample")
-    potential = _Counter(potential_fn)
-
-    def make_kernel(counted: Callable) -> Any:
-        return NUTS(
-            potential_fn=counted,
-            target_accept_prob=target_accept,
-            max_tree_depth=max_tree_depth,
-            full_mass=dense_mass,
-            adapt_step_size=True,
-            adapt_mass_matrix=warmup > 0,
-        )
-
-    run = _run_chains(
-        "nuts",
-        make_kernel,
-        potential,
-        [{k: v[c] for k, v in init_params.items()} for c in range(num_chains)],
-        num_samples=num_samples,
-        warmup=warmup,
-        progress=progress,
-        seed=seed,
-        device=next(iter(init_params.values())).device,
-    )
-    wall = time.perf_counter() - start
-    flat, constrained = [], {}
-    for name in sites:
-        u = torch.stack([d[name] for d in run["draws"]])  # (chains, draws, *shape)
-        flat.append(u.reshape(num_chains, num_samples, -1))
-        t = transforms.get(name)
-        constrained[name] = (t.inv(u) if t is not None else u).detach()
-    samples = torch.cat(flat, dim=-1)
-    return SampleResult(
-        method="nuts",
-        samples=samples,
-        wall_time=wall,
-        num_log_prob_evals=potential.calls,
-        num_grad_evals=potential.grad_calls,
-        divergences=run["divergences"],
-        accept_rate=float(run["accept_prob"].nanmean()),
-        step_size=run["step_size"],
-        extra={
-            "accept_prob": run["accept_prob"].to(samples.dtype),
-            "num_steps": run["num_steps"],
-            "diverging": run["diverging"],
-            "constrained": constrained,
-            "sites": sites,
-            "warmup": warmup,
-            "seed": seed,
-        },
     )
