@@ -20,6 +20,7 @@ from .distill import DistillHistory, distill, distillation_kl
 from .fit import FitHistory, NonFiniteLossError, evaluate_nll, fit
 from .fit_guide import GuideFitResult, fit_guide
 from .fit_target import TargetError, TargetFitHistory, fit_target
+from .guide_check import GuideCheck, guide_importance_check
 from .importance import importance_sample, systematic_resample
 from .iwae import iwae_log_likelihood, log_importance_weights
 from .mcmc import hmc, nuts, nuts_model
@@ -54,6 +55,8 @@ __all__ = [
     "flow_diagnostics",
     "flow_forward",
     "guide_psis_khat",
+    "guide_importance_check",
+    "GuideCheck",
     "hmc",
     "importance_log_Z",
     "importance_sample",

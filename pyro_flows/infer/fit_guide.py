@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
-import torch
 
 # ``X as X``: names this module has always offered that the step loop (``_guide_loop``) uses now
 from .._progress import progress_bar as progress_bar
@@ -60,6 +59,7 @@ from ._guide_state import checkpoint_exists as checkpoint_exists
 from ._loop import resuming
 from ._steps import _shown, check_int, check_number, check_training_options
 from ._steps import gradient_norm as gradient_norm
+from .guide_check import GuideCheck, guide_importance_check
 
 __all__ = ["GuideFitResult", "fit_guide"]
 
@@ -87,6 +87,8 @@ class GuideFitResult:
     :ivar vectorized: whether the particles ran vectorised (``False`` after a fall-back).
     :ivar khat: PSIS :math:`\\hat k` of the fitted guide against the model, or ``None``.
     :ivar khat_note: why ``khat`` is ``None`` (or ``None`` when it was computed).
+    :ivar check: the :class:`~pyro_flows.infer.guide_check.GuideCheck` the k-hat came from
+        (the guide's moments against the importance-weighted ones), or ``None``.
     :ivar warnings: everything the run warned about, as text.
     """
 
@@ -99,6 +101,7 @@ class GuideFitResult:
     vectorized: bool = True
     khat: float | None = None
     khat_note: str | None = None
+    check: GuideCheck | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -150,23 +153,20 @@ def _check_options(model: object, guide: object, *, loss: object, lr_end: object
 
 def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: GuideFitResult,
           khat_samples: int, max_plate_nesting: int) -> None:
-    from .diagnostics import guide_psis_khat
-
     if khat_samples == 0:
         result.khat_note = "not computed (khat_samples=0)"
         return
     try:
-        with torch.no_grad():
-            k = guide_psis_khat(
-                model, guide, *args, num_samples=khat_samples,
-                max_plate_nesting=max_plate_nesting, batch_size=512,
-                vectorize=result.vectorized, **kwargs,
-            )
+        check = guide_importance_check(
+            model, guide, *args, num_samples=khat_samples, max_plate_nesting=max_plate_nesting,
+            batch_size=512, vectorize=result.vectorized, **kwargs,
+        )
     except Exception as err:  # a diagnostic must not lose the fit: report why instead
         result.khat_note = f"k-hat could not be computed ({type(err).__name__}: {err})"
         note(result, f"fit_guide: {result.khat_note}")
         return
-    result.khat = float(k)
+    k = float(check.khat)
+    result.check, result.khat = check, k
     if k > KHAT_BAD:
         note(
             result,
@@ -174,6 +174,16 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
             "not a reliable approximation of the posterior; its means may be ok, its tails and "
             "variances are not (Yao et al., 2018). Try a richer guide (AutoMultivariateNormal, "
             "pyro_flows.infer.AutoFlow) or more steps.",
+            UserWarning, stacklevel=4,
+        )
+    elif check.biased:
+        note(
+            result,
+            f"fit_guide: the guide's moments disagree with the importance-weighted ones (k-hat "
+            f"{k:.2f} <= {KHAT_BAD}, so the weights can be trusted): {check.summary()}. The "
+            "guide's means or sds are off by about that much (an sd ratio above 1: too wide, "
+            "which k-hat cannot see). Try more steps, a richer guide, or reweight its draws "
+            "(result.check; pyro_flows.infer.guide_importance_check).",
             UserWarning, stacklevel=4,
         )
     elif k > 0.5:
@@ -280,8 +290,12 @@ def fit_guide(
     fitted by a generalised Pareto distribution (PSIS; Vehtari et al., 2015/2024): :math:`\hat k
     < 0.5` good, :math:`0.5`-:math:`0.7` usable, :math:`\hat k > 0.7` means the guide misses
     posterior mass: a ``UserWarning`` names the value (means may be fine, tails and variances
-    are not). ``khat`` is ``None`` (with ``khat_note`` saying why) when ``khat_samples=0`` or
-    the check fails.
+    are not). From the same draws the guide's means and sds are compared with the
+    PSIS-weighted ones (:mod:`~pyro_flows.infer.guide_check`): where :math:`\hat k \le 0.7`
+    the weights can be trusted, and a mean more than 0.1 sd or an sd more than 10 % away from
+    them is warned about too (``result.check``) — this flags a guide that is too *wide*, which
+    :math:`\hat k` cannot see. ``khat`` is ``None`` (with ``khat_note`` saying why) when
+    ``khat_samples=0`` or the check fails.
 
     :param model: a Pyro model.
     :param guide: a Pyro guide for it.
@@ -303,7 +317,7 @@ def fit_guide(
     :param checkpoint: file for the full training state (parameters by param-store name, the
         guide's buffers, Adam's state, RNG states, step and history), written atomically every
         ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``.
-    :param checkpoint_every: steps between checkpoints.
+    :param checkpoint_every: optimiser steps (not epochs) between checkpoints, a positive int.
     :param resume: continue from ``checkpoint`` (if it exists): the parameters and ELBO history
         equal those of an uninterrupted run. A checkpoint of another set-up (steps, lr, loss,
         particles, ...) or another guide architecture is refused with a ``ValueError`` before
