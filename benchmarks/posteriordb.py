@@ -95,6 +95,7 @@ class MethodRow:
     sd_low: float = math.nan
     sd_high: float = math.nan
     khat: float | None = None
+    biased: bool = False  # fit_guide's moment check: guide vs PSIS-weighted moments disagree
     divergences: int | None = None
     stopped: str = ""
     note: str = ""
@@ -117,6 +118,8 @@ class MethodRow:
         out = []
         if self.khat is not None and self.khat > KHAT_FLAG:
             out.append("!k")
+        if self.biased:
+            out.append("!b")
         if self.mean_error >= MEAN_TARGET:
             out.append("!m")
         if not (1 - SD_TARGET <= self.sd_low and self.sd_high <= 1 + SD_TARGET):
@@ -175,7 +178,10 @@ def run_guide(method: str, name: str, steps: int, draws: int, khat: int, seed: i
         return MethodRow(name, method, seconds, note="non-finite")
     with torch.no_grad(), pyro.plate("_draws", draws, dim=-1):
         samples = guide()
-    row = MethodRow(name, method, seconds, khat=result.khat, stopped=result.stopped)
+    biased = result.check is not None and result.check.biased
+    row = MethodRow(
+        name, method, seconds, khat=result.khat, biased=biased, stopped=result.stopped
+    )
     return _summarise(row, name, samples)
 
 
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = chosen(args.nuts_warmup, 100, 1000)
     nuts_draws = chosen(args.nuts_draws, 100, 1000)
     draws = chosen(args.draws, 2000, 20_000)
-    khat = 200 if quick else 2000
+    khat = 200 if quick else 4000
     checked = ((steps, "--steps"), (warmup, "--nuts-warmup"), (nuts_draws, "--nuts-draws"),
                (draws, "--draws"))
     for value, flag in checked:
@@ -257,13 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {_timing.core_count()} cores, "
           f"torch threads {threads}")
     print(f"fit_guide steps {steps} (plateau stop on), NUTS {warmup} + {nuts_draws}, "
-          f"{draws} guide draws; marks: !k k-hat > {KHAT_FLAG}, !m mean err >= {MEAN_TARGET}, "
+          f"{draws} guide draws; marks: !k k-hat > {KHAT_FLAG}, !b guide moments off the "
+          f"PSIS-weighted ones, !m mean err >= {MEAN_TARGET}, "
           f"!s sd ratio outside [{1 - SD_TARGET}, {1 + SD_TARGET}], !d divergences, !f failed",
           flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     all_rows: list[MethodRow] = []
-    summary = {"meets": 0, "beats": 0, "fast": 0, "flagged_misses": 0, "posteriors": 0}
+    summary = {
+        "meets": 0, "beats": 0, "fast": 0, "flagged_misses": 0, "false_flags": 0, "posteriors": 0
+    }
     for name in names:
         spec = load_posterior(name)
         print(f"\n{name} (D = {spec.dim}, {spec.kind})", flush=True)
@@ -288,15 +297,18 @@ def main(argv: list[str] | None = None) -> int:
             summary["beats"] += bool(pyro_scores) and flow.score < min(pyro_scores)
             summary["fast"] += nuts_s is not None and flow.seconds < nuts_s / 5
             khat_flagged = flow.khat is not None and flow.khat > KHAT_FLAG
-            summary["flagged_misses"] += (not met) and (khat_flagged or flow.failed)
+            flagged = khat_flagged or flow.biased or flow.failed
+            summary["flagged_misses"] += (not met) and flagged
+            summary["false_flags"] += met and flagged
         if args.out:
             plot(name, rows, os.path.join(args.out, f"{name}.png"))
     n = summary["posteriors"]
     if n:
         print(f"\nAutoFlow with defaults: meets the mean/sd targets on {summary['meets']} of {n}; "
               f"beats the best Pyro autoguide on {summary['beats']} of {n}; under a fifth of "
-              f"NUTS's time on {summary['fast']} of {n}; misses flagged by k-hat > {KHAT_FLAG} "
-              f"on {summary['flagged_misses']} of {n - summary['meets']}")
+              f"NUTS's time on {summary['fast']} of {n}; misses flagged (k-hat > {KHAT_FLAG} or "
+              f"the moment check) on {summary['flagged_misses']} of {n - summary['meets']}; "
+              f"flags on fits that met the targets: {summary['false_flags']}")
     if args.json:
         rows_json = [{**asdict(r), "marginals": None, "score": r.score} for r in all_rows]
         with open(args.json, "w") as fh:

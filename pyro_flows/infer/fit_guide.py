@@ -217,7 +217,7 @@ def fit_guide(
     progress: bool = True,
     seed: int | None = None,
     callback: Callable[[int, GuideFitResult], Any] | None = None,
-    khat_samples: int = 1000,
+    khat_samples: int = 4000,
     threads: int | None = None,
     **kwargs: Any,
 ) -> GuideFitResult:
