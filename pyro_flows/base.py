@@ -4,6 +4,14 @@ A base is an ``nn.Module`` whose call ``base(context)`` returns a
 ``torch.distributions.Distribution`` with event shape ``(input_dim,)`` (vector flows) or
 ``(C, H, W)`` (image flows). The context lets a base be
 conditional (its location and scale from an encoder, as in amortized inference).
+
+Where the distributions live: this module holds the base protocol's fixed pieces
+(:class:`StandardNormal`, :class:`DistributionBase`, :func:`as_base`); the trainable and special
+bases (diagonal Normal, Gaussian mixture, Student-t, discretised logistic) are in the package
+:mod:`pyro_flows.distributions`, and the distribution a flow returns per call is
+:class:`~pyro_flows.distribution.FlowDistribution` (module :mod:`pyro_flows.distribution`).
+:mod:`pyro_flows.distributions` re-exports the three names here and ``FlowDistribution``, so it
+is the one place to import distributions from; the names stay importable from here too.
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ counters alone would miss edits through ``p.data`` (which has its own counter) o
 the copy costs one pass over the parameters' memory per ``rsample`` and per own-sample score,
 small next to the flow pass it saves (an IAF's inverse pass is ``input_dim`` MADE passes per
 layer). The distribution is built fresh per ``flow()`` call and remembers at most one pair.
+
+Where the distributions live: this module (singular) holds only the distribution a flow
+*returns*; the *base* distributions a flow starts from are in :mod:`pyro_flows.base` (the
+standard Normal, the wrapper of a fixed torch distribution) and in the package
+:mod:`pyro_flows.distributions` (plural: trainable and discrete bases), which also re-exports
+:class:`FlowDistribution` and the bases of :mod:`pyro_flows.base`, so it is the one place to
+import distributions from.
 """
 
 from __future__ import annotations

@@ -45,10 +45,14 @@ from functools import cache
 
 import numpy as np
 
-EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
-EIGHT_SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
-MU_PRIOR_SD = 5.0
-TAU_PRIOR_SCALE = 5.0
+# the data and priors of the models in pyro_flows.targets.eight_schools (defined there once)
+from pyro_flows.targets.eight_schools import (
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    MU_PRIOR_SD,
+    TAU_PRIOR_SCALE,
+)
+
 FUNNEL_DIM = 10
 
 

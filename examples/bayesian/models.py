@@ -1,7 +1,9 @@
 r"""Five Bayesian models for comparing variational guides with NUTS, and their data.
 
-Every model is a plain Pyro program whose data are its arguments, so the same callable serves
-NUTS, SVI with any autoguide, :class:`~pyro.infer.Predictive` and PSIS diagnostics. Each
+The two eight-schools models are the package's (:mod:`pyro_flows.targets.eight_schools`, where
+they and their data are defined once); the other three are defined here. Every model is a plain
+Pyro program whose data are its arguments, so the same callable serves NUTS, SVI with any
+autoguide, :class:`~pyro.infer.Predictive` and PSIS diagnostics. Each
 model's :class:`BayesModel` record says how to turn posterior draws of its latent sites into the
 *coordinates* that the reference files store (constrained values, with derived quantities such
 as the non-centred eight schools' :math:`\theta` computed from the sampled sites).
@@ -49,8 +51,15 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from exact import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y, FUNNEL_DIM
+from exact import FUNNEL_DIM
 from torch import Tensor
+
+from pyro_flows.targets.eight_schools import (
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    eight_schools_centered,
+    eight_schools_noncentered,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "data"
@@ -67,57 +76,6 @@ MODEL_NAMES = (
 # --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
-
-
-def eight_schools_centered(y: Tensor, sigma: Tensor) -> None:
-    r"""Eight schools, centred parametrisation.
-
-    .. math::
-
-        \mu \sim \mathcal N(0, 5), \quad \tau \sim \mathrm{HalfCauchy}(5), \quad
-        \theta_j \sim \mathcal N(\mu, \tau), \quad y_j \sim \mathcal N(\theta_j, \sigma_j),
-        \quad j = 1..8.
-
-    The posterior has a funnel between :math:`\tau` and the :math:`\theta_j`: NUTS on this
-    parametrisation diverges and under-explores small :math:`\tau`.
-
-    >>> import torch
-    >>> y, sigma = torch.tensor(EIGHT_SCHOOLS_Y), torch.tensor(EIGHT_SCHOOLS_SIGMA)
-    >>> tr = pyro.poutine.trace(eight_schools_centered).get_trace(y, sigma)
-    >>> tr.nodes["theta"]["value"].shape
-    torch.Size([8])
-    """
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", y.shape[-1]):
-        theta = pyro.sample("theta", dist.Normal(mu, tau))
-        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
-
-def eight_schools_noncentered(y: Tensor, sigma: Tensor) -> None:
-    r"""Eight schools, non-centred (the same posterior over :math:`\mu, \tau, \theta`).
-
-    .. math::
-
-        \mu \sim \mathcal N(0, 5), \quad \tau \sim \mathrm{HalfCauchy}(5), \quad
-        \eta_j \sim \mathcal N(0, 1), \quad \theta_j = \mu + \tau \eta_j, \quad
-        y_j \sim \mathcal N(\theta_j, \sigma_j).
-
-    Reference (REFERENCE.md, a Stan run): :math:`\mu = 4.41 \pm 3.31`,
-    :math:`\tau = 3.60 \pm 3.20` (median 2.75), :math:`\theta_1 = 6.15 \pm 5.62`.
-
-    >>> import torch
-    >>> y, sigma = torch.tensor(EIGHT_SCHOOLS_Y), torch.tensor(EIGHT_SCHOOLS_SIGMA)
-    >>> tr = pyro.poutine.trace(eight_schools_noncentered).get_trace(y, sigma)
-    >>> tr.nodes["eta"]["value"].shape, "theta" in tr.nodes
-    (torch.Size([8]), False)
-    """
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", y.shape[-1]):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        theta = mu + tau * eta
-        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
 def logistic_regression(x: Tensor, y: Tensor, subsample_size: int | None = None) -> None:

@@ -1,6 +1,9 @@
-r"""A flow guide against NUTS on a Bayesian model: eight schools (non-centred), self-contained.
+r"""A flow guide against NUTS on a Bayesian model: eight schools (non-centred).
 
-The model (Rubin, 1981; Gelman et al., 2013, section 5.5), with :math:`J = 8` schools,
+The model (Rubin, 1981; Gelman et al., 2013, section 5.5), with :math:`J = 8` schools, is
+:func:`~pyro_flows.targets.eight_schools.eight_schools_noncentered` (defined once, in
+:mod:`pyro_flows.targets.eight_schools`, with the data; it is importable from here as
+``eight_schools``, next to ``EIGHT_SCHOOLS_Y`` and ``EIGHT_SCHOOLS_SIGMA``),
 
 .. math::
 
@@ -46,12 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import pyro.distributions as dist
 import torch
 from torch import Tensor
 
 from .._progress import progress_bar
 from ..infer import AutoFlow, guide_psis_khat, mcmc_diagnostics, nuts_model
+from ..targets.eight_schools import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y
+from ..targets.eight_schools import eight_schools_noncentered as eight_schools
 from .table import FLAG, FLAGGED, flag_legend
 
 __all__ = [
@@ -70,38 +74,11 @@ __all__ = [
     "plot_guides",
 ]
 
-#: The eight schools' estimated effects and their standard errors (Rubin, 1981).
-EIGHT_SCHOOLS_Y: tuple[float, ...] = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
-EIGHT_SCHOOLS_SIGMA: tuple[float, ...] = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 #: Posterior mean and sd of a long reference Stan run (the project's REFERENCE.md).
 STAN_REFERENCE: dict[str, tuple[float, float]] = {"mu": (4.41, 3.31), "tau": (3.60, 3.20)}
 
 #: Names of the unconstrained coordinates compared.
 COORDINATES: tuple[str, ...] = ("mu", "log tau", *(f"eta[{j}]" for j in range(1, 9)))
-
-
-def eight_schools(y: Tensor, sigma: Tensor) -> None:
-    r"""The non-centred eight-schools model (a Pyro model; observed site ``"obs"``).
-
-    .. math::
-
-        \mu \sim \mathcal N(0, 5), \quad \tau \sim \mathrm{HalfCauchy}(5), \quad
-        \eta_j \sim \mathcal N(0, 1), \quad y_j \sim \mathcal N(\mu + \tau\eta_j, \sigma_j).
-
-    Example:
-
-    >>> y, sigma = torch.tensor(EIGHT_SCHOOLS_Y), torch.tensor(EIGHT_SCHOOLS_SIGMA)
-    >>> tr = pyro.poutine.trace(eight_schools).get_trace(y, sigma)
-    >>> tr.nodes["obs"]["is_observed"], tr.nodes["eta"]["value"].shape
-    (True, torch.Size([8]))
-
-    References: Rubin, 1981; Gelman et al., 2013, section 5.5.
-    """
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", y.shape[-1]):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
 
 
 def unconstrained_draws(samples: Mapping[str, Tensor]) -> Tensor:

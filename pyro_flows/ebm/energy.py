@@ -1,5 +1,9 @@
 r"""Energy functions :math:`E_\theta(x)`: the model :math:`p_\theta(x) = e^{-E_\theta(x)}/Z_\theta`.
 
+This module holds *learnable* energies (modules fitted to data by :mod:`pyro_flows.ebm`);
+the *fixed* 2-D benchmark energies :math:`U_1..U_4` of Rezende & Mohamed, used as targets, are in
+:mod:`pyro_flows.targets.energy`, a different module with the same name.
+
 An energy-based model (EBM) only specifies the unnormalised log density
 :math:`\log\tilde p_\theta(x) = -E_\theta(x)`; the normaliser
 :math:`Z_\theta = \int e^{-E_\theta(x)}\,dx` is intractable in general, which is why the

@@ -1,5 +1,9 @@
 r"""The four 2-D energy functions of Rezende & Mohamed (2015), :math:`\tilde p(z) = e^{-U(z)}`.
 
+This module holds *fixed* benchmark targets (nothing learnt) for reverse-KL training and MCMC;
+the *learnt* energies :math:`E_\theta(x)` of energy-based models are in
+:mod:`pyro_flows.ebm.energy`, a different module with the same name.
+
 With :math:`w_1(z) = \sin(2\pi z_1/4)`, :math:`w_2(z) = 3 e^{-\frac12((z_1 - 1)/0.6)^2}` and
 :math:`w_3(z) = 3\,\sigma((z_1 - 1)/0.3)`:
 

@@ -2,7 +2,48 @@ r"""Normalisation layers as bijections: :class:`ActNorm` (Glow), :class:`BatchNo
 
 Both are elementwise affine maps, so their log-determinants do not depend on the point; they are
 returned expanded to the batch shape ``x.shape[:-1]``. Both are written so that the *inverse*
-(data -> base, the density direction) normalises the data.
+(data -> base, the density direction) normalises the data. :class:`BatchNorm` normalises
+with the statistics of every batch (running averages in eval mode); :class:`ActNorm` uses the
+first batch once, then learns its parameters.
+
+**Three elementwise affine layers.** :class:`~pyro_flows.transforms.rescale.Rescale`,
+:class:`~pyro_flows.transforms.affine.ElementwiseAffine` and
+:class:`~pyro_flows.transforms.normalization.ActNorm` are the same kind of map, one coordinate at
+a time, with the same positive scale :math:`\sigma = \mathrm{softplus}(r)` (the ``raw_scale``
+parameter :math:`r` that the other two inherit from ``Rescale``) and the same point-independent
+log-determinant :math:`\sum_d \log\sigma_d`, costing :math:`O(D)` both ways. They differ only in
+whether there is a shift and in how the parameters start: ``Rescale`` has no shift; an
+``ElementwiseAffine`` shift (``loc``) and scale start at values you pass; an ``ActNorm`` shift
+(``bias``) and scale start at the identity and are set once from the first training batch.
+(:class:`~pyro_flows.transforms.image.ChannelActNorm` is ActNorm per channel of an image.)
+
+.. list-table::
+   :header-rows: 1
+
+   * - layer
+     - map (base :math:`\to` data)
+     - initial values
+     - data-dependent init
+     - use it for
+   * - ``Rescale``
+     - :math:`y = \sigma \odot x`
+     - :math:`\sigma = 1` (the identity)
+     - no
+     - a learnable per-dimension scale, e.g. NICE's last layer after volume-preserving
+       additive couplings
+   * - ``ElementwiseAffine``
+     - :math:`y = \mu + \sigma \odot x`
+     - ``loc``, ``scale`` arguments (default 0, 1); ``frozen`` stops their training
+     - no
+     - the first layer next to a standard-normal base, to start a flow (a guide) as a chosen
+       diagonal Gaussian :math:`\mathcal N(\mu, \mathrm{diag}\,\sigma^2)`, as ``AutoFlow`` does
+   * - ``ActNorm``
+     - :math:`y = \sigma \odot x + b`
+     - identity until initialised
+     - yes: the first training-mode inverse sets :math:`b`, :math:`\sigma` to the batch's
+       mean and std
+     - between the layers of a density-estimation flow trained on data (Glow), to standardise
+       each layer's input
 """
 
 from __future__ import annotations
@@ -42,6 +83,9 @@ class ActNorm(Rescale):
     so a ``state_dict`` round trip keeps an initialised layer initialised. Forward (sampling) calls
     never initialise; :meth:`initialize` does it explicitly. Before initialisation the layer is
     the identity (:math:`\sigma = 1`, :math:`b = 0`).
+    It is the same map as :class:`~pyro_flows.transforms.affine.ElementwiseAffine` (``bias`` is its
+    ``loc``), which instead starts at values passed to it (the module docstring compares the two
+    with :class:`~pyro_flows.transforms.rescale.Rescale`).
 
     Cost: forward and inverse are :math:`O(D)` per sample (elementwise); the one-off
     initialisation is one pass over the batch.

@@ -12,6 +12,8 @@ import torch
 from pyro import poutine
 from pyro.infer.mcmc.util import initialize_model
 
+from pyro_flows.targets.eight_schools import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y
+from pyro_flows.targets.eight_schools import eight_schools_noncentered as eight_schools
 from pyro_flows.targets.model import ModelTarget, model_target
 
 F64 = torch.float64
@@ -29,14 +31,6 @@ def gamma_precision(y):
         pyro.sample("y", dist.Normal(0.0, tau.rsqrt()), obs=y)
 
 
-def eight_schools(y, sigma):
-    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(torch.tensor(5.0, dtype=F64)))
-    with pyro.plate("school", len(y)):
-        eta = pyro.sample("eta", dist.Normal(torch.tensor(0.0, dtype=F64), 1.0))
-        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
-
-
 def nested(y):
     """Two plates, an event-shaped site inside a plate, a simplex and a factor."""
     p = pyro.sample("p", dist.Dirichlet(torch.ones(3, dtype=F64)))
@@ -50,8 +44,8 @@ def nested(y):
 
 
 Y = torch.tensor([0.3, -1.2, 2.0, 0.8, 1.5], dtype=F64)
-SCHOOLS_Y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=F64)
-SCHOOLS_SIGMA = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=F64)
+SCHOOLS_Y = torch.tensor(EIGHT_SCHOOLS_Y, dtype=F64)
+SCHOOLS_SIGMA = torch.tensor(EIGHT_SCHOOLS_SIGMA, dtype=F64)
 
 
 def assert_constant_difference(a: torch.Tensor, b: torch.Tensor) -> None:
