@@ -79,24 +79,23 @@ def scale_from_raw(
     with log-scale in ``(-bound, bound)``."""
     if kind == "exp":
         return torch.exp(_exp_log_scale(raw, bound))
-    shifted = raw + _SHIFT
-    if shifted.requires_grad:
-        # below the floor softplus(t) + MIN_SCALE is MIN_SCALE exactly (float32 and float64),
-        # so the value is unchanged; the gradient there is exactly 0, where the softplus's own
-        # slope exp(t) could underflow to 0 and turn an overflowed incoming gradient (an
-        # outlier far from the data in float32) into inf * 0 = NaN
-        shifted = shifted.clamp_min(_SOFTPLUS_FLOOR)
+    # below the floor softplus(t) + MIN_SCALE is MIN_SCALE exactly (float32 and float64), so
+    # the value is unchanged; the gradient there is exactly 0, where the softplus's own slope
+    # exp(t) could underflow to 0 and turn an overflowed incoming gradient (an outlier far from
+    # the data in float32) into inf * 0 = NaN. Applied whether or not gradients are on, so that
+    # a traced graph (torch.jit.trace) is the same with and without autograd.
+    shifted = (raw + _SHIFT).clamp_min(_SOFTPLUS_FLOOR)
     return F.softplus(shifted) + MIN_SCALE
 
 
 def _exp_log_scale(raw: Tensor, bound: float) -> Tensor:
     tanh = torch.tanh(raw / bound)
-    if tanh.requires_grad:
-        # saturated entries (tanh exactly +-1, slope exactly 0) are cut from the graph: for
-        # finite incoming gradients nothing changes (their product with 0 is 0 either way), and
-        # an incoming gradient that overflowed to inf (an outlier far from the data in float32,
-        # scored through a scale at its bound) gives 0 instead of inf * 0 = NaN
-        tanh = torch.where(tanh.abs() == 1, tanh.detach(), tanh)
+    # saturated entries (tanh exactly +-1, slope exactly 0) are cut from the graph: for finite
+    # incoming gradients nothing changes (their product with 0 is 0 either way), and an incoming
+    # gradient that overflowed to inf (an outlier far from the data in float32, scored through a
+    # scale at its bound) gives 0 instead of inf * 0 = NaN. Applied whether or not gradients are
+    # on, so that a traced graph is the same with and without autograd.
+    tanh = torch.where(tanh.abs() == 1, tanh.detach(), tanh)
     return bound * tanh
 
 

@@ -285,22 +285,7 @@ def _prepared_flow(name: str) -> tuple[Flow, torch.Generator]:
     return flow, g
 
 
-IN_PLACE_RELU = (
-    "known limitation: the tracer's sanity check (check_trace=True) re-traces realnvp/maf/iaf and "
-    "reports graphs that differ across invocations (renumbered nodes); the traces themselves match "
-    "eager on fresh inputs (test_a_module_holding_a_flow_traces), so trace with check_trace=False"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=IN_PLACE_RELU))
-        if n.startswith(("realnvp", "maf", "iaf"))
-        else n
-        for n in VECTOR_BUILDERS
-    ],
-)
+@pytest.mark.parametrize("name", list(VECTOR_BUILDERS))
 def test_the_tracer_sanity_check_passes(name):
     """``torch.jit.trace`` with its defaults (``check_trace=True``) on a flow's ``log_prob``."""
     flow, g = _prepared_flow(name)
