@@ -30,19 +30,23 @@ References:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+# ``X as X``: names this module has always offered (part 1 now trains through ``infer.fit``)
 from . import flows
-from ._progress import progress_bar
+from ._progress import progress_bar as progress_bar
 from .compare.bayesian import STAN_REFERENCE, GuideComparison, compare_guides, plot_guides
 from .compare.checks import format_checks
 from .compare.run import Comparison, compare
 from .data import ORACLE_NLL, TOYS
-from .infer._steps import check_int, check_seed, gradients_are_finite
+from .infer._steps import check_int, check_seed
+from .infer._steps import gradients_are_finite as gradients_are_finite
+from .infer.fit import fit
 from .plots import plot_density_2d
 
 __all__ = ["DensityResult", "DemoResult", "ENERGY_TARGET", "fit_density", "run_demo"]
@@ -90,13 +94,20 @@ def fit_density(
     seed: int = 0,
     progress: bool = True,
 ) -> DensityResult:
-    r"""Part 1: fit ``flows.maf(2)`` to ``toy`` by maximum likelihood (Adam, cosine schedule)
-    and write ``<out_dir>/<toy>_maf.png``.
+    r"""Part 1: fit ``flows.maf(2)`` to ``toy`` by maximum likelihood with the library's own
+    loop, :func:`~pyro_flows.infer.fit.fit` (Adam at ``lr=2e-3`` with a per-step cosine decay,
+    no validation split: 20,000 fresh rows score the result), and write
+    ``<out_dir>/<toy>_maf.png``.
 
     .. math::
 
         \min_\theta\ -\frac1B \sum_{b=1}^B \log q_\theta(x_b), \qquad
         \text{gap} = \mathrm{NLL}_{\text{test}} - H(p_{\text{toy}}) \ge 0 \text{ (in expectation)}.
+
+    ``steps`` optimiser steps of ``batch_size`` rows are rounded up to whole epochs over the
+    20,000 training rows (3000 steps of 512: 75 epochs of 40 batches; 300: 8 epochs, 320
+    steps); fewer steps than one epoch train one epoch on the first ``steps * batch_size``
+    rows, exactly ``steps`` steps.
 
     Example:
 
@@ -108,7 +119,8 @@ def fit_density(
 
     :raises ValueError: an unknown ``toy``, or ``steps``/``batch_size`` that are not
         positive ints (``TypeError`` for a wrong type), or a ``seed`` that is not an int.
-    :raises FloatingPointError: a NaN/inf loss or gradient (the run stops there).
+    :raises FloatingPointError: a NaN/inf loss or gradient (the run stops there;
+        :class:`~pyro_flows.infer.fit.NonFiniteLossError`).
 
     References: Papamakarios et al., NeurIPS 2017 (MAF).
     """
@@ -122,25 +134,13 @@ def fit_density(
     sampler = TOYS[toy]
     train, test = sampler(20000, generator=g), sampler(20000, generator=g)
     flow = flows.maf(2, num_transforms=5, hidden_dims=(64, 64))
-    params = list(flow.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rows = train[: steps * batch_size]  # fewer steps than one epoch: the rows they would see
+    epochs = math.ceil(steps / math.ceil(len(rows) / batch_size))
     start = time.perf_counter()
-    bar = progress_bar(range(steps), desc=f"maf on {toy}", enabled=progress)
-    for step in bar:
-        batch = train[torch.randint(0, len(train), (batch_size,), generator=g)]
-        loss = -flow.log_prob(batch).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step} of the MAF on {toy}")
-        opt.zero_grad()
-        loss.backward()
-        if not gradients_are_finite(params, None):
-            raise FloatingPointError(f"non-finite gradient at step {step} of the MAF on {toy}")
-        opt.step()
-        schedule.step()
-        if step % 100 == 0:
-            bar.set_postfix(nll=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+    fit(
+        flow, rows, epochs=epochs, batch_size=batch_size, lr=2e-3, validation=None,
+        patience=None, lr_schedule="cosine", clip_grad_norm=None, progress=progress, seed=seed,
+    )
     seconds = time.perf_counter() - start
     with torch.no_grad():
         test_nll = -flow.log_prob(test).mean().item()

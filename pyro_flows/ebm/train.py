@@ -18,6 +18,7 @@ Kingma & Ba, "Adam", ICLR 2015.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from .._validation import as_tensor
+from ..infer._loop import NonFiniteLossError, interruptible, stop_non_finite
 from ..infer._steps import check_int, check_number, check_training_options, gradients_are_finite
-from ..infer.fit import NonFiniteLossError
 from ._objective import EBMObjective
 from .adversarial import Adversarial
 from .contrastive_divergence import ContrastiveDivergence
@@ -103,6 +104,142 @@ def _snapshot(modules: list[nn.Module]) -> list[dict[str, Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
 
 
+def _check_data(energy: object, data: object) -> Tensor:
+    """``data`` as a finite tensor of rows ``(N >= 2, D)`` with the energy's ``input_dim``
+    columns (on the energy's device and dtype); ``energy`` must be an ``nn.Module``."""
+    if not isinstance(energy, nn.Module):
+        raise TypeError(f"energy must be an nn.Module computing E(x), got {type(energy).__name__}")
+    data = as_tensor(data, "data", next(iter(energy.parameters()), None))
+    if data.dim() != 2 or data.shape[0] < 2:
+        raise ValueError(f"data must have shape (N >= 2, D), got {tuple(data.shape)}")
+    if not torch.isfinite(data).all():
+        raise ValueError("data contains NaN or inf rows")
+    input_dim = getattr(energy, "input_dim", None)
+    if input_dim is not None and data.shape[1] != input_dim:
+        raise ValueError(
+            f"data must have {input_dim} columns (the energy's input_dim), got {data.shape[1]}"
+        )
+    return data
+
+
+def _batches(data: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
+    """Endless mini-batches of ``min(batch_size, N)`` rows: consecutive slices of a seeded
+    permutation, a new one when the rest of the current one is too short for a batch."""
+    n = data.shape[0]
+    bs = min(batch_size, n)
+    generator = torch.Generator().manual_seed(seed)
+    perm, pos = torch.randperm(n, generator=generator), 0
+    while True:
+        if pos + bs > n:
+            perm, pos = torch.randperm(n, generator=generator), 0
+        yield data[perm[pos : pos + bs].to(data.device)]
+        pos += bs
+
+
+class _EBMSteps:
+    """``train_ebm``'s steps: Adam on the energy side, ``sampler_steps`` Adam steps on the
+    sampler side (min-max objectives), each guarded (a NaN/inf loss or global gradient norm
+    puts energy and objective back to their state from before the step, trims the history to
+    the good steps, and raises :class:`~pyro_flows.infer.fit.NonFiniteLossError`)."""
+
+    def __init__(
+        self,
+        energy: nn.Module,
+        objective: EBMObjective,
+        history: EBMHistory,
+        *,
+        lr: float,
+        sampler_lr: float | None,
+        sampler_steps: int,
+        clip_grad_norm: float | None,
+    ) -> None:
+        energy_params = [p for p in energy.parameters() if p.requires_grad]
+        energy_params += [p for p in objective.energy_side_parameters() if p.requires_grad]
+        sampler_params = [p for p in objective.sampler_parameters() if p.requires_grad]
+        if not energy_params:
+            raise ValueError("neither the energy nor the objective has trainable parameters")
+        self.opt_e = torch.optim.Adam(energy_params, lr=lr)
+        self.opt_s = (
+            torch.optim.Adam(sampler_params, lr=lr if sampler_lr is None else sampler_lr)
+            if sampler_params
+            else None
+        )
+        self.energy_params, self.sampler_params = energy_params, sampler_params
+        self.all_params = energy_params + sampler_params
+        self.energy, self.objective, self.history = energy, objective, history
+        self.lr, self.sampler_steps, self.clip_grad_norm = lr, sampler_steps, clip_grad_norm
+        self.modules: list[nn.Module] = [energy, objective]
+        self.last_good = _snapshot(self.modules)
+        self.start = time.perf_counter()
+
+    def clear_gradients(self) -> None:
+        for p in self.all_params:
+            p.grad = None
+
+    def _stop(self, step: int, stopped: str, what: str) -> NonFiniteLossError:
+        """Back to the state from before ``step``; the error saying what happened."""
+        history = self.history
+
+        def restore() -> None:
+            for module, state in zip(self.modules, self.last_good, strict=True):
+                module.load_state_dict(state)
+            self.clear_gradients()
+            del history.loss[step:], history.sampler_loss[step:]
+            history.wall_time = time.perf_counter() - self.start
+
+        return stop_non_finite(
+            restore,
+            history,
+            stopped,
+            f"{what} at step {step} of method {history.method!r}: training stopped and the "
+            f"parameters from before step {step} were restored. Try a smaller lr (now "
+            f"{self.lr}), standardised data, clip_grad_norm (now {self.clip_grad_norm}) or an "
+            "energy penalty (alpha=).",
+        )
+
+    def _update(
+        self, loss: Tensor, params: list[Tensor], opt: torch.optim.Optimizer, step: int,
+        which: str,
+    ) -> None:
+        """The guarded step of one side on ``loss``."""
+        if not torch.isfinite(loss.detach()):
+            raise self._stop(
+                step, "non-finite loss", f"non-finite {which} loss ({float(loss.detach())})"
+            )
+        self.clear_gradients()
+        loss.backward()
+        if not gradients_are_finite(params, self.clip_grad_norm):
+            raise self._stop(
+                step,
+                "non-finite gradient",
+                f"non-finite {which} gradient (NaN/inf global norm) with a finite loss "
+                f"({float(loss.detach())})",
+            )
+        opt.step()
+
+    def __call__(self, step: int, x: Tensor) -> None:
+        """Step ``step`` on the batch ``x``: the energy side, then the sampler side; the
+        losses into the history and the new state as the last good one."""
+        objective, history = self.objective, self.history
+        loss = objective.energy_loss(self.energy, x)
+        self._update(loss, self.energy_params, self.opt_e, step, "energy")
+        history.loss.append(float(loss.detach()))
+        if self.opt_s is not None:
+            for _ in range(self.sampler_steps):
+                s_loss = objective.sampler_loss(self.energy, x)
+                assert s_loss is not None
+                self._update(s_loss, self.sampler_params, self.opt_s, step, "sampler")
+            history.sampler_loss.append(float(s_loss.detach()))
+        self.last_good = _snapshot(self.modules)
+
+    def finish(self) -> EBMHistory:
+        """The completed run: no gradients left, the history's stop reason and wall time."""
+        self.clear_gradients()
+        self.history.stopped = "completed"
+        self.history.wall_time = time.perf_counter() - self.start
+        return self.history
+
+
 def train_ebm(
     energy: nn.Module,
     data: Tensor,
@@ -160,18 +297,7 @@ def train_ebm(
 
     References: Song & Kingma, arXiv:2101.03288, 2021.
     """
-    if not isinstance(energy, nn.Module):
-        raise TypeError(f"energy must be an nn.Module computing E(x), got {type(energy).__name__}")
-    data = as_tensor(data, "data", next(iter(energy.parameters()), None))
-    if data.dim() != 2 or data.shape[0] < 2:
-        raise ValueError(f"data must have shape (N >= 2, D), got {tuple(data.shape)}")
-    if not torch.isfinite(data).all():
-        raise ValueError("data contains NaN or inf rows")
-    input_dim = getattr(energy, "input_dim", None)
-    if input_dim is not None and data.shape[1] != input_dim:
-        raise ValueError(
-            f"data must have {input_dim} columns (the energy's input_dim), got {data.shape[1]}"
-        )
+    data = _check_data(energy, data)
     check_training_options(
         lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, steps=steps, batch_size=batch_size
     )
@@ -186,91 +312,15 @@ def train_ebm(
     data = data.to(dtype=ref.dtype, device=ref.device) if ref is not None else data
     objective.setup(data)
     objective.to(data.device)
-
-    energy_params = [p for p in energy.parameters() if p.requires_grad]
-    energy_params += [p for p in objective.energy_side_parameters() if p.requires_grad]
-    sampler_params = [p for p in objective.sampler_parameters() if p.requires_grad]
-    if not energy_params:
-        raise ValueError("neither the energy nor the objective has trainable parameters")
-    opt_e = torch.optim.Adam(energy_params, lr=lr)
-    opt_s = (
-        torch.optim.Adam(sampler_params, lr=lr if sampler_lr is None else sampler_lr)
-        if sampler_params
-        else None
-    )
-    all_params = energy_params + sampler_params
-
-    n = data.shape[0]
-    bs = min(batch_size, n)
-    generator = torch.Generator().manual_seed(seed)
-    perm, pos = torch.randperm(n, generator=generator), 0
     name = method if isinstance(method, str) else objective.name
-    history = EBMHistory(method=name, objective=objective)
-    modules: list[nn.Module] = [energy, objective]
-    last_good = _snapshot(modules)
-    start = time.perf_counter()
-
-    def stop(step: int, stopped: str, what: str) -> NonFiniteLossError:
-        """Back to the state from before ``step``; the error saying what happened."""
-        for module, state in zip(modules, last_good, strict=True):
-            module.load_state_dict(state)
-        for p in all_params:
-            p.grad = None
-        del history.loss[step:], history.sampler_loss[step:]
-        history.stopped = stopped
-        history.wall_time = time.perf_counter() - start
-        return NonFiniteLossError(
-            f"{what} at step {step} of method {name!r}: training stopped and the parameters "
-            f"from before step {step} were restored. Try a smaller lr (now {lr}), standardised "
-            f"data, clip_grad_norm (now {clip_grad_norm}) or an energy penalty (alpha=).",
-            history,  # type: ignore[arg-type]
-        )
-
-    def check(loss: Tensor, step: int, which: str) -> None:
-        if not torch.isfinite(loss):
-            raise stop(step, "non-finite loss", f"non-finite {which} loss ({float(loss)})")
-
-    def backward_step(
-        loss: Tensor, params: list[nn.Parameter], opt: torch.optim.Optimizer, step: int,
-        which: str,
-    ) -> None:
-        for p in all_params:
-            p.grad = None
-        loss.backward()
-        if not gradients_are_finite(params, clip_grad_norm):
-            raise stop(
-                step,
-                "non-finite gradient",
-                f"non-finite {which} gradient (NaN/inf global norm) with a finite loss "
-                f"({float(loss.detach())})",
-            )
-        opt.step()
-
+    run = _EBMSteps(
+        energy, objective, EBMHistory(method=name, objective=objective), lr=lr,
+        sampler_lr=sampler_lr, sampler_steps=sampler_steps, clip_grad_norm=clip_grad_norm,
+    )
     bar = progress_bar(range(steps), desc=f"train_ebm[{name}]", enabled=progress, leave=True)
-    try:
-        for step in bar:
-            if pos + bs > n:
-                perm, pos = torch.randperm(n, generator=generator), 0
-            x = data[perm[pos : pos + bs].to(data.device)]
-            pos += bs
-            loss = objective.energy_loss(energy, x)
-            check(loss.detach(), step, "energy")
-            backward_step(loss, energy_params, opt_e, step, "energy")
-            history.loss.append(float(loss.detach()))
-            if opt_s is not None:
-                for _ in range(sampler_steps):
-                    s_loss = objective.sampler_loss(energy, x)
-                    assert s_loss is not None
-                    check(s_loss.detach(), step, "sampler")
-                    backward_step(s_loss, sampler_params, opt_s, step, "sampler")
-                history.sampler_loss.append(float(s_loss.detach()))
-            last_good = _snapshot(modules)
+    with interruptible(bar, save=lambda: None):  # no checkpoint to write
+        for step, x in zip(bar, _batches(data, batch_size, seed), strict=False):
+            run(step, x)
             if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{history.loss[-1]:.4f}")
-    finally:
-        bar.close()
-    for p in all_params:
-        p.grad = None
-    history.stopped = "completed"
-    history.wall_time = time.perf_counter() - start
-    return history
+                bar.set_postfix(loss=f"{run.history.loss[-1]:.4f}")
+    return run.finish()

@@ -245,7 +245,10 @@ class EpochTraining:
                 self.train_epoch(epoch)
                 train_nll, val_nll = self.end_epoch(epoch)
                 bar.update(1)
-                bar.set_postfix(train=f"{train_nll:.4f}", val=f"{val_nll:.4f}")
+                shown = {"train": f"{train_nll:.4f}"}
+                if not math.isnan(val_nll):  # no validation split: nothing to show
+                    shown["val"] = f"{val_nll:.4f}"
+                bar.set_postfix(**shown)
                 stop = self.stop_rule(epoch, epochs, patience, max_time)
                 if stop is not None:
                     self.history.stopped = stop

@@ -37,6 +37,7 @@ stalls at 0.25 (``docs/distillation.rst``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,11 +47,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+# ``X as X``: names this module has always offered (its checks now live in ``_distill_checks``)
 from .._progress import progress_bar
-from .._validation import as_tensor
-from ..flow import Flow
+from .._validation import as_tensor as as_tensor
+from ..flow import Flow as Flow
 from ..threads import accepts_threads
-from ._steps import StepTraining, check_training_options
+from ._distill_checks import check_distill_options
+from ._distill_step import DistillStep, frozen_teacher
+from ._loop import interruptible
+from ._steps import StepTraining
+from ._steps import check_training_options as check_training_options
 
 __all__ = ["DistillHistory", "distill", "distillation_kl"]
 
@@ -147,93 +153,6 @@ def distillation_kl(
     return float(d.mean()), se
 
 
-_OBJECTIVES = ("kl", "sampling_map")
-
-
-def _student_draws(
-    student: Flow, batch_size: int, context: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Base noise ``eps``, the student's samples ``x = f(eps)`` and ``log q(x)`` in one pass."""
-    if context is None:
-        d = student.base_dist()
-        eps = d.rsample((batch_size,))
-    else:
-        d = student.base_dist(context)
-        eps = d.rsample()
-    log_q = student._base_log_prob(eps, context)
-    x = eps
-    for t in student.transforms:
-        x, ld = t.forward_and_log_det(x, context if t.context_dim else None)
-        log_q = log_q - ld
-    return eps, x, log_q
-
-
-def _check_same_base(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> None:
-    """The ``"sampling_map"`` objective compares base points: both flows need the same base."""
-    for who, flow in (("teacher", teacher), ("student", student)):
-        if not isinstance(flow, Flow):
-            raise TypeError(
-                f"objective='sampling_map' needs the {who} to be a pyro_flows.Flow (its base "
-                f"points are compared), got {type(flow).__name__}: use objective='kl'"
-            )
-    ctx = None if context is None else context[:8]
-    with torch.no_grad():
-        eps = student.base_dist(ctx).sample(() if ctx is not None else (8,))
-        same = torch.allclose(
-            teacher._base_log_prob(eps, ctx), student._base_log_prob(eps, ctx), atol=1e-5
-        )
-    if not same:
-        raise ValueError(
-            "objective='sampling_map' needs the teacher and the student to have the same base "
-            f"distribution, got {teacher.base_dist(ctx)} and {student.base_dist(ctx)}: use "
-            "objective='kl'"
-        )
-
-
-def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> None:
-    if not callable(getattr(teacher, "log_prob", None)):
-        raise TypeError(f"teacher must have log_prob (a pyro_flows.Flow), got {type(teacher)}")
-    if not callable(getattr(student, "rsample_and_log_prob", None)):
-        raise TypeError(
-            "student must have rsample_and_log_prob (a pyro_flows.Flow), got "
-            f"{type(student).__name__}"
-        )
-    t_dim, s_dim = getattr(teacher, "input_dim", None), getattr(student, "input_dim", None)
-    if t_dim is not None and s_dim is not None and t_dim != s_dim:
-        raise ValueError(f"teacher has input_dim {t_dim} but the student has input_dim {s_dim}")
-    if teacher is student:
-        raise ValueError("teacher and student are the same module: distil into a new flow")
-    teacher_params = teacher.parameters() if isinstance(teacher, nn.Module) else ()
-    shared = {id(p) for p in teacher_params} & {id(p) for p in student.parameters()}
-    if shared:
-        raise ValueError(
-            f"teacher and student share {len(shared)} parameter tensor(s): the teacher is frozen "
-            "during distillation, so the student needs parameters of its own"
-        )
-    dims = {
-        "teacher": getattr(teacher, "context_dim", None),
-        "student": getattr(student, "context_dim", None),
-    }
-    if context is None:
-        for who, dim in dims.items():
-            if dim is not None:
-                raise ValueError(
-                    f"the {who} is conditional (context_dim={dim}): pass context= rows (N, {dim})"
-                )
-        return
-    if context.dim() != 2 or context.shape[0] == 0:
-        raise ValueError(f"context must have shape (rows, context_dim), got {tuple(context.shape)}")
-    for who, dim in dims.items():
-        if dim is None:
-            raise ValueError(f"context= was given but the {who} is unconditional")
-        if dim != context.shape[1]:
-            raise ValueError(
-                f"context has {context.shape[1]} columns but the {who}'s context_dim is {dim}"
-            )
-    if not bool(torch.isfinite(context).all()):
-        raise ValueError("context has non-finite values (NaN or inf)")
-
-
 @accepts_threads
 def distill(
     teacher: nn.Module,
@@ -308,6 +227,8 @@ def distill(
     :param eval_samples: draws per KL estimate.
     :param checkpoint: file for the full training state (atomic writes every
         ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``).
+    :param checkpoint_every: optimiser steps (not epochs, unlike ``fit``) between
+        checkpoints, a positive int.
     :param resume: continue from ``checkpoint``: the result equals an uninterrupted run (the
         checkpoint must be one of ``distill`` with the same steps, objective, batch size, lr
         and clipping, for this student's architecture; otherwise it is refused before anything
@@ -363,29 +284,12 @@ def distill(
     - G. Papamakarios, T. Pavlakou, I. Murray. *Masked Autoregressive Flow for Density
       Estimation.* NeurIPS, 2017 (MAF as the inverse of IAF).
     """
-    check_training_options(
-        lr=lr, seed=seed, clip_grad_norm=clip_grad_norm, max_time=max_time,
-        checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, callback=callback, steps=steps, batch_size=batch_size,
-        eval_samples=eval_samples,
+    params, context = check_distill_options(
+        teacher, student, context, objective, lr=lr, seed=seed, clip_grad_norm=clip_grad_norm,
+        max_time=max_time, checkpoint=checkpoint, resume=resume,
+        checkpoint_every=checkpoint_every, eval_every=eval_every, callback=callback, steps=steps,
+        batch_size=batch_size, eval_samples=eval_samples,
     )
-    if not isinstance(student, nn.Module):
-        raise TypeError(
-            "student must be an nn.Module with rsample_and_log_prob (a pyro_flows.Flow), got "
-            f"{type(student).__name__}"
-        )
-    params = [p for p in student.parameters() if p.requires_grad]
-    ref = params[0] if params else None
-    if context is not None:
-        context = as_tensor(context, "context", ref)
-    _check(teacher, student, context)
-    if not params:
-        raise ValueError("the student has no trainable parameters")
-    if objective not in _OBJECTIVES:
-        raise ValueError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
-    if objective == "sampling_map":
-        _check_same_base(teacher, student, context)
-
     run = StepTraining(
         student, params, kind="distill", steps=steps, lr=lr, history=DistillHistory(),
         checkpoint=checkpoint, resume=resume, seed=seed,
@@ -396,85 +300,43 @@ def distill(
             "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm),
         },
     )
-    history = run.history
-    history.objective = objective
-
-    def evaluate() -> None:
-        student.eval()
-        try:
-            kl, se = distillation_kl(teacher, student, eval_samples, context=context)
-        finally:
-            student.train()
-        history.eval_steps.append(run.step)
-        history.eval_kl.append(kl)
-        history.eval_kl_se.append(se)
-
-    def fail(what: str, stopped: str = "non-finite loss") -> FloatingPointError:
-        return run.fail(
-            stopped,
-            f"distill: {what} at step {run.step}; the student holds the last good parameters "
-            f"(lower lr, now {lr}, or clip_grad_norm, now {clip_grad_norm})",
-        )
-
-    is_module = isinstance(teacher, nn.Module)
-    teacher_flags = [(p, p.requires_grad) for p in teacher.parameters()] if is_module else []
-    teacher_training = teacher.training if is_module else False
-    for p, _ in teacher_flags:
-        p.requires_grad_(False)
-    if is_module:
-        teacher.eval()
-    student.train()
-    bar = progress_bar(total=steps, initial=run.step, desc="distill", enabled=progress)
-    try:
-        while run.step < steps:
-            ctx = None
-            if context is not None:
-                ctx = context[torch.randint(0, len(context), (batch_size,), device=context.device)]
-            if objective == "kl":
-                eps = None
-                shape = (batch_size,) if ctx is None else ()
-                x, log_q = student.rsample_and_log_prob(shape, context=ctx)
-            else:
-                eps, x, log_q = _student_draws(student, batch_size, ctx)
-            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
-                raise fail("the student's samples or log densities became non-finite")
-            if objective == "kl":
-                log_p = teacher.log_prob(x) if ctx is None else teacher.log_prob(x, ctx)
-            else:
-                z, log_p = teacher.base_and_log_prob(x, ctx)
-            if not bool(torch.isfinite(log_p).all()):
-                raise fail("the teacher's log density of the student's samples is non-finite")
-            batch_kl = (log_q - log_p).mean()
-            if objective == "kl":
-                loss = batch_kl
-            else:
-                loss = (z - eps).pow(2).flatten(1).sum(-1).mean()
-            if not run.update(loss, clip_grad_norm):
-                raise fail("non-finite gradient (NaN/inf global norm)", "non-finite gradient")
-            kl = float(batch_kl.detach())
-            history.loss.append(float(loss.detach()))
-            history.kl.append(kl)
-            if run.record_step():
-                shown = {"kl": f"{kl:.4f}"}
-                if objective != "kl":
-                    shown["map"] = f"{history.loss[-1]:.4f}"
-                bar.set_postfix(shown, refresh=False)
-            bar.update(1)
-            if run.after_step(
-                eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
-                callback=callback, max_time=max_time,
-            ):
-                break
-        evaluate()
-        run.save()
-    except KeyboardInterrupt:
-        run.save()
-        raise
-    finally:
-        bar.close()
-        for p, flag in teacher_flags:
-            p.requires_grad_(flag)
-        if is_module:
-            teacher.train(teacher_training)
+    run.history.objective = objective
+    take_step = DistillStep(
+        teacher, student, run, objective=objective, batch_size=batch_size, context=context,
+        lr=lr, clip_grad_norm=clip_grad_norm,
+    )
+    evaluate = functools.partial(_evaluate, teacher, student, run, eval_samples, context)
+    with frozen_teacher(teacher):
+        student.train()
+        bar = progress_bar(total=steps, initial=run.step, desc="distill", enabled=progress)
+        with interruptible(bar, run.save):
+            while run.step < steps:
+                take_step()
+                if run.record_step():
+                    bar.set_postfix(take_step.shown(), refresh=False)
+                bar.update(1)
+                if run.after_step(
+                    eval_every=eval_every, evaluate=evaluate, checkpoint_every=checkpoint_every,
+                    callback=callback, max_time=max_time,
+                ):
+                    break
+            evaluate()
+            run.save()
     student.eval()
-    return history
+    return run.history
+
+
+def _evaluate(
+    teacher: Any, student: nn.Module, run: StepTraining, eval_samples: int, context: Tensor | None
+) -> None:
+    """:func:`distillation_kl` on ``eval_samples`` fresh draws (the student in eval mode for
+    it), recorded in ``run.history`` at the current step."""
+    student.eval()
+    try:
+        kl, se = distillation_kl(teacher, student, eval_samples, context=context)
+    finally:
+        student.train()
+    history = run.history
+    history.eval_steps.append(run.step)
+    history.eval_kl.append(kl)
+    history.eval_kl_se.append(se)

@@ -215,6 +215,9 @@ def fit(
         gradient stops the training.
     :param checkpoint: a file to save the full training state to, atomically, every
         ``checkpoint_every`` epochs (a positive int) and on ``KeyboardInterrupt``.
+    :param checkpoint_every: epochs (not optimiser steps, unlike ``fit_target``, ``fit_guide``
+        and ``distill``) between checkpoints, a positive int; the epoch the training stops at
+        is saved too.
     :param resume: continue from ``checkpoint`` if it exists: the result is the same as an
         uninterrupted run. The checkpoint must have been written by ``fit`` for the same
         model architecture, options (epochs, batch size, lr, weight decay, schedule,

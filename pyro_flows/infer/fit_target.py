@@ -175,6 +175,8 @@ def fit_target(
     :param eval_samples: draws per diagnostic.
     :param checkpoint: file for the full training state (atomic writes every
         ``checkpoint_every`` steps and on ``KeyboardInterrupt``).
+    :param checkpoint_every: optimiser steps (not epochs, unlike ``fit``) between
+        checkpoints, a positive int.
     :param resume: continue from ``checkpoint``: the result equals an uninterrupted run (the
         checkpoint must be one of ``fit_target`` with the same steps, batch size, lr,
         clipping and annealing, for this architecture).
