@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
+from ..infer._langevin_step import langevin_step
 from ._objective import EBMObjective, Energy
 
 __all__ = ["ContrastiveDivergence", "ReplayBuffer", "cd_loss", "langevin_samples"]
@@ -62,7 +63,10 @@ def langevin_samples(
 
         x_{t+1} = x_t - \epsilon\nabla_x E(x_t) + \sigma\sqrt{2\epsilon}\,\xi_t.
 
-    The result is detached (CD does not differentiate through the sampler).
+    This is :func:`~pyro_flows.infer._langevin_step.langevin_step` (the step of
+    :func:`pyro_flows.infer.ula`) with :math:`\log p = -E`, time step :math:`h = 2\epsilon`
+    and noise scale :math:`\sigma`. The result is detached (CD does not differentiate through
+    the sampler).
 
     Cost: ``steps`` energy and backward passes on the batch.
 
@@ -92,13 +96,13 @@ def langevin_samples(
     if not (noise_scale >= 0 and math.isfinite(noise_scale)):
         raise ValueError(f"noise_scale must be a non-negative number, got {noise_scale!r}")
     x = x0.detach().clone()
-    sd = noise_scale * math.sqrt(2 * step_size)
+    h = 2.0 * float(step_size)  # the Langevin time step: h / 2 = step_size exactly
     with torch.enable_grad():
         for _ in range(steps):
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(energy(x).sum(), x)
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            x = (x - step_size * grad + sd * noise).detach()
+            x = langevin_step(x.detach(), -grad, h, noise, noise_scale)
     return x
 
 

@@ -1,5 +1,6 @@
 r"""An unnormalised target density as :func:`~pyro_flows.infer.fit_target.fit_target` sees it:
-read once at the flow's dimension, checked on every evaluation, and weighed against the flow.
+read through the one target adapter (:func:`~pyro_flows.infer.target_density.as_target`),
+checked to be finite on every evaluation, and weighed against the flow.
 
 For draws :math:`x_i \sim q` the log importance weights are
 
@@ -7,12 +8,26 @@ For draws :math:`x_i \sim q` the log importance weights are
 
     \log w_i = \log\tilde p(x_i) - \log q(x_i), \qquad
     \log\hat Z = \log\frac1n\sum_i w_i, \qquad
-    \mathrm{ESS}/n = \frac{(\sum_i w_i)^2}{n\sum_i w_i^2};
+    \mathrm{ESS}/n = \frac{(\sum_i w_i)^2}{n\sum_i w_i^2}.
 
-a target that returns the wrong shape or NaN/inf where the flow puts mass is a
-:class:`TargetError` naming what came back (:func:`evaluate_target`), and a target on a
-constrained support (``target.support``) is refused unless the flow was pushed onto it
-(:func:`check_support`).
+What is checked where. :func:`log_density` reads the target the way the samplers, importance
+sampling and NeuTra do: a :class:`~pyro_flows.infer.target_density.TargetDensity` built once,
+at the dimension of the first points it is given (the flow's), that refuses points on another
+device than the target's, rewords an error of the first evaluation (a target written for
+another dimension), checks every output to be a real floating tensor of shape
+``x.shape[:-1]`` and counts the points evaluated. fit_target adds one check of its own,
+:func:`evaluate_target`: the values must be *finite*. The samplers do not ask that (a
+:math:`-\infty` proposal is simply rejected), but a reverse-KL step on a NaN/inf would poison
+the flow's parameters, so fit_target stops first with a :class:`TargetError` (a
+:class:`~pyro_flows.infer.target_density.TargetOutputError`, as every other malformed output
+is: the adapter's errors come back as ``TargetError`` with the adapter's message). Inside the
+training loop each evaluation therefore costs the adapter's checks, which read only tensor
+metadata (type, shape, dtype, device; no synchronisation), plus the one finiteness reduction
+fit_target always had; the adapter is not rebuilt per call (building one reads the target's
+device and dtype, which walks the tensors it holds). fit_target keeps its own count of target
+evaluations (``history.grad_evals = steps * batch_size``); the adapter's counters are not
+used. A target on a constrained support (``target.support``) is refused unless the flow was
+pushed onto it (:func:`check_support`).
 
 >>> import torch
 >>> log_prob = lambda z: -0.5 * (z ** 2).sum(-1)
@@ -21,7 +36,16 @@ torch.Size([3])
 >>> evaluate_target(lambda z: z, torch.zeros(3, 2))
 Traceback (most recent call last):
 ...
-pyro_flows.infer.fit_target.TargetError: target log density returned shape (3, 2) for samples of shape (3, 2); expected (3,) (one value per sample)
+pyro_flows.infer.fit_target.TargetError: the target's log_prob returned shape (3, 2) for z of shape (3, 2) (dim=2); expected (3,) = z.shape[:-1], one log density per point
+>>> issubclass(TargetError, TargetOutputError) and issubclass(TargetError, ValueError)
+True
+
+References:
+
+- D. J. Rezende, S. Mohamed. *Variational Inference with Normalizing Flows.* ICML, 2015
+  (reverse KL against an unnormalised density). https://arxiv.org/abs/1505.05770
+- A. Kong. *A Note on Importance Sampling using Standardized Weights.* Technical report 348,
+  University of Chicago, 1992 (the ESS of normalised weights).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -33,40 +57,62 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
+from .target_density import TargetDensity, TargetOutputError, as_target, target_dim
+
 LogDensity = Callable[[Tensor], Tensor]
 
 
-class TargetError(ValueError):
-    """The target returned something other than finite log densities of shape ``(batch,)``."""
+class TargetError(TargetOutputError):
+    """The target returned something other than finite log densities of shape ``(batch,)``
+    (the wrong shape, type or dtype, points on another device, an error on the first
+    evaluation, or NaN/inf): :func:`~pyro_flows.infer.fit_target.fit_target`'s
+    :class:`~pyro_flows.infer.target_density.TargetOutputError`, hence also a ``ValueError``."""
 
     # its public home (``pyro_flows.infer.fit_target``, which re-exports it) is the name
     # tracebacks, pickles and the documentation use
     __module__ = "pyro_flows.infer.fit_target"
 
 
-def log_density(target: Any) -> tuple[LogDensity, int | None, Any]:
-    """``(log_prob, dim or None, support)`` of a target object or callable.
+class _AdaptedTarget:
+    """``log_prob(x)`` of a target read through :func:`as_target` at the dimension of the first
+    points given (one adapter per dimension, built once); the adapter's errors come back as
+    :class:`TargetError`. No ``log_prob``, ``dim`` or ``device`` attribute: read again by
+    :func:`as_target`, it is a plain callable."""
 
-    The target is read by :func:`~pyro_flows.infer.results.as_target` (as the samplers read
-    it) at the dimension of the points it is first given, the flow's: an error it raises on
-    that first evaluation (a target written for another dimension), an output that is not real
-    log densities of shape ``x.shape[:-1]``, or points on another device than the target's is a
-    :class:`TargetError` naming what was given and what came back.
-    """
-    from .results import TargetOutputError, as_target, target_dim
+    __slots__ = ("_read", "_target")
 
-    dim = target_dim(target)  # TypeError for what is neither callable nor has a log_prob
-    read: dict[int, Any] = {}
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._read: dict[int, TargetDensity] = {}
 
-    def log_prob(x: Tensor) -> Tensor:
-        if x.shape[-1] not in read:  # read once, at the flow's dimension
-            read[x.shape[-1]] = as_target(target, x.shape[-1])
+    def __call__(self, x: Tensor) -> Tensor:
+        density = self._read.get(x.shape[-1])
+        if density is None:  # read once, at the flow's dimension
+            density = self._read[x.shape[-1]] = as_target(self._target, x.shape[-1])
         try:
-            return read[x.shape[-1]](x)
+            return density(x)
         except TargetOutputError as err:
             raise TargetError(str(err)) from err
 
-    return log_prob, dim, getattr(target, "support", None)
+
+def _adapted(log_prob: LogDensity) -> LogDensity:
+    """``log_prob`` read through the adapter (as it is, when :func:`log_density` made it)."""
+    return log_prob if isinstance(log_prob, _AdaptedTarget) else _AdaptedTarget(log_prob)
+
+
+def log_density(target: Any) -> tuple[LogDensity, int | None, Any]:
+    """``(log_prob, dim or None, support)`` of a target object or callable.
+
+    The target is read by :func:`~pyro_flows.infer.target_density.as_target` (as the samplers
+    read it) at the dimension of the points it is first given, the flow's: an error it raises on
+    that first evaluation (a target written for another dimension), an output that is not real
+    log densities of shape ``x.shape[:-1]``, or points on another device than the target's is a
+    :class:`TargetError` naming what was given and what came back.
+
+    :raises TypeError: for a target that is neither callable nor has a ``log_prob``.
+    """
+    dim = target_dim(target)
+    return _AdaptedTarget(target), dim, getattr(target, "support", None)
 
 
 def check_support(support: Any, flow: nn.Module, name: str) -> None:
@@ -84,16 +130,10 @@ def check_support(support: Any, flow: nn.Module, name: str) -> None:
 
 
 def evaluate_target(log_prob: LogDensity, x: Tensor) -> Tensor:
-    """``log_prob(x)`` checked: shape ``x.shape[:-1]``, finite; otherwise :class:`TargetError`
-    naming what came back."""
-    value = log_prob(x)
-    if not isinstance(value, Tensor):
-        raise TargetError(f"target log density must return a Tensor, got {type(value).__name__}")
-    if value.shape != x.shape[:-1]:
-        raise TargetError(
-            f"target log density returned shape {tuple(value.shape)} for samples of shape "
-            f"{tuple(x.shape)}; expected {tuple(x.shape[:-1])} (one value per sample)"
-        )
+    """``log_prob(x)`` read through the adapter (shape ``x.shape[:-1]``, a real floating
+    tensor) and finite; otherwise :class:`TargetError` naming what came back. A ``log_prob``
+    that :func:`log_density` did not make is read anew on every call."""
+    value = _adapted(log_prob)(x)
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten()
@@ -111,7 +151,9 @@ def evaluate_target(log_prob: LogDensity, x: Tensor) -> Tensor:
 def importance_weights(
     flow: nn.Module, log_prob: LogDensity, num_samples: int, batch_size: int = 4096
 ) -> tuple[Tensor, Tensor]:
-    """Samples ``x ~ q`` and log importance weights :math:`\\log\\tilde p(x) - \\log q(x)`."""
+    """Samples ``x ~ q`` and log importance weights :math:`\\log\\tilde p(x) - \\log q(x)`
+    (``log_prob`` read through the adapter once, checked as by :func:`evaluate_target`)."""
+    log_prob = _adapted(log_prob)
     xs, ws = [], []
     left = num_samples
     while left > 0:

@@ -15,7 +15,9 @@ tensor. With step size :math:`h` (per chain) and :math:`\xi \sim \mathcal N(0, I
     \log\alpha = \log p(z') - \log p(z) + \log q(z \mid z') - \log q(z' \mid z),
     \quad q(z' \mid z) = \mathcal N\bigl(z';\, z + \tfrac h2\nabla\log p(z),\, h I\bigr),
 
-and the proposal is accepted when :math:`\log u < \log\alpha`, :math:`u \sim U(0, 1)`.
+and the proposal is accepted when :math:`\log u < \log\alpha`, :math:`u \sim U(0, 1)`. The
+Langevin step is :func:`~pyro_flows.infer._langevin_step.langevin_step`, which the chains of
+contrastive divergence (:func:`pyro_flows.ebm.langevin_samples`) take too.
 
 During warm-up the step size of each chain is tuned by dual averaging
 (:class:`~pyro_flows.infer._adapt.DualAveraging`) towards a target acceptance rate (0.234 for
@@ -59,6 +61,7 @@ from torch import Tensor
 
 from .._progress import progress_bar
 from ._adapt import DualAveraging
+from ._langevin_step import langevin_step
 from .results import (
     DeviceLike,
     SampleResult,
@@ -127,9 +130,11 @@ def _rwm_kernel(density: TargetDensity, gen: torch.Generator) -> Kernel:
 
 
 def _langevin_proposal(s: _State, h: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The unadjusted Langevin step (:func:`~pyro_flows.infer._langevin_step.langevin_step`)
+    from every chain with its own step size, and the standard normal noise it used."""
     noise = _draw("randn", s.z.shape, gen, dtype=s.z.dtype, device=s.z.device)
     assert s.grad is not None
-    return s.z + 0.5 * h[:, None] * s.grad + h[:, None].sqrt() * noise, noise
+    return langevin_step(s.z, s.grad, h[:, None], noise), noise
 
 
 def _mala_kernel(density: TargetDensity, gen: torch.Generator) -> Kernel:

@@ -72,7 +72,9 @@ class TargetOutputError(ValueError):
     """A target's ``log_prob`` failed on its first evaluation, returned something other than a
     tensor of real log densities of shape ``z.shape[:-1]``, or was given points on another device
     than the one it lives on. Not-a-tensor and non-real outputs raise
-    :class:`TargetOutputTypeError`, which is also a ``TypeError``."""
+    :class:`TargetOutputTypeError`, which is also a ``TypeError``;
+    :func:`~pyro_flows.infer.fit_target.fit_target` raises its subclass
+    :class:`~pyro_flows.infer.fit_target.TargetError` (for non-finite values too)."""
 
 
 class TargetOutputTypeError(TargetOutputError, TypeError):
