@@ -319,20 +319,6 @@ def _check_options(flow: Any, target: Any, dim: int | None, support: Any, *, che
     return params
 
 
-def _beta_schedule(anneal: float | Callable[[int], float] | None, steps: int) -> Callable:
-    if anneal is None:
-        return lambda step: 1.0
-    if callable(anneal):
-        return anneal
-    if not (isinstance(anneal, (int, float)) and 0 < anneal <= 1):
-        raise ValueError(
-            "anneal must be None, a fraction in (0, 1] of the steps over which beta rises "
-            f"linearly from 0.01 to 1, or a callable step -> beta; got {anneal!r}"
-        )
-    ramp = max(1, int(anneal * steps))
-    return lambda step: min(1.0, 0.01 + 0.99 * step / ramp)
-
-
 def _evaluator(flow: nn.Module, log_prob: LogDensity, run: StepTraining,
                eval_samples: int) -> Callable[..., None]:
     r"""The importance-sampling diagnostics of ``eval_samples`` fresh draws at the current step
