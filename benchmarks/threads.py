@@ -40,12 +40,16 @@ for _path in (HERE, ROOT):
 
 import _timing  # noqa: E402
 import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
 
 from pyro_flows import flows  # noqa: E402
 from pyro_flows.data import two_moons  # noqa: E402
 from pyro_flows.infer import AutoFlow, fit, fit_guide, fit_target, nuts  # noqa: E402
 from pyro_flows.targets import get_target  # noqa: E402
+from pyro_flows.targets.eight_schools import (  # noqa: E402
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    eight_schools_noncentered,
+)
 
 #: torch's thread count before this script changes anything (OMP_NUM_THREADS, or all cores)
 DEFAULT_THREADS = torch.get_num_threads()
@@ -177,17 +181,10 @@ def fit_target_workload(steps: int, seed: int):
     return prepare
 
 
-# eight schools (Rubin 1981), non-centred
-SCHOOLS_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def eight_schools(y: torch.Tensor, sigma: torch.Tensor) -> None:
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", len(y)):
-        theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu + tau * theta_tilde, sigma), obs=y)
+# eight schools (Rubin 1981), non-centred: the package's model and data
+SCHOOLS_Y = torch.tensor(EIGHT_SCHOOLS_Y)
+SCHOOLS_SIGMA = torch.tensor(EIGHT_SCHOOLS_SIGMA)
+eight_schools = eight_schools_noncentered
 
 
 def fit_guide_workload(steps: int, seed: int, num_particles: int = 8):

@@ -10,6 +10,11 @@ import pytest
 import torch
 
 from pyro_flows.infer.mcmc import hmc, nuts, nuts_model
+from pyro_flows.targets.eight_schools import (
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    eight_schools_noncentered,
+)
 from tests.infer.test_samplers import gaussian_2d, moment_zscores
 
 
@@ -128,22 +133,14 @@ def test_nuts_model_unconstrained_and_constrained_draws():
     assert bool((idata.posterior["scale"] > 0).all())
 
 
-SCHOOLS_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def eight_schools(y, sigma):
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", len(y)):
-        theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu + tau * theta_tilde, sigma), obs=y)
+SCHOOLS_Y = torch.tensor(EIGHT_SCHOOLS_Y)
+SCHOOLS_SIGMA = torch.tensor(EIGHT_SCHOOLS_SIGMA)
 
 
 @pytest.mark.slow
 def test_nuts_model_eight_schools_matches_the_reference_posterior():
     r = nuts_model(
-        eight_schools,
+        eight_schools_noncentered,
         SCHOOLS_Y,
         SCHOOLS_SIGMA,
         num_samples=500,
@@ -154,7 +151,7 @@ def test_nuts_model_eight_schools_matches_the_reference_posterior():
         seed=0,
     )
     c = r.extra["constrained"]
-    assert c["theta_tilde"].shape == (2, 500, 8) and r.samples.shape == (2, 500, 10)
+    assert c["eta"].shape == (2, 500, 8) and r.samples.shape == (2, 500, 10)
     d = r.diagnostics()
     assert d["rhat_max"] < 1.05 and r.divergences <= 5
     # reference (Stan, non-centred): mu 4.41 +- 3.31, tau 3.60 +- 3.20
