@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from ._diagnostic_inputs import _arviz
-from .importance_weights import _max_plate_nesting, psis_khat
+from .importance_weights import guide_draws, psis_khat
 
 __all__ = [
     "KHAT_RELIABLE",
@@ -140,68 +140,6 @@ class GuideCheck:
         )
 
 
-def _latent_values(trace: Any, num_samples: int) -> dict[str, Tensor]:
-    """``name -> (num_samples, size)`` draws of the guide's latent sites (auxiliary sites, such as
-    an autoguide's joint latent vector, are left out: their parts are the sites)."""
-    out = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site.get("is_observed", False):
-            continue
-        if site.get("infer", {}).get("is_auxiliary", False):
-            continue
-        value = site["value"]
-        if not (isinstance(value, Tensor) and value.is_floating_point()):
-            continue
-        if value.dim() == 0 or value.shape[0] != num_samples:
-            value = value.expand(num_samples, *value.shape)
-        out[name] = value.detach().reshape(num_samples, -1)
-    return out
-
-
-def _draws(
-    model: Callable,
-    guide: Callable,
-    args: tuple,
-    kwargs: dict,
-    num_samples: int,
-    max_plate_nesting: int | None,
-    batch_size: int | None,
-    vectorize: bool,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Log ratios ``(num_samples,)`` and the guide's latent draws, vectorised in chunks or one
-    draw at a time."""
-    import pyro.poutine as poutine
-
-    if not vectorize:
-        log_ratios, values = [], []
-        for _ in range(num_samples):
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs
-            )
-            log_ratios.append(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
-            values.append(_latent_values(guide_trace, 1))
-        names = values[0].keys()
-        return torch.stack(log_ratios), {n: torch.cat([v[n] for v in values]) for n in names}
-    from pyro.infer.importance import vectorized_importance_weights
-
-    if max_plate_nesting is None:
-        max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
-    chunk = num_samples if batch_size is None else min(batch_size, num_samples)
-    log_ratios, values, done = [], [], 0
-    while done < num_samples:
-        n = min(chunk, num_samples - done)
-        lw, _, guide_trace = vectorized_importance_weights(
-            model, guide, *args, num_samples=n, max_plate_nesting=max_plate_nesting,
-            normalized=False, **kwargs,
-        )  # fmt: skip
-        log_ratios.append(lw.reshape(-1) if n > 1 else lw.reshape(1))
-        values.append(_latent_values(guide_trace, n))
-        done += n
-    names = values[0].keys()
-    return torch.cat(log_ratios), {name: torch.cat([v[name] for v in values]) for name in names}
-
-
 def _smoothed_weights(log_ratios: Tensor) -> Tensor:
     """PSIS-smoothed normalised weights (float64); plain self-normalised ones without ArviZ's
     ``psislw``."""
@@ -254,7 +192,7 @@ def guide_importance_check(
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if not isinstance(vectorize, bool):
         raise TypeError(f"vectorize must be a bool, got {type(vectorize).__name__} {vectorize!r}")
-    log_ratios, values = _draws(
+    log_ratios, values = guide_draws(
         model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
     )
     khat = psis_khat(log_ratios)

@@ -272,19 +272,76 @@ def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: di
     return depth
 
 
+def _latent_values(trace: Any, num_samples: int) -> dict[str, Tensor]:
+    """``name -> (num_samples, size)`` draws of the guide's latent sites (auxiliary sites, such as
+    an autoguide's joint latent vector, are left out: their parts are the sites)."""
+    out = {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site.get("is_observed", False):
+            continue
+        if site.get("infer", {}).get("is_auxiliary", False):
+            continue
+        value = site["value"]
+        if not (isinstance(value, Tensor) and value.is_floating_point()):
+            continue
+        if value.dim() == 0 or value.shape[0] != num_samples:
+            value = value.expand(num_samples, *value.shape)
+        out[name] = value.detach().reshape(num_samples, -1)
+    return out
+
+
+def guide_draws(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    max_plate_nesting: int | None,
+    batch_size: int | None,
+    vectorize: bool,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""Log ratios :math:`\log p(x, z_i) - \log q(z_i)`, shape ``(num_samples,)``, and the
+    guide's latent draws by site, ``(num_samples, size)``: vectorised in chunks of
+    ``batch_size`` (Pyro's ``vectorized_importance_weights``) or one draw at a time. What
+    :func:`guide_psis_khat` and :func:`~pyro_flows.infer.guide_check.guide_importance_check`
+    read."""
+    import pyro.poutine as poutine
+
+    if not vectorize:
+        log_ratios, values = [], []
+        for _ in range(num_samples):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs
+            )
+            log_ratios.append(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
+            values.append(_latent_values(guide_trace, 1))
+        names = values[0].keys()
+        return torch.stack(log_ratios), {n: torch.cat([v[n] for v in values]) for n in names}
+    from pyro.infer.importance import vectorized_importance_weights
+
+    if max_plate_nesting is None:
+        max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
+    chunk = num_samples if batch_size is None else min(batch_size, num_samples)
+    log_ratios, values, done = [], [], 0
+    while done < num_samples:
+        n = min(chunk, num_samples - done)
+        lw, _, guide_trace = vectorized_importance_weights(
+            model, guide, *args, num_samples=n, max_plate_nesting=max_plate_nesting,
+            normalized=False, **kwargs,
+        )  # fmt: skip
+        log_ratios.append(lw.reshape(-1) if n > 1 else lw.reshape(1))
+        values.append(_latent_values(guide_trace, n))
+        done += n
+    names = values[0].keys()
+    return torch.cat(log_ratios), {name: torch.cat([v[name] for v in values]) for name in names}
+
+
 def _sequential_log_weights(
     model: Callable, guide: Callable, num_samples: int, args: tuple, kwargs: dict
 ) -> Tensor:
-    import pyro.poutine as poutine
-
-    out = []
-    for _ in range(num_samples):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-        out.append(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
-    return torch.stack(out)
+    """The log ratios of :func:`guide_draws`, one guide run and model replay per draw."""
+    return guide_draws(model, guide, args, kwargs, num_samples, None, None, False)[0]
 
 
 @torch.no_grad()
@@ -356,25 +413,7 @@ def guide_psis_khat(
             f"vectorize must be a bool (True or False), got {type(vectorize).__name__} "
             f"{vectorize!r}"
         )
-    if not vectorize:
-        return psis_khat(_sequential_log_weights(model, guide, num_samples, args, kwargs))
-    from pyro.infer.importance import vectorized_importance_weights
-
-    if max_plate_nesting is None:
-        max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
-    chunk = num_samples if batch_size is None else min(batch_size, num_samples)
-    parts, done = [], 0
-    while done < num_samples:
-        n = min(chunk, num_samples - done)
-        lw, _, _ = vectorized_importance_weights(
-            model,
-            guide,
-            *args,
-            num_samples=n,
-            max_plate_nesting=max_plate_nesting,
-            normalized=False,
-            **kwargs,
-        )
-        parts.append(lw.reshape(-1) if n > 1 else lw.reshape(1))
-        done += n
-    return psis_khat(torch.cat(parts))
+    log_ratios, _ = guide_draws(
+        model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
+    )
+    return psis_khat(log_ratios)

@@ -8,42 +8,10 @@ first batch once, then learns its parameters.
 
 **Three elementwise affine layers.** :class:`~pyro_flows.transforms.rescale.Rescale`,
 :class:`~pyro_flows.transforms.affine.ElementwiseAffine` and
-:class:`~pyro_flows.transforms.normalization.ActNorm` are the same kind of map, one coordinate at
-a time, with the same positive scale :math:`\sigma = \mathrm{softplus}(r)` (the ``raw_scale``
-parameter :math:`r` that the other two inherit from ``Rescale``) and the same point-independent
-log-determinant :math:`\sum_d \log\sigma_d`, costing :math:`O(D)` both ways. They differ only in
-whether there is a shift and in how the parameters start: ``Rescale`` has no shift; an
-``ElementwiseAffine`` shift (``loc``) and scale start at values you pass; an ``ActNorm`` shift
-(``bias``) and scale start at the identity and are set once from the first training batch.
-(:class:`~pyro_flows.transforms.image.ChannelActNorm` is ActNorm per channel of an image.)
-
-.. list-table::
-   :header-rows: 1
-
-   * - layer
-     - map (base :math:`\to` data)
-     - initial values
-     - data-dependent init
-     - use it for
-   * - ``Rescale``
-     - :math:`y = \sigma \odot x`
-     - :math:`\sigma = 1` (the identity)
-     - no
-     - a learnable per-dimension scale, e.g. NICE's last layer after volume-preserving
-       additive couplings
-   * - ``ElementwiseAffine``
-     - :math:`y = \mu + \sigma \odot x`
-     - ``loc``, ``scale`` arguments (default 0, 1); ``frozen`` stops their training
-     - no
-     - the first layer next to a standard-normal base, to start a flow (a guide) as a chosen
-       diagonal Gaussian :math:`\mathcal N(\mu, \mathrm{diag}\,\sigma^2)`, as ``AutoFlow`` does
-   * - ``ActNorm``
-     - :math:`y = \sigma \odot x + b`
-     - identity until initialised
-     - yes: the first training-mode inverse sets :math:`b`, :math:`\sigma` to the batch's
-       mean and std
-     - between the layers of a density-estimation flow trained on data (Glow), to standardise
-       each layer's input
+:class:`~pyro_flows.transforms.normalization.ActNorm` are one map, one coordinate at a
+time, with the same softplus scale and log-determinant; they differ in the shift and in how
+the parameters start. :mod:`pyro_flows.transforms.rescale` has the table that says which
+to use when.
 """
 
 from __future__ import annotations
