@@ -17,13 +17,9 @@ by the Gaussian start's Laplace step when whitening, by default up to
 ``init_loc_fn``'s point and ``init_scale``. At the start every optional stage is the identity,
 so the untrained guide is exactly :math:`\mathcal N(\mu, \sigma^2 I)`.
 
-References:
-
-- A. Kucukelbir, D. Tran, R. Ranganath, A. Gelman, D. M. Blei. *Automatic Differentiation
-  Variational Inference.* JMLR 18, 2017. https://arxiv.org/abs/1603.00788
-- D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling. *Improved
-  Variational Inference with Inverse Autoregressive Flow.* NeurIPS, 2016.
-  https://arxiv.org/abs/1606.04934
+References: Kucukelbir et al., JMLR 2017 (ADVI's location-scale guide); Kingma et al., NeurIPS
+2016 (inverse autoregressive flows); the full entries are in
+:class:`~pyro_flows.infer.autoflow.AutoFlow`'s docstring.
 """
 
 from __future__ import annotations

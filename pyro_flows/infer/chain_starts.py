@@ -246,43 +246,6 @@ def _given_initial_points(
     return z.detach(), lp.detach()
 
 
-def _initial_points(
-    density: DensityForStarts,
-    num_chains: int,
-    init: Tensor | str | None,
-    generator: torch.Generator,
-    *,
-    dtype: torch.dtype | None = None,
-    radius: float = 2.0,
-    max_tries: int = 100,
-) -> tuple[Tensor, Tensor]:
-    """The starts :meth:`~pyro_flows.infer.target_density.TargetDensity.initial_points`
-    returns (its docstring says which): given, Stan's uniform draw, or around the modes."""
-    if isinstance(init, str) and init not in INIT_STRATEGIES:
-        raise ValueError(
-            "init must be None or 'modes' (the default: over-dispersed around the target's "
-            f"modes), 'uniform' (U(-{radius}, {radius})^D around its initial point) or a "
-            f"tensor of shape ({density.dim},) or (num_chains, dim); got the str {init!r}"
-        )
-    device = density.points_device(None if isinstance(init, str) else init)
-    if dtype is None and isinstance(init, Tensor) and init.is_floating_point():
-        dtype = init.dtype
-    if init is not None and not isinstance(init, str):
-        dtype = dtype or density.dtype or torch.get_default_dtype()
-        density.start = {"init": "given"}
-        return _given_initial_points(density, num_chains, init, dtype, device)
-    dtype = dtype or _initial_dtype(density, device)
-    center = _center(density, dtype, device)
-    if init == "uniform":
-        density.start = {"init": "uniform"}
-    else:
-        found = _mode_starts(density, num_chains, generator, center, radius, max_tries)
-        if isinstance(found, tuple):
-            return found
-        density.start.update(init="uniform", init_fallback=found)
-    return _uniform_points(density, num_chains, generator, center, radius, max_tries)
-
-
 def _uniform_points(
     density: DensityForStarts, num_chains: int, generator: torch.Generator, center: Tensor,
     radius: float, max_tries: int,

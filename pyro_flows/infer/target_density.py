@@ -381,9 +381,31 @@ class TargetDensity:
             for a string other than ``"modes"`` / ``"uniform"``.
         :raises TypeError: for an ``init`` that is neither of these nor array-like.
         """
-        return chain_starts._initial_points(
-            self, num_chains, init, generator, dtype=dtype, radius=radius, max_tries=max_tries
-        )
+        if isinstance(init, str) and init not in chain_starts.INIT_STRATEGIES:
+            raise ValueError(
+                "init must be None or 'modes' (the default: over-dispersed around the target's "
+                f"modes), 'uniform' (U(-{radius}, {radius})^D around its initial point) or a "
+                f"tensor of shape ({self.dim},) or (num_chains, dim); got the str {init!r}"
+            )
+        device = self.points_device(None if isinstance(init, str) else init)
+        if dtype is None and isinstance(init, Tensor) and init.is_floating_point():
+            dtype = init.dtype
+        if init is not None and not isinstance(init, str):
+            dtype = dtype or self.dtype or torch.get_default_dtype()
+            self.start = {"init": "given"}
+            return chain_starts._given_initial_points(self, num_chains, init, dtype, device)
+        dtype = dtype or self._initial_dtype(device)
+        center = self._center(dtype, device)
+        if init == "uniform":
+            self.start = {"init": "uniform"}
+        else:
+            found = chain_starts._mode_starts(
+                self, num_chains, generator, center, radius, max_tries
+            )
+            if isinstance(found, tuple):
+                return found
+            self.start.update(init="uniform", init_fallback=found)
+        return chain_starts._uniform_points(self, num_chains, generator, center, radius, max_tries)
 
     def start_facts(self) -> dict[str, Any]:
         """What :meth:`initial_points` did last, for a result's ``extra``: ``init`` (``"given"``,
