@@ -56,12 +56,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from ._diagnostic_inputs import _arviz
-from .importance_weights import guide_draws, psis_khat
+from .importance_weights import guide_draws, psis_smooth
 
 __all__ = [
     "KHAT_RELIABLE",
@@ -140,18 +137,6 @@ class GuideCheck:
         )
 
 
-def _smoothed_weights(log_ratios: Tensor) -> Tensor:
-    """PSIS-smoothed normalised weights (float64); plain self-normalised ones without ArviZ's
-    ``psislw``."""
-    lw = log_ratios.detach().double().cpu()
-    psislw = getattr(_arviz(), "psislw", None)
-    if psislw is not None:
-        result = psislw(lw.numpy().copy())
-        smoothed = result[0] if isinstance(result, tuple) else np.asarray(result.log_weights)
-        lw = torch.from_numpy(np.asarray(smoothed, dtype=np.float64)).reshape(-1)
-    return torch.softmax(lw, 0)
-
-
 @torch.no_grad()
 def guide_importance_check(
     model: Callable,
@@ -184,19 +169,11 @@ def guide_importance_check(
 
     References: see the module docstring.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if not isinstance(vectorize, bool):
-        raise TypeError(f"vectorize must be a bool, got {type(vectorize).__name__} {vectorize!r}")
     log_ratios, values = guide_draws(
         model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
     )
-    khat = psis_khat(log_ratios)
-    weights = _smoothed_weights(log_ratios)
+    smoothed, khat = psis_smooth(log_ratios)
+    weights = torch.softmax(smoothed, 0)
     check = GuideCheck(khat, num_samples, float(1.0 / (weights**2).sum()))
     for name, x in values.items():
         x = x.double().cpu()

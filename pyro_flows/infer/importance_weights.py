@@ -222,6 +222,19 @@ def psis_khat(log_weights: ArrayLike, reff: float = 1.0) -> float:
     - J. Zhang, M. A. Stephens. *A new and efficient estimation method for the generalized
       Pareto distribution.* Technometrics 51, 2009.
     """
+    return psis_smooth(log_weights, reff)[1]
+
+
+def psis_smooth(log_weights: ArrayLike, reff: float = 1.0) -> tuple[Tensor, float]:
+    r"""The Pareto-smoothed log weights (float64, shape ``(n,)``) and :math:`\hat k` of
+    :func:`psis_khat`, from one tail fit. Where the ratios are bounded (``-inf``) or ArviZ has
+    no ``psislw``, the log weights come back unsmoothed.
+
+    >>> import torch
+    >>> smoothed, k = psis_smooth(torch.zeros(20))
+    >>> smoothed.shape, k
+    (torch.Size([20]), -inf)
+    """
     given = log_weights.dtype if isinstance(log_weights, Tensor) else torch.float64
     eps = torch.finfo(given).eps if given.is_floating_point else torch.finfo(torch.float64).eps
     lw = _log_weights(log_weights)
@@ -229,17 +242,20 @@ def psis_khat(log_weights: ArrayLike, reff: float = 1.0) -> float:
         raise ValueError(f"psis_khat needs at least 10 log weights, got {lw.numel()}")
     if not (isinstance(reff, int | float) and reff > 0):
         raise ValueError(f"reff must be a positive number, got {reff!r}")
+    plain = lw.detach().double().cpu().reshape(-1)
     finite = lw[torch.isfinite(lw)]
     spread = float(finite.max() - finite.min())
     if spread <= _EQUAL_ULPS * eps * max(1.0, float(finite.abs().max())):
-        return -math.inf  # bounded ratios: the weights are 0 or equal up to rounding
-    az = _arviz()
-    psislw = getattr(az, "psislw", None)
+        return plain, -math.inf  # bounded ratios: the weights are 0 or equal up to rounding
+    psislw = getattr(_arviz(), "psislw", None)
     if psislw is not None:
         result = psislw(lw.detach().cpu().numpy().copy(), reff=reff)
-        khat = result[1] if isinstance(result, tuple) else result.pareto_shape
-        return float(np.asarray(khat).reshape(()))
-    return _pyro_khat(lw, reff)  # pragma: no cover - only with an ArviZ without psislw
+        smoothed, khat = result if isinstance(result, tuple) else (
+            result.log_weights, result.pareto_shape
+        )
+        smoothed = torch.from_numpy(np.asarray(smoothed, dtype=np.float64)).reshape(-1)
+        return smoothed, float(np.asarray(khat).reshape(()))
+    return plain, _pyro_khat(lw, reff)  # pragma: no cover - only with an ArviZ without psislw
 
 
 def _pyro_khat(lw: Tensor, reff: float) -> float:
@@ -304,7 +320,19 @@ def guide_draws(
     guide's latent draws by site, ``(num_samples, size)``: vectorised in chunks of
     ``batch_size`` (Pyro's ``vectorized_importance_weights``) or one draw at a time. What
     :func:`guide_psis_khat` and :func:`~pyro_flows.infer.guide_check.guide_importance_check`
-    read."""
+    read. Refuses ``num_samples < 10``, a ``batch_size`` that is not a positive int and a
+    ``vectorize`` that is not a bool."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
+        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if not isinstance(vectorize, bool):
+        raise TypeError(
+            f"vectorize must be a bool (True or False), got {type(vectorize).__name__} "
+            f"{vectorize!r}"
+        )
     import pyro.poutine as poutine
 
     if not vectorize:
@@ -335,13 +363,6 @@ def guide_draws(
         done += n
     names = values[0].keys()
     return torch.cat(log_ratios), {name: torch.cat([v[name] for v in values]) for name in names}
-
-
-def _sequential_log_weights(
-    model: Callable, guide: Callable, num_samples: int, args: tuple, kwargs: dict
-) -> Tensor:
-    """The log ratios of :func:`guide_draws`, one guide run and model replay per draw."""
-    return guide_draws(model, guide, args, kwargs, num_samples, None, None, False)[0]
 
 
 @torch.no_grad()
@@ -402,17 +423,6 @@ def guide_psis_khat(
       Variational Inference.* ICML 2018. https://arxiv.org/abs/1802.02538
     - A. Vehtari et al. *Pareto Smoothed Importance Sampling.* JMLR 25, 2024.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if not isinstance(vectorize, bool):
-        raise TypeError(
-            f"vectorize must be a bool (True or False), got {type(vectorize).__name__} "
-            f"{vectorize!r}"
-        )
     log_ratios, _ = guide_draws(
         model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
     )
