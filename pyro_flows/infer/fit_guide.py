@@ -59,7 +59,7 @@ from ._guide_state import checkpoint_exists as checkpoint_exists
 from ._loop import resuming
 from ._steps import _shown, check_int, check_number, check_training_options
 from ._steps import gradient_norm as gradient_norm
-from .guide_check import GuideCheck, guide_importance_check
+from .guide_check import KHAT_RELIABLE, GuideCheck, guide_importance_check
 
 __all__ = ["GuideFitResult", "fit_guide"]
 
@@ -68,7 +68,7 @@ LOSSES = ("elbo", "mean_field", "iwae")
 #: consecutive refused (NaN/inf) steps after which training stops
 MAX_NONFINITE = 5
 #: the PSIS k-hat above which the guide is flagged as unreliable (Vehtari et al.)
-KHAT_BAD = 0.7
+KHAT_BAD = KHAT_RELIABLE  # the one threshold, shared with the moment check
 
 
 @dataclass
