@@ -27,7 +27,16 @@ weighted mean has a standard error of about :math:`\tilde s_j/\sqrt{n_e}` and th
 relative one of about :math:`1/\sqrt{2 n_e}` (Gaussian-like marginals): at 1000 draws and
 :math:`n_e \approx 700` about 0.04 sd and 3 %, at :func:`~pyro_flows.infer.fit_guide`'s 4000
 draws and :math:`n_e \approx 3000` about 0.02 sd and 1.3 %, against the 0.1 sd and 10 % it
-judges.
+judges. Heavy tails make it larger (a hierarchical scale: 3-8 %), so the check measures it: 64
+bootstrap resamples of the draws give each element's standard error, and an element is flagged
+only when it is past the limit by more than that error.
+
+Measured with :func:`~pyro_flows.infer.fit_guide`'s defaults (4000 draws), against the truth:
+eight schools (non-centred), AutoNormal's :math:`\tau` sd ratio read 0.84/0.81 (true 2.69/3.20 =
+0.84, seeds 0/1) and AutoFlow's 1.21/1.16 (true 3.93/3.20 = 1.23, seed 0), both flagged; on
+posteriordb's kidiq momiq, mesquite and arma, where AutoFlow meets the reference, it read
+within 0.02 of the reference's ratios and stayed quiet; on the HMM (reference sd ratio up to
+1.102) it read 1.133 with a standard error of 0.026 and flagged it.
 
 Example:
 
@@ -57,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .importance_weights import guide_draws, psis_smooth
 
@@ -86,6 +96,8 @@ class GuideCheck:
     :ivar mean_shift: per latent element (``"site"`` or ``"site[i]"``, flat index), the guide's
         mean minus the weighted mean, in weighted sds (signed).
     :ivar sd_ratio: per latent element, the guide's sd over the weighted sd.
+    :ivar mean_shift_se: per latent element, the bootstrap standard error of ``mean_shift``.
+    :ivar sd_ratio_se: per latent element, the bootstrap standard error of ``sd_ratio``.
 
     References: see the module docstring.
     """
@@ -95,6 +107,8 @@ class GuideCheck:
     ess: float
     mean_shift: dict[str, float] = field(default_factory=dict)
     sd_ratio: dict[str, float] = field(default_factory=dict)
+    mean_shift_se: dict[str, float] = field(default_factory=dict)
+    sd_ratio_se: dict[str, float] = field(default_factory=dict)
 
     @property
     def worst_mean_shift(self) -> float:
@@ -115,13 +129,20 @@ class GuideCheck:
     @property
     def biased(self) -> bool:
         """Reliable weights that disagree with the guide by more than 0.1 sd in a mean or 10 %
-        in an sd."""
-        low, high = self.sd_ratio_range
-        return self.reliable and (
-            self.worst_mean_shift > MEAN_SHIFT_LIMIT
-            or low < SD_RATIO_LIMITS[0]
-            or high > SD_RATIO_LIMITS[1]
-        )
+        in an sd, by more than the check's own bootstrap standard error (a heavy-tailed marginal,
+        e.g. a hierarchical scale, makes the weighted sd noisy: its noise must not read as
+        bias; one standard error, not two, so that a miss just past the limit is still seen)."""
+        if not self.reliable:
+            return False
+        low_sd, high_sd = SD_RATIO_LIMITS
+        for label, shift in self.mean_shift.items():
+            if abs(shift) - self.mean_shift_se.get(label, 0.0) > MEAN_SHIFT_LIMIT:
+                return True
+        for label, ratio in self.sd_ratio.items():
+            se = self.sd_ratio_se.get(label, 0.0)
+            if ratio - se > high_sd or ratio + se < low_sd:
+                return True
+        return False
 
     def summary(self) -> str:
         """One line: the worst mean shift and the sd-ratio range, naming the elements."""
@@ -135,6 +156,19 @@ class GuideCheck:
             f"({worst_mean}), guide sd / weighted sd {self.sd_ratio[low]:.2f} ({low}) to "
             f"{self.sd_ratio[high]:.2f} ({high}); {self.num_samples} draws, ESS {self.ess:.0f}"
         )
+
+
+#: bootstrap resamples of the draws for the check's standard errors, and columns per chunk
+_BOOTSTRAP = 64
+_BOOTSTRAP_COLUMNS = 16
+
+
+def _shift_and_ratio(x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(guide mean - weighted mean) / weighted sd, and guide sd / weighted sd, per column of
+    ``x`` ``(..., n, D)`` under normalised ``weights`` ``(..., n)``."""
+    mean_w = (weights[..., None] * x).sum(-2)
+    sd_w = (weights[..., None] * (x - mean_w[..., None, :]) ** 2).sum(-2).sqrt()
+    return (x.mean(-2) - mean_w) / sd_w, x.std(-2) / sd_w
 
 
 @torch.no_grad()
@@ -175,15 +209,25 @@ def guide_importance_check(
     smoothed, khat = psis_smooth(log_ratios)
     weights = torch.softmax(smoothed, 0)
     check = GuideCheck(khat, num_samples, float(1.0 / (weights**2).sum()))
+    resamples = torch.randint(
+        len(weights), (_BOOTSTRAP, len(weights)), generator=torch.Generator().manual_seed(0)
+    )
+    boot_weights = torch.softmax(smoothed[resamples], -1)  # (B, n)
     for name, x in values.items():
         x = x.double().cpu()
-        mean_w = weights @ x
-        sd_w = (weights @ (x - mean_w) ** 2).sqrt()
-        shift = (x.mean(0) - mean_w) / sd_w
-        ratio = x.std(0) / sd_w
-        usable = torch.isfinite(x).all(0) & (sd_w > 0)
+        shift, ratio = _shift_and_ratio(x, weights)
+        shift_se = torch.zeros_like(shift)
+        ratio_se = torch.zeros_like(ratio)
+        for cols in torch.arange(x.shape[1]).split(_BOOTSTRAP_COLUMNS):
+            xb = x[:, cols][resamples]  # (B, n, c)
+            s_b, r_b = _shift_and_ratio(xb, boot_weights)
+            shift_se[cols] = s_b.std(0)
+            ratio_se[cols] = r_b.std(0)
+        usable = torch.isfinite(shift) & torch.isfinite(ratio)
         for j in torch.nonzero(usable).reshape(-1).tolist():
             label = name if x.shape[1] == 1 else f"{name}[{j}]"
             check.mean_shift[label] = float(shift[j])
             check.sd_ratio[label] = float(ratio[j])
+            check.mean_shift_se[label] = float(shift_se[j])
+            check.sd_ratio_se[label] = float(ratio_se[j])
     return check

@@ -114,3 +114,19 @@ def test_fit_guide_is_quiet_about_a_good_guide():
 def test_bad_arguments_are_refused(kwargs, error):
     with pytest.raises(error):
         guide_importance_check(_model, _guide(1.0), **kwargs)
+
+
+def test_a_discrepancy_within_the_checks_own_error_is_not_called_bias():
+    def check(ratio, se, shift=0.0, shift_se=0.0):
+        return GuideCheck(0.3, 4000, 3000.0, {"a": shift}, {"a": ratio}, {"a": shift_se}, {"a": se})
+
+    assert check(1.15, 0.01).biased and check(0.85, 0.01).biased
+    assert not check(1.15, 0.08).biased and not check(0.85, 0.08).biased
+    assert check(1.0, 0.0, shift=0.2, shift_se=0.05).biased
+    assert not check(1.0, 0.0, shift=0.2, shift_se=0.15).biased
+
+
+def test_the_bootstrap_errors_are_measured():
+    pyro.set_rng_seed(0)
+    check = guide_importance_check(_model, _guide(1.3), num_samples=2000)
+    assert 0.0 < check.sd_ratio_se["a"] < 0.1 and 0.0 < check.mean_shift_se["a"] < 0.1
