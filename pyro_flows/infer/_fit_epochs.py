@@ -15,7 +15,9 @@ the plateau schedule and early stopping (Prechelt, 1998). The position inside th
 (:data:`~pyro_flows.infer._fit_checkpoint.LOOP_KEYS`) lives in one dict that every checkpoint
 stores, so that a resume continues at the same batch with the same permutation and RNG states.
 A NaN/inf loss, gradient norm or score stops the training with the parameters of the end of the
-last complete epoch (:class:`~pyro_flows.infer.fit.NonFiniteLossError`).
+last complete epoch (:class:`~pyro_flows.infer.fit.NonFiniteLossError`). The batch loss and its
+backward pass are eager or compiled (:class:`~pyro_flows.infer._compiled_step.BatchLoss`); the
+rest of the step is the same either way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from . import _fit_checkpoint
+from ._compiled_step import BatchLoss
 from ._data import Split
 from ._distributed import shard
 from ._loop import NonFiniteLossError, interruptible, resuming, stop_non_finite
@@ -43,15 +46,15 @@ def state_copy(model: nn.Module) -> dict[str, Tensor]:
 
 
 class EpochTraining:
-    """``fit``'s run: the model, its loss module (wrapped in ``DistributedDataParallel`` when
-    distributed), AdamW and the schedule, the training rows, the history and the position;
-    restored from ``checkpoint`` when ``resume`` (refused before anything changes when it was
-    written for another ``fingerprint``)."""
+    """``fit``'s run: the model, its batch loss (eager or compiled; its loss module wrapped in
+    ``DistributedDataParallel`` when distributed), AdamW and the schedule, the training rows,
+    the history and the position; restored from ``checkpoint`` when ``resume`` (refused before
+    anything changes when it was written for another ``fingerprint``)."""
 
     def __init__(
         self,
         model: nn.Module,
-        loss_module: nn.Module,
+        batch_loss: BatchLoss,
         params: list[Tensor],
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
@@ -70,7 +73,7 @@ class EpochTraining:
         lr: float,
         clip_grad_norm: float | None,
     ) -> None:
-        self.model, self.loss_module, self.params = model, loss_module, params
+        self.model, self.batch_loss, self.params = model, batch_loss, params
         self.optimizer, self.scheduler, self.lr_schedule = optimizer, scheduler, lr_schedule
         self.parts, self.where, self.device = parts, where, params[0].device
         self.batch_size, self.n_batches = batch_size, n_batches
@@ -85,6 +88,7 @@ class EpochTraining:
                 type(history),
             )
         self.last_good = state_copy(model)
+        self.epochs = 0  # the run's number of epochs (set by run)
         self.start = 0.0  # perf_counter() at the run's start, less the time trained before
 
     # -- checkpoints and the finiteness guard -----------------------------------------------------
@@ -127,21 +131,24 @@ class EpochTraining:
 
     def _step(self, epoch: int, b: int, perm: Tensor) -> None:
         """Batch ``b`` of the epoch: the loss, the guarded step, the running loss sum."""
+        started = time.perf_counter()
         parts, state = self.parts, self.state
         idx = shard(perm[b * self.batch_size : (b + 1) * self.batch_size], self.where)
+        batch_x = parts.train_x[idx]
         batch_c = None if parts.train_c is None else parts.train_c[idx]
-        loss = self.loss_module(parts.train_x[idx], batch_c)
+        loss = self.batch_loss(batch_x, batch_c)
         total = self._reduce_sum(loss.detach() * idx.numel())
         rows = idx.numel()
         if self.where.enabled:
             rows = int(self._reduce_sum(torch.tensor(float(rows), device=self.device)))
         if not torch.isfinite(total):
+            self.batch_loss.explain_non_finite(batch_x, batch_c)
             raise self.stop_on(
                 "non-finite loss",
                 f"non-finite training loss ({float(total) / rows}) at epoch {epoch}, batch {b}",
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.batch_loss.backward(loss, batch_x, batch_c)
         if not gradients_are_finite(self.params, self.clip_grad_norm):
             raise self.stop_on(
                 "non-finite gradient",
@@ -154,6 +161,8 @@ class EpochTraining:
         state["loss_sum"] += float(total)
         state["count"] += rows
         state["batch"] = b + 1
+        steps_left = (self.epochs - epoch) * self.n_batches - (b + 1)
+        self.batch_loss.timed_step(time.perf_counter() - started, steps_left)
 
     def train_epoch(self, epoch: int) -> None:
         """The epoch's batches, from the saved position (a new permutation at its start)."""
@@ -219,6 +228,13 @@ class EpochTraining:
         return None
 
     # -- the run ----------------------------------------------------------------------------------
+    def _record_compilation(self) -> None:
+        """Whether the steps ran compiled, and the first compiled step's time, into the
+        history (however the run ends)."""
+        self.history.compiled = self.batch_loss.compiled is not None
+        if self.batch_loss.compile_seconds is not None:
+            self.history.compile_seconds = self.batch_loss.compile_seconds
+
     def run(
         self,
         *,
@@ -232,6 +248,7 @@ class EpochTraining:
         """The epochs from the saved position to a stop; then the best parameters back (with
         validation rows). Returns the history."""
         self.start = time.perf_counter() - self.state["elapsed"]
+        self.epochs = epochs
         bar = progress_bar(
             total=epochs,
             initial=self.state["epoch"],
@@ -240,24 +257,27 @@ class EpochTraining:
             enabled=progress and self.where.is_main,
         )
         self.model.train()
-        with interruptible(bar, self._save_interrupted):
-            for epoch in range(self.state["epoch"], epochs):
-                self.train_epoch(epoch)
-                train_nll, val_nll = self.end_epoch(epoch)
-                bar.update(1)
-                shown = {"train": f"{train_nll:.4f}"}
-                if not math.isnan(val_nll):  # no validation split: nothing to show
-                    shown["val"] = f"{val_nll:.4f}"
-                bar.set_postfix(**shown)
-                stop = self.stop_rule(epoch, epochs, patience, max_time)
-                if stop is not None:
-                    self.history.stopped = stop
-                if (epoch + 1) % checkpoint_every == 0 or stop is not None:
-                    self.save()
-                if callback is not None:
-                    callback(epoch, self.history)
-                if stop is not None:
-                    break
+        try:
+            with interruptible(bar, self._save_interrupted):
+                for epoch in range(self.state["epoch"], epochs):
+                    self.train_epoch(epoch)
+                    train_nll, val_nll = self.end_epoch(epoch)
+                    bar.update(1)
+                    shown = {"train": f"{train_nll:.4f}"}
+                    if not math.isnan(val_nll):  # no validation split: nothing to show
+                        shown["val"] = f"{val_nll:.4f}"
+                    bar.set_postfix(**shown)
+                    stop = self.stop_rule(epoch, epochs, patience, max_time)
+                    if stop is not None:
+                        self.history.stopped = stop
+                    if (epoch + 1) % checkpoint_every == 0 or stop is not None:
+                        self.save()
+                    if callback is not None:
+                        callback(epoch, self.history)
+                    if stop is not None:
+                        break
+        finally:
+            self._record_compilation()
         if self.state["best_state"] is not None and self.parts.val_x is not None:
             self.model.load_state_dict(self.state["best_state"])
         self.where.barrier()
