@@ -152,6 +152,51 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         assert torch.allclose(store[name], value, atol=1e-6), name
 
 
+def test_resume_in_the_cool_down_equals_an_uninterrupted_run(tmp_path):
+    """A run stopped part-way through the (polished) cool-down and resumed ends as an
+    uninterrupted one."""
+    options = quiet(steps=600, seed=2, window=20, min_steps=0, khat_samples=0)
+    full = fit_guide(two_normals, small_flow_guide(), **options)
+    assert full.stopped == "converged"
+    reference = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    stop_at = full.converged_at + 15
+    pyro.clear_param_store()
+    path = tmp_path / "fit.pt"
+    first = fit_guide(two_normals, small_flow_guide(), checkpoint=path,
+                      callback=lambda step, result: step == stop_at, **options)
+    assert first.stopped == "callback"
+    pyro.clear_param_store()
+    resumed = fit_guide(two_normals, small_flow_guide(), checkpoint=path, resume=True, **options)
+    assert resumed.steps == full.steps
+    assert resumed.elbo == pytest.approx(full.elbo, abs=1e-6)
+    for name, value in reference.items():
+        assert torch.allclose(pyro.get_param_store()[name], value, atol=1e-6), name
+
+
+def test_polish_switches_the_path_gradient_on_only_in_the_cool_down():
+    """With ``polish`` AutoFlow's path-gradient switch is on exactly in the cool-down and put
+    back afterwards; ``polish=False`` takes the same steps until then and other ones after."""
+    seen = []
+    guide = small_flow_guide()
+
+    def watch(step, result):
+        seen.append((result.converged_at is not None and step > result.converged_at,
+                     guide.path_gradient))
+
+    result = fit_guide(two_normals, guide, steps=600, seed=0, window=20, min_steps=0,
+                       khat_samples=0, callback=watch, **quiet())
+    assert result.stopped == "converged"
+    assert all(switch == cooling for cooling, switch in seen) and any(c for c, _ in seen)
+    assert guide.path_gradient is False
+    pyro.clear_param_store()
+    last = fit_guide(two_normals, small_flow_guide(), steps=600, seed=0, window=20,
+                     min_steps=0, khat_samples=0, polish=False, **quiet())
+    cooling = result.converged_at  # the same steps until the cool-down, then other gradients
+    assert last.converged_at == cooling
+    assert last.elbo[:cooling] == pytest.approx(result.elbo[:cooling], abs=1e-6)
+    assert last.elbo[cooling:] != pytest.approx(result.elbo[cooling:], abs=1e-6)
+
+
 def test_a_refused_resume_changes_nothing(tmp_path):
     path = tmp_path / "fit.pt"
     fit_guide(two_normals, AutoNormal(two_normals), steps=20, checkpoint=path, seed=0,
@@ -316,6 +361,7 @@ def test_result_is_a_record():
         ((), {"schedule": "linear"}, ValueError, "schedule must be one of"),
         ((), {"clip_grad_norm": 0.0}, ValueError, "clip_grad_norm must be"),
         ((), {"converge": "yes"}, TypeError, "converge must be True or False"),
+        ((), {"polish": 1}, TypeError, "polish must be True or False"),
         ((), {"window": 1}, ValueError, "window must be"),
         ((), {"khat_samples": 5}, ValueError, "khat_samples must be 0"),
         ((), {"seed": "0"}, TypeError, "seed must be None"),
