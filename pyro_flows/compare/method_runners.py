@@ -89,10 +89,11 @@ class MethodRun:
 
     :ivar method: one of :data:`~pyro_flows.compare.method_registry.ALL_METHODS`.
     :ivar kind: ``"mcmc"`` (nuts, neutra, mh, mala: chains of correlated draws), ``"flow"``
-        (``flow``, ``flow_mcmc``: independent draws of :math:`q`, unweighted), ``"is"``
+        (``flow``: independent draws of :math:`q`, unweighted; ``flow_mcmc``: its chains'
+        states after the burn-in, ``history.samples``), ``"is"``
         (resampled importance draws) or ``"ais"`` (resampled AIS particles).
-    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for the flow rows,
-        ``is`` and ``ais``).
+    :ivar samples: draws of shape ``(chains, draws, dim)`` (one chain for ``flow``, ``is`` and
+        ``ais``).
     :ivar wall_time: seconds, training included for the flow-based methods.
     :ivar grad_evals: target gradients (training included for the flow-based methods).
     :ivar log_prob_evals: target log-density evaluations without a gradient (MH, IS).
@@ -183,13 +184,17 @@ def _importance_run(
     *,
     resample: bool,
 ) -> MethodRun:
-    """A flow row (``flow``, ``flow_mcmc``: the flow's own draws) or, with ``resample``, ``is``
-    (resampled)."""
+    """A flow row (``flow``: the flow's own draws; ``flow_mcmc``: its chains' post-burn-in
+    states, ``history.samples``, where the training kept them) or, with ``resample``, ``is``
+    (resampled). The importance statistics are the flow's either way."""
     result = importance_sample(
         trained.flow, target, num_samples=num_samples, resample=resample, seed=seed
     )
     proposal = result.extra["proposal_samples"].detach()
     samples = result.samples.detach() if resample else proposal.unsqueeze(0)
+    chain_states = getattr(trained.history, "samples", None)
+    if not resample and chain_states is not None:  # MCMC draws: masses fixed by the accept steps
+        samples = chain_states.detach().to(proposal)
     return MethodRun(
         method=method,
         kind="is" if resample else "flow",

@@ -44,10 +44,14 @@ from ._target_evaluation import importance_weights as importance_weights
 from ._target_modes import check_modes as check_modes_of
 from ._target_modes import choose_method, final_khat, search_target
 
-__all__ = ["METHODS", "TargetFitHistory", "TargetError", "fit_target", "importance_weights"]
+__all__ = [
+    "KEPT_ROUNDS", "METHODS", "TargetFitHistory", "TargetError", "fit_target", "importance_weights",
+]
 
 #: the training methods of :func:`fit_target` (``"auto"`` picks one of the other two)
 METHODS = ("auto", "reverse_kl", "flow_mcmc")
+#: ``flow_mcmc``: the most rounds of chain states ``history.samples`` keeps after the burn-in
+KEPT_ROUNDS = 200
 
 
 @dataclass
@@ -79,6 +83,13 @@ class TargetFitHistory:
     :ivar khat: the PSIS :math:`\\hat k` of the final importance weights (``nan`` before the
         end); above 0.7 the weights' tail is too heavy for IS estimates, and ``fit_target``
         warns.
+    :ivar samples: ``flow_mcmc``: ``(chains, draws, D)`` states of the target-level chains
+        after the burn-in (the first half of the steps, while the step sizes adapt), thinned to
+        at most :data:`KEPT_ROUNDS` rounds (the final states alone when training stopped
+        earlier); ``None`` for reverse KL. These are MCMC draws from :math:`p`, whose share per
+        mode the accept steps correct, so **mode masses and expectations should come from
+        them** (or from the flow's draws importance-weighted), not from the flow's own draws,
+        which the forward KL fits only approximately.
     """
 
     elbo: list[float] = field(default_factory=list)
@@ -96,6 +107,7 @@ class TargetFitHistory:
     global_acceptance: list[float] = field(default_factory=list)
     swap_acceptance: list[float] = field(default_factory=list)
     khat: float = math.nan
+    samples: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -202,7 +214,9 @@ def fit_target(
         (:mod:`pyro_flows.infer.flow_mcmc`; mass-covering, about ``5 * levels`` times the
         target gradients of reverse KL per step, ``levels`` growing like
         :math:`\sqrt{D}`, 4 in 2-D). ``batch_size`` is then the number of chains per level and
-        the forward-KL batch; ``anneal`` does not apply.
+        the forward-KL batch; ``anneal`` does not apply. Its draws from the target are the
+        chains' post-burn-in states, ``history.samples``: take mode masses and expectations
+        from them, not from the flow's own draws.
     :returns: a :class:`TargetFitHistory`.
     :raises TargetError: (a ``ValueError``) the target returned the wrong shape or NaN/inf; the
         parameters are those before the offending step.
@@ -396,12 +410,17 @@ class _StepLoop:
 
     def flow_mcmc(self, bar: Any, chains: Any, search_cost: int) -> None:
         r"""Steps on :math:`-\frac1B\sum_b \log q(x_b)` over the chains' states (the chains
-        adapt their step sizes during the first half of the steps)."""
+        adapt their step sizes during the first half of the steps, the burn-in; after it, the
+        cold states of every ``thin``-th round join ``history.samples``)."""
         run, history = self.run, self.run.history
+        burn_in = run.steps // 2
+        thin = max(1, math.ceil((run.steps - burn_in) / KEPT_ROUNDS))
         while run.step < run.steps:
             step = run.step
-            chains.sampler.adapt = step < run.steps // 2
+            chains.sampler.adapt = step < burn_in
             elbo = chains.advance()
+            if step >= burn_in and (step - burn_in) % thin == 0:
+                _keep_states(history, chains.sampler.cold[0])
             loss = -self.flow.log_prob(chains.batch(self.batch_size)).mean()
             if not bool(torch.isfinite(loss)):
                 raise self._fail(
@@ -416,3 +435,11 @@ class _StepLoop:
             history.grad_evals = search_cost + chains.grad_evals
             if self._finish_step(bar, elbo=f"{elbo:.3f}", jump=f"{chains.global_acceptance:.2f}"):
                 break
+        if history.samples is None:  # stopped during the burn-in: the states it reached
+            _keep_states(history, chains.sampler.cold[0])
+
+
+def _keep_states(history: TargetFitHistory, states: torch.Tensor) -> None:
+    """Append one round of ``(chains, D)`` states to ``history.samples`` ``(chains, draws, D)``."""
+    states = states.detach().clone()[:, None]
+    history.samples = states if history.samples is None else torch.cat([history.samples, states], 1)

@@ -30,6 +30,14 @@ Markov chains that the flow itself helps to mix:
 The ELBO recorded per step is that of the global proposals, :math:`\frac1C\sum_c
 [\log\tilde p(z'_c) - \log q(z'_c)]`, which costs nothing extra.
 
+**What the method returns.** The cold chains are MCMC draws from :math:`p`: the accept steps
+(local, swap and global) leave :math:`p` invariant, so their share per mode converges to the
+modes' masses whatever the flow's own share. ``fit_target`` keeps their states after the
+burn-in (the first half of the steps, while the step sizes adapt) as ``history.samples``
+``(chains, draws, D)``; mode masses and expectations come from them (or from the flow's draws
+importance-weighted). The flow's own draws are the proposal; forward KL fits its mass per mode
+only approximately (on gmm40 off by up to 0.02, against 0.003 for the chains).
+
 Cost per step, against reverse KL's ``batch_size`` target gradients: about
 ``local_steps * levels * batch_size`` gradients, ``batch_size`` flow draws and log densities
 (so a flow whose ``log_prob`` needs an inverse, IAF, pays it here), and one forward-KL step.

@@ -143,7 +143,10 @@ def test_checks_hold_flow_mcmc_to_modes_and_log_z():
     rows = [Row("flow_mcmc", 1.0, 1, mode_masses=[0.09, 0.22, 0.27, 0.42])]
     checks = check_mixture(rows, weights)
     assert [(c.name.split(":")[1].split()[0], c.status) for c in checks] == [
-        ("flow", "SKIP"), ("flow_mcmc", "PASS")]
+        ("flow", "SKIP"), ("flow_mcmc", "PASS"), ("flow_mcmc", "FAIL")]
+    assert checks[2].detail == "worst 0.0300 (mode 3: 0.270 vs 0.300)"  # the bar is 0.01
+    close = [Row("flow_mcmc", 1.0, 1, mode_masses=[0.105, 0.195, 0.308, 0.392])]
+    assert check_mixture(close, weights)[2].status == "PASS"
     assert checks[0].detail == "flow not run"
     with pytest.raises(ValueError, match="flow_mcmc row has 3 mode masses"):
         check_mixture([Row("flow_mcmc", 1.0, 1, mode_masses=[0.5, 0.3, 0.2])], weights)
