@@ -10,8 +10,9 @@ flow       reverse-KL flow :math:`q` (:func:`~pyro_flows.infer.fit_target`), the
            :math:`w_i = \tilde p(x_i)/q(x_i)`
 flow_mcmc  the same flow and budget trained the mass-covering way,
            ``fit_target(method="flow_mcmc")`` (forward KL on tempered MALA chains that the flow
-           helps to mix, started at every local maximum a search finds), then its draws and
-           weights as for ``flow``
+           helps to mix, started at every local maximum a search finds); its samples are the
+           chains' post-burn-in states (``history.samples``), its log Z, ESS and k-hat come from
+           the flow's draws and weights as for ``flow``
 nuts       Pyro's NUTS on :math:`\log\tilde p` (:func:`~pyro_flows.infer.nuts`)
 neutra     NUTS on the flow's pulled-back density :math:`\tilde p(f(\varepsilon))
            |\det J_f(\varepsilon)|`, draws mapped by :math:`f` (:func:`~pyro_flows.infer.neutra`)
