@@ -296,9 +296,9 @@ def fit_guide(
     step on a 10-D posterior). Measured on posteriordb's eight regressions
     (:mod:`pyro_flows.targets.posteriordb`, seed 0): with the 50-step window and no polish,
     AutoFlow's worst mean error reached 0.13 reference sd (kidiq interaction); with it, at
-    most 0.04, in a third to a half of the steps of the earlier default (window ``steps/50``,
-    a tenth of the steps before a stop). Pyro's guides have no such switch: ``polish`` leaves
-    them alone.
+    most 0.043 (seeds 0 and 1), in a third to a half of the steps of the earlier default
+    (window ``steps/50``, a tenth of the steps before a stop). Pyro's guides have no such
+    switch: ``polish`` leaves them alone.
 
     **The k-hat check** (Yao et al., 2018). After training, ``khat_samples`` draws
     :math:`z_i \sim q` give the log ratios :math:`\log p(x, z_i) - \log q(z_i)`, whose tail is
