@@ -16,14 +16,15 @@ Per target and seed, one row per method, printed as it finishes:
   warm-up and 500 draws (``--quick``: 100 and 100).
 
 Columns: wall seconds, target gradients, :math:`\\log\\hat Z - \\log Z` (importance sampling
-from the flow, 20 000 draws), the IS ESS fraction, PSIS k-hat, and the largest error of the mass
-per mode (mixtures: the mass nearest each centre; many-well: the left-well mass per pair)
-computed from the flow's own draws (``flow``), from the same draws importance-weighted (``IS``),
-from the post-burn-in states of ``flow_mcmc``'s chains (``history.samples``, ``chains``: what
-the method reports) and for NUTS from its chains; ``found`` counts modes holding at least half
-their mass in the method's own draws (``chains`` for ``flow_mcmc``, else ``flow``). The
-issue's bars: log Z within 0.05 nats in 2-D (0.1 above), every mode's mass within 0.01 (2-D
-mixtures), the sign probabilities within 0.02 (many-well).
+from the flow, 20 000 draws; ``bridge``: bridge sampling between ``flow_mcmc``'s chain states
+and the same draws, what ``compare``'s ``flow_mcmc`` row reports), the IS ESS fraction, PSIS
+k-hat, and the largest error of the mass per mode (mixtures: the mass nearest each centre;
+many-well: the left-well mass per pair) computed from the flow's own draws (``flow``), from the
+same draws importance-weighted (``IS``), from the post-burn-in states of ``flow_mcmc``'s chains
+(``history.samples``, ``chains``: what the method reports) and for NUTS from its chains;
+``found`` counts modes holding at least half their mass in the method's own draws (``chains``
+for ``flow_mcmc``, else ``flow``). The issue's bars: log Z within 0.05 nats in 2-D (0.1 above),
+every mode's mass within 0.01 (2-D mixtures), the sign probabilities within 0.02 (many-well).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ if ROOT not in sys.path:
 
 from pyro_flows import flows  # noqa: E402
 from pyro_flows.infer import fit_target, nuts  # noqa: E402
+from pyro_flows.infer._target_evaluation import draw_log_ratios  # noqa: E402
+from pyro_flows.infer.bridge_sampling import bridge_log_Z  # noqa: E402
 from pyro_flows.infer.diagnostics import psis_khat  # noqa: E402
 from pyro_flows.targets import get_target  # noqa: E402
 from pyro_flows.targets.mixture import GaussianMixture  # noqa: E402
@@ -87,12 +90,14 @@ def flow_row(target, method: str, steps: int, seed: int) -> str:
     ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / DRAWS)
     raw, found = mass_errors(target, x, None)
     weighted, _ = mass_errors(target, x, log_w)
-    chains = math.nan
+    chains = bridge = math.nan
     if history.samples is not None:
         chains, found = mass_errors(target, history.samples.reshape(-1, target.dim), None)
+        ratios = draw_log_ratios(flow, target.log_prob, history.samples)
+        bridge = bridge_log_Z(ratios, log_w).log_Z - target.log_Z
     label = method if method != "auto" else f"auto->{history.method}"
     return (f"{label:<20} {seconds:8.1f} {history.grad_evals:>11,d} "
-            f"{log_Z - target.log_Z:+8.3f} {ess:6.3f} {psis_khat(log_w):6.2f} "
+            f"{log_Z - target.log_Z:+8.3f} {bridge:+8.3f} {ess:6.3f} {psis_khat(log_w):6.2f} "
             f"{raw:8.4f} {weighted:8.4f} {chains:8.4f} {found:>6}")
 
 
@@ -105,7 +110,8 @@ def nuts_row(target, quick: bool, seed: int) -> str:
     raw, found = mass_errors(target, draws, None)
     rhat = result.diagnostics().get("rhat_max", float("nan"))
     return (f"{'nuts (4 chains)':<20} {seconds:8.1f} {result.num_grad_evals:>11,d} "
-            f"{'':>8} {'':>6} {'':>6} {raw:8.4f} {'':>8} {'':>8} {found:>6}  R-hat {rhat:.3f}")
+            f"{'':>8} {'':>8} {'':>6} {'':>6} {raw:8.4f} {'':>8} {'':>8} {found:>6}"
+            f"  R-hat {rhat:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     names = (args.targets or ("unequal2,mixture" if args.quick else "unequal2,mixture,gmm40"))
     steps = args.steps or (400 if args.quick else 3000)
-    header = (f"{'method':<20} {'seconds':>8} {'gradients':>11} {'dlogZ':>8} {'ESS':>6} "
+    header = (f"{'method':<20} {'seconds':>8} {'gradients':>11} {'dlogZ':>8} {'bridge':>8} "
+              f"{'ESS':>6} "
               f"{'k-hat':>6} {'mass:flow':>8} {'mass:IS':>8} {'mass:chains':>8} {'found':>6}")
     for name in names.split(","):
         target = make_target(name.strip())

@@ -23,5 +23,7 @@ def test_multimodal_benchmark_quick_rows():
     auto, plain = rows["auto->flow_mcmc"], rows["reverse_kl"]
     assert auto[-1] == "2/2", proc.stdout  # modes found from the flow's own draws
     assert abs(float(auto[3])) < 0.1, proc.stdout  # log Z error
+    assert abs(float(auto[4])) < 0.1, proc.stdout  # the bridge estimate's error
+    assert plain[4] == "+nan", proc.stdout  # reverse KL: no chains, no bridge
     assert float(plain[3]) < -0.2, proc.stdout  # reverse KL: one mode, log Z low by ~log 0.75
     assert "R-hat" in rows["nuts"]

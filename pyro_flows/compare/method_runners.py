@@ -48,6 +48,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,8 @@ from ..infer import (
     neutra,
     systematic_resample,
 )
+from ..infer._target_evaluation import draw_log_ratios
+from ..infer.bridge_sampling import bridge_log_Z
 from ..targets import Target
 from ._arguments import _boxed, _check_seed, _check_target
 from .flow_training import TrainedFlow
@@ -104,7 +107,9 @@ class MethodRun:
         AIS log weights).
     :ivar stats: importance-sampling statistics (``elbo``, ``log_Z_hat``, ``log_Z_stderr``,
         ``ess``, ``ess_fraction``, ``khat``) for the flow rows and ``is``; the same but
-        ``elbo`` for ``ais``.
+        ``elbo`` for ``ais``. ``flow_mcmc``'s ``log_Z_hat`` and ``log_Z_stderr`` are bridge
+        sampling's between its chains and the flow's draws (the importance-sampling estimate
+        in ``log_Z_is``).
     :ivar history: the flow's training history for the flow-based methods.
     :ivar result: the underlying :class:`~pyro_flows.infer.SampleResult` (``ais``: the
         :class:`~pyro_flows.infer.ais.AISResult`).
@@ -175,6 +180,24 @@ def _mcmc_run(
 _IS_KEYS = ("elbo", "log_Z_hat", "log_Z_stderr", "ess", "ess_fraction", "khat")
 
 
+def _bridge_stats(target: Target, trained: TrainedFlow, chain_states: Tensor,
+                  log_weights: Tensor | None) -> dict[str, float]:
+    """``flow_mcmc``'s :math:`\\log\\hat Z` by bridge sampling between its chains' states and
+    the flow's draws (:func:`~pyro_flows.infer.bridge_sampling.bridge_log_Z`), robust where the
+    flow under-weights a region; the importance-sampling one is kept as ``log_Z_is``. Empty
+    (the importance-sampling numbers stay) where a state cannot be scored."""
+    if log_weights is None:
+        return {}
+    try:
+        ratios = draw_log_ratios(trained.flow, target.log_prob, chain_states)
+        estimate = bridge_log_Z(ratios, log_weights.detach())
+    except ValueError:
+        return {}
+    return {"log_Z_is": float(torch.logsumexp(log_weights.double(), 0)
+                              - math.log(log_weights.numel())),
+            "log_Z_hat": estimate.log_Z, "log_Z_stderr": estimate.log_Z_stderr}
+
+
 def _importance_run(
     method: str,
     target: Target,
@@ -192,9 +215,11 @@ def _importance_run(
     )
     proposal = result.extra["proposal_samples"].detach()
     samples = result.samples.detach() if resample else proposal.unsqueeze(0)
+    stats = {k: float(result.extra[k]) for k in _IS_KEYS}
     chain_states = getattr(trained.history, "samples", None)
     if not resample and chain_states is not None:  # MCMC draws: masses fixed by the accept steps
         samples = chain_states.detach().to(proposal)
+        stats.update(_bridge_stats(target, trained, samples, result.log_weights))
     return MethodRun(
         method=method,
         kind="is" if resample else "flow",
@@ -204,7 +229,7 @@ def _importance_run(
         log_prob_evals=int(result.num_log_prob_evals),
         proposal=proposal,
         log_weights=result.log_weights.detach() if result.log_weights is not None else None,
-        stats={k: float(result.extra[k]) for k in _IS_KEYS},
+        stats=stats,
         history=trained.history,
         result=result,
         settings=f"{trained.settings.describe()}; {num_samples} draws",

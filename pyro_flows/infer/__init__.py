@@ -1,10 +1,11 @@
 """Inference: maximum likelihood (``fit``), reverse KL (``fit_target``), flow guides
 (``AutoFlow``), MCMC baselines, NeuTra, annealed importance sampling
-(``annealed_importance_sampling``), and diagnostics."""
+(``annealed_importance_sampling``), bridge sampling (``bridge_log_Z``), and diagnostics."""
 
 from .ais import annealed_importance_sampling
 from .amortized import AmortizedFlow, AmortizedFlowDistribution
 from .autoflow import FLOW_BUILDERS, AutoFlow
+from .bridge_sampling import BridgeEstimate, bridge_log_Z
 from .diagnostics import (
     ess_fraction,
     flow_diagnostics,
@@ -34,6 +35,7 @@ __all__ = [
     "AmortizedFlow",
     "AmortizedFlowDistribution",
     "AutoFlow",
+    "BridgeEstimate",
     "DistillHistory",
     "FitHistory",
     "GuideFitResult",
@@ -45,6 +47,7 @@ __all__ = [
     "TargetFitHistory",
     "annealed_importance_sampling",
     "as_target",
+    "bridge_log_Z",
     "distill",
     "distillation_kl",
     "ess_fraction",

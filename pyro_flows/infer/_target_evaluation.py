@@ -163,3 +163,16 @@ def importance_weights(
         xs.append(x)
         left -= n
     return torch.cat(xs), torch.cat(ws)
+
+
+def draw_log_ratios(
+    flow: nn.Module, log_prob: LogDensity, draws: Tensor, batch_size: int = 4096
+) -> Tensor:
+    """:math:`\\log\\tilde p(x) - \\log q(x)` at given ``draws`` of shape ``(..., D)`` (e.g. MCMC
+    draws of the target, for :func:`~pyro_flows.infer.bridge_sampling.bridge_log_Z`), without
+    gradients, ``batch_size`` rows at a time; shape ``draws.shape[:-1]``."""
+    log_prob = _adapted(log_prob)
+    rows = draws.reshape(-1, draws.shape[-1])
+    with torch.no_grad():
+        out = [evaluate_target(log_prob, x) - flow.log_prob(x) for x in rows.split(batch_size)]
+    return torch.cat(out).reshape(draws.shape[:-1])

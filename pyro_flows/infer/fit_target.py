@@ -39,10 +39,11 @@ from ._steps import StepTraining, check_training_options
 # ``X as X``: this module's names, now defined beside it (``_target_evaluation``, ``_target_modes``)
 from ._target_evaluation import LogDensity as LogDensity
 from ._target_evaluation import TargetError as TargetError
-from ._target_evaluation import check_support, evaluate_target, log_density
+from ._target_evaluation import check_support, draw_log_ratios, evaluate_target, log_density
 from ._target_evaluation import importance_weights as importance_weights
 from ._target_modes import check_modes as check_modes_of
 from ._target_modes import choose_method, final_khat, search_target
+from .bridge_sampling import bridge_log_Z
 
 __all__ = [
     "KEPT_ROUNDS", "METHODS", "TargetFitHistory", "TargetError", "fit_target", "importance_weights",
@@ -50,6 +51,8 @@ __all__ = [
 
 #: the training methods of :func:`fit_target` (``"auto"`` picks one of the other two)
 METHODS = ("auto", "reverse_kl", "flow_mcmc")
+#: ``flow_mcmc``: nats between the importance-sampling and bridge-sampling log Z that warn
+BRIDGE_DISAGREEMENT = 0.1
 #: ``flow_mcmc``: the most rounds of chain states ``history.samples`` keeps after the burn-in
 KEPT_ROUNDS = 200
 
@@ -90,6 +93,11 @@ class TargetFitHistory:
         mode the accept steps correct, so **mode masses and expectations should come from
         them** (or from the flow's draws importance-weighted), not from the flow's own draws,
         which the forward KL fits only approximately.
+    :ivar log_Z_bridge: ``flow_mcmc``: the bridge-sampling estimate of :math:`\\log Z` from
+        ``samples`` and the final evaluation's flow draws together
+        (:func:`~pyro_flows.infer.bridge_sampling.bridge_log_Z`), robust where the flow
+        under-weights a region and the importance-sampling ``log_Z`` comes out low; ``nan`` for
+        reverse KL. ``log_Z_bridge_stderr``: its jackknife standard error over the chains.
     """
 
     elbo: list[float] = field(default_factory=list)
@@ -108,6 +116,8 @@ class TargetFitHistory:
     swap_acceptance: list[float] = field(default_factory=list)
     khat: float = math.nan
     samples: torch.Tensor | None = None
+    log_Z_bridge: float = math.nan
+    log_Z_bridge_stderr: float = math.nan
 
     @property
     def steps(self) -> int:
@@ -216,7 +226,11 @@ def fit_target(
         :math:`\sqrt{D}`, 4 in 2-D). ``batch_size`` is then the number of chains per level and
         the forward-KL batch; ``anneal`` does not apply. Its draws from the target are the
         chains' post-burn-in states, ``history.samples``: take mode masses and expectations
-        from them, not from the flow's own draws.
+        from them, not from the flow's own draws; and :math:`\log Z` from
+        ``history.log_Z_bridge`` (bridge sampling between the chains and the flow: 0.02-0.12
+        nats off on the 32-D ``many_well`` where importance sampling read 0.03-0.73 low), with
+        a ``UserWarning`` when the two estimates differ by more than
+        :data:`BRIDGE_DISAGREEMENT` nats and three standard errors.
     :returns: a :class:`TargetFitHistory`.
     :raises TargetError: (a ``ValueError``) the target returned the wrong shape or NaN/inf; the
         parameters are those before the offending step.
@@ -296,6 +310,7 @@ def fit_target(
             UserWarning,
             stacklevel=3,
         )
+    _warn_if_estimates_disagree(history)
     if check_modes:
         search = choice.search
         if search is None:  # reverse KL as asked: search now, for the probe's candidates
@@ -344,6 +359,8 @@ def _evaluator(flow: nn.Module, log_prob: LogDensity, run: StepTraining,
         _, log_w = importance_weights(flow, log_prob, eval_samples)
         if final:
             history.khat = final_khat(log_w)
+            if history.samples is not None:
+                _bridge_into(history, flow, log_prob, log_w)
         n = log_w.numel()
         log_Z = torch.logsumexp(log_w, 0) - math.log(n)
         ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
@@ -352,6 +369,39 @@ def _evaluator(flow: nn.Module, log_prob: LogDensity, run: StepTraining,
         history.ess_fraction.append(float(ess))
 
     return evaluate
+
+
+def _bridge_into(history: TargetFitHistory, flow: nn.Module, log_prob: LogDensity,
+                 log_w: torch.Tensor) -> None:
+    """``history.log_Z_bridge`` (and its standard error) from the chains' states and the
+    flow draws' log weights ``log_w``; left ``nan`` where a chain state has no finite ratio."""
+    assert history.samples is not None
+    try:
+        ratios = draw_log_ratios(flow, log_prob, history.samples.to(log_w))
+        estimate = bridge_log_Z(ratios, log_w.detach())
+    except ValueError:  # a state the flow cannot score (overflow) or a zero target density
+        return
+    history.log_Z_bridge = estimate.log_Z
+    history.log_Z_bridge_stderr = estimate.log_Z_stderr
+
+
+def _warn_if_estimates_disagree(history: TargetFitHistory) -> None:
+    """A ``UserWarning`` when the importance-sampling and bridge-sampling :math:`\\log\\hat Z`
+    differ by more than 0.1 nats and three bridge standard errors."""
+    bridge, stderr = history.log_Z_bridge, history.log_Z_bridge_stderr
+    if not (math.isfinite(bridge) and history.log_Z):
+        return
+    gap = history.log_Z[-1] - bridge
+    if abs(gap) > max(BRIDGE_DISAGREEMENT, 3 * (stderr if math.isfinite(stderr) else 0.0)):
+        warnings.warn(
+            f"fit_target: log Z from importance sampling ({history.log_Z[-1]:.3f}) and from "
+            f"bridge sampling with the chains ({bridge:.3f} +- {stderr:.3f}) differ by "
+            f"{gap:+.3f} nats: the flow does not match the target (read log Z from "
+            "history.log_Z_bridge, masses and expectations from history.samples; train longer "
+            "or use a more flexible flow)",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 # -- the steps ------------------------------------------------------------------------------------
@@ -395,7 +445,7 @@ class _StepLoop:
             step = run.step
             beta = float(beta_at(step))
             x, log_q = self.flow.rsample_and_log_prob((self.batch_size,))
-            if not bool(torch.isfinite(log_q).all() and torch.isfinite(x).all()):
+            if not bool(torch.isfinite(log_q).all() & torch.isfinite(x).all()):  # one sync
                 raise self._fail(
                     "non-finite loss", "the flow's samples or log density became non-finite", step
                 )
