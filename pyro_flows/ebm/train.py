@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from .._validation import as_tensor
+from ..infer._adam import adam
 from ..infer._loop import NonFiniteLossError, interruptible, stop_non_finite
 from ..infer._steps import check_int, check_number, check_training_options, gradients_are_finite
 from ._objective import EBMObjective
@@ -158,9 +159,9 @@ class _EBMSteps:
         sampler_params = [p for p in objective.sampler_parameters() if p.requires_grad]
         if not energy_params:
             raise ValueError("neither the energy nor the objective has trainable parameters")
-        self.opt_e = torch.optim.Adam(energy_params, lr=lr)
+        self.opt_e = adam(energy_params, lr=lr)
         self.opt_s = (
-            torch.optim.Adam(sampler_params, lr=lr if sampler_lr is None else sampler_lr)
+            adam(sampler_params, lr=lr if sampler_lr is None else sampler_lr)
             if sampler_params
             else None
         )

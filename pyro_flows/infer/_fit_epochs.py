@@ -141,11 +141,12 @@ class EpochTraining:
         rows = idx.numel()
         if self.where.enabled:
             rows = int(self._reduce_sum(torch.tensor(float(rows), device=self.device)))
-        if not torch.isfinite(total):
+        loss_sum = float(total)  # the one read of the loss per batch: check and running sum
+        if not math.isfinite(loss_sum):
             self.batch_loss.explain_non_finite(batch_x, batch_c)
             raise self.stop_on(
                 "non-finite loss",
-                f"non-finite training loss ({float(total) / rows}) at epoch {epoch}, batch {b}",
+                f"non-finite training loss ({loss_sum / rows}) at epoch {epoch}, batch {b}",
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.batch_loss.backward(loss, batch_x, batch_c)
@@ -153,12 +154,12 @@ class EpochTraining:
             raise self.stop_on(
                 "non-finite gradient",
                 f"non-finite gradient (NaN/inf global norm) at epoch {epoch}, batch {b}, "
-                f"with a finite loss ({float(total) / rows})",
+                f"with a finite loss ({loss_sum / rows})",
             )
         self.optimizer.step()
         if self.lr_schedule == "cosine":
             self.scheduler.step()
-        state["loss_sum"] += float(total)
+        state["loss_sum"] += loss_sum
         state["count"] += rows
         state["batch"] = b + 1
         steps_left = (self.epochs - epoch) * self.n_batches - (b + 1)

@@ -21,16 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from . import _checkpoint
+from ._adam import adam
 from ._checkpoint import rng_state, save_atomic, set_rng_state
 
 KIND = "fit_guide"
 
 
 def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-    except (TypeError, RuntimeError):  # a torch or a device without the fused multi-tensor path
-        return torch.optim.Adam(params, lr=lr)
+    return adam(params, lr)  # fused where torch has the kernel
 
 
 class GuideTraining:

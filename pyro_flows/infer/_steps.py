@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checkpoint
+from ._adam import adam
 from ._checkpoint import rng_state, save_atomic, set_rng_state
 from ._loop import NonFiniteLossError, resuming, stop_non_finite
 
@@ -157,21 +158,38 @@ def gradient_norm(params: Iterable[Tensor], clip_grad_norm: float | None) -> Ten
     r"""The global gradient norm :math:`\|g\|_2 = (\sum_p \|\nabla_p\|_2^2)^{1/2}` of
     ``params``, after clipping the gradients to ``clip_grad_norm`` when given (the norm
     returned is the one before clipping). One fused reduction either way: NaN/inf in any
-    gradient makes it non-finite, so one ``isfinite`` on it checks every gradient."""
+    gradient makes it non-finite, so one ``isfinite`` on it checks every gradient.
+
+    Clipping multiplies every gradient by :math:`\min(1, c / (\|g\|_2 + 10^{-6}))`, as
+    ``torch.nn.utils.clip_grad_norm_`` does, but only when that factor is below one (a
+    multiplication by one changes nothing, so the result is the same to the bit) and the norm
+    is finite (a non-finite norm refuses the step anyway); deciding that costs one read of the
+    norm, which the caller's finiteness check needs anyway.
+
+    >>> p = torch.nn.Parameter(torch.zeros(2))
+    >>> p.grad = torch.tensor([3.0, 4.0])
+    >>> float(gradient_norm([p], 1.0)), [round(g, 4) for g in p.grad.tolist()]
+    (5.0, [0.6, 0.8])
+    """
     params = list(params)
-    if clip_grad_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-    grads = [p.grad for p in params if p.grad is not None]
     total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-    if total_norm is not None:
-        return total_norm(grads)
-    return torch.nn.utils.clip_grad_norm_(params, math.inf)
+    clip_with_norm = getattr(torch.nn.utils, "clip_grads_with_norm_", None)
+    if total_norm is None or clip_with_norm is None:
+        return torch.nn.utils.clip_grad_norm_(
+            params, math.inf if clip_grad_norm is None else clip_grad_norm
+        )
+    norm = total_norm([p.grad for p in params if p.grad is not None])
+    if clip_grad_norm is not None:
+        value = float(norm)
+        if math.isfinite(value) and value + 1e-6 > clip_grad_norm:
+            clip_with_norm(params, clip_grad_norm, norm)
+    return norm
 
 
 def gradients_are_finite(params: Sequence[Tensor], clip_grad_norm: float | None) -> bool:
     """Clip (when asked) and say whether every gradient of ``params`` is finite; when not, the
     gradients are cleared so that no NaN is left on the parameters."""
-    if bool(torch.isfinite(gradient_norm(params, clip_grad_norm))):
+    if math.isfinite(float(gradient_norm(params, clip_grad_norm))):  # one read of the norm
         return True
     for p in params:
         p.grad = None
@@ -203,7 +221,7 @@ class StepTraining:
         self.extra = extra  # more state to checkpoint: has state_dict() and load_state_dict()
         self.checkpoint = checkpoint
         self.setup = {} if setup is None else dict(setup)
-        self.optimiser = torch.optim.Adam(self.params, lr=lr)
+        self.optimiser = adam(self.params, lr=lr)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
         )

@@ -37,6 +37,7 @@ from .._progress import progress_bar as progress_bar
 from .._validation import as_tensor
 from ..threads import accepts_threads
 from . import _fit_checkpoint
+from ._adam import adam
 from ._compiled_step import BatchLoss, check_compile
 from ._data import Split, check_pair, split
 from ._distributed import setup
@@ -385,7 +386,7 @@ def _optimisation(
             first = parts.train_x[:batch_size]
             loss_module(first, None if parts.train_c is None else parts.train_c[:batch_size])
         loss_module = torch.nn.parallel.DistributedDataParallel(loss_module)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(params, lr=lr, weight_decay=weight_decay, decoupled=True)
     scheduler: Any = None
     if lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

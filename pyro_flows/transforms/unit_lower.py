@@ -50,7 +50,7 @@ class UnitLowerTriangular(FlowTransform):
     >>> t.matrix
     tensor([[ 1.0000,  0.0000,  0.0000],
             [ 0.5000,  1.0000,  0.0000],
-            [-1.0000,  2.0000,  1.0000]], grad_fn=<AddBackward0>)
+            [-1.0000,  2.0000,  1.0000]], grad_fn=<IndexPutBackward0>)
     >>> x = torch.randn(4, 3)
     >>> y, log_det = t.forward_and_log_det(x)
     >>> bool(torch.allclose(t.inv(y), x, atol=1e-5)), log_det.abs().max().item()
@@ -74,12 +74,14 @@ class UnitLowerTriangular(FlowTransform):
 
     @property
     def matrix(self) -> Tensor:
-        """The matrix :math:`L` (``(input_dim, input_dim)``), rebuilt from the parameters."""
+        """The matrix :math:`L` (``(input_dim, input_dim)``), rebuilt from the parameters on
+        every call (two operations: the identity, then :attr:`lower` written below its
+        diagonal; nothing cached, so no edit of the parameters can be missed)."""
         dim = self.input_dim
         eye = torch.eye(dim, dtype=self.lower.dtype, device=self.lower.device)
         idx = self.lower_index
         lower = self.lower.detach() if self.frozen else self.lower
-        return torch.zeros_like(eye).index_put((idx[0], idx[1]), lower) + eye
+        return eye.index_put((idx[0], idx[1]), lower)
 
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None
