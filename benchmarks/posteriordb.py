@@ -30,7 +30,8 @@ time. Marks: ``!k`` (:math:`\hat k > 0.7`), ``!m`` / ``!s`` (mean or sd target m
 :math:`\max(e / 0.1, \max_j |r_j - 1| / 0.1)` (below 1: both targets met); AutoFlow "beats"
 Pyro's guides on a posterior when its score is below the best of theirs. Rows print as each
 posterior finishes, then a summary; ``--out`` gets one picture per posterior (each method's
-marginals against the reference's 5/50/95% quantiles) and ``--json`` every number.
+marginals against the reference's 5/50/95% quantiles) and ``--json`` every number (rewritten
+after each posterior).
 
 Reference: M. Magnusson et al. *posteriordb: Testing, benchmarking and developing Bayesian
 inference algorithms.* arXiv:2407.04967, 2024.
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["false_flags"] += met and flagged
         if args.out:
             plot(name, rows, os.path.join(args.out, f"{name}.png"))
+        if args.json:  # after every posterior, so a cut-short run keeps what it measured
+            _write_json(args.json, all_rows, summary, steps)
     n = summary["posteriors"]
     if n:
         print(f"\nAutoFlow with defaults: meets the mean/sd targets on {summary['meets']} of {n}; "
@@ -309,11 +312,14 @@ def main(argv: list[str] | None = None) -> int:
               f"NUTS's time on {summary['fast']} of {n}; misses flagged (k-hat > {KHAT_FLAG} or "
               f"the moment check) on {summary['flagged_misses']} of {n - summary['meets']}; "
               f"flags on fits that met the targets: {summary['false_flags']}")
-    if args.json:
-        rows_json = [{**asdict(r), "marginals": None, "score": r.score} for r in all_rows]
-        with open(args.json, "w") as fh:
-            json.dump({"rows": rows_json, "summary": summary, "steps": steps}, fh, indent=1)
     return 0
+
+
+def _write_json(path: str, rows: list[MethodRow], summary: dict, steps: int) -> None:
+    """Every number of ``rows`` (marginals left out), the summary and the step budget."""
+    rows_json = [{**asdict(r), "marginals": None, "score": r.score} for r in rows]
+    with open(path, "w") as fh:
+        json.dump({"rows": rows_json, "summary": summary, "steps": steps}, fh, indent=1)
 
 
 if __name__ == "__main__":
