@@ -77,6 +77,16 @@ class BridgeEstimate:
     :ivar iterations: fixed-point iterations until the change fell below the tolerance.
     :ivar num_target_draws: :math:`n_1`, draws of the target.
     :ivar num_proposal_draws: :math:`n_2`, draws of the proposal.
+
+    The estimate is :math:`\\log\\hat Z` of the optimal bridge (:func:`bridge_log_Z`); with
+    equal log ratios everywhere (:math:`\\tilde p = c\\,q`) it is :math:`\\log c` exactly:
+
+    >>> import torch
+    >>> est = bridge_log_Z(torch.full((4,), 0.5), torch.full((6,), 0.5))
+    >>> round(est.log_Z, 6), est.num_target_draws, est.num_proposal_draws
+    (0.5, 4, 6)
+
+    References: X.-L. Meng, W. H. Wong, Statistica Sinica 6, 1996.
     """
 
     log_Z: float
