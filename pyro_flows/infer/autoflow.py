@@ -92,7 +92,7 @@ class AutoFlow(AutoContinuous):
     with ``full_rank=True`` (the family then contains every Gaussian), or, by default up to
     :data:`WHITEN_MAX_DIM` latent dimensions, fixed by the Gaussian start's Laplace step
     (``whiten``), so that the flow layers work in coordinates where the posterior is roughly
-    uncorrelated. With ``learn_tails`` (the default) a sinh-arcsinh map is :math:`f_1` (learned tail
+    uncorrelated. With ``learn_tails=True`` a sinh-arcsinh map is :math:`f_1` (learned tail
     power and skew per coordinate).
 
     **The Gaussian start** (``gaussian_start=True``, the default): at the first call, before any
@@ -135,9 +135,9 @@ class AutoFlow(AutoContinuous):
     :param init_scale: initial posterior scale :math:`\sigma` in unconstrained space (> 0).
     :param num_quantile_samples: Monte Carlo draws behind :meth:`median` and :meth:`quantiles`.
     :param learn_tails: put a :class:`~pyro_flows.transforms.SinhArcsinh` layer next to the base
-        (identity at the start), so the guide learns each coordinate's tail power and skew
-        (on by default). For posteriors with heavier-than-Gaussian tails, such as a
-        hierarchical model's log-scale: on non-centred eight schools it cut PSIS :math:`\hat k`
+        (identity at the start), so the guide learns each coordinate's tail power and skew.
+        For posteriors with heavier-than-Gaussian tails, such as a hierarchical model's
+        log-scale: on non-centred eight schools it cut PSIS :math:`\hat k`
         from 0.57-0.78 to 0.47-0.53 (seeds 0-3, 900 steps, 100,000 draws). Measured with
         :func:`~pyro_flows.infer.fit_guide`'s defaults, off -> on, on posteriors with exact
         answers (seeds 0 and 1): a normal scale from four points (``HalfCauchy`` prior), its sd
@@ -146,7 +146,10 @@ class AutoFlow(AutoContinuous):
         On posteriordb (seed 0) momhs, kilpisjarvi, mesquite, nes, arma, gp_regr and the HMM
         met the targets both ways (the HMM's sds 0.94-1.10 -> 0.95-1.03, kilpisjarvi's
         :math:`\hat k` 0.88 -> 0.38, arma's 0.72 -> 0.42); wall time on/off 0.90-1.49, median
-        1.08 (13 pairs run side by side on a shared 2-core machine).
+        1.08 (13 pairs run side by side on a shared 2-core machine). It stays off by default
+        because it hurts the 10-D funnel of ``examples/bayesian``: sd ratios 0.72-1.08 and
+        0.88-1.00 (seeds 0 and 1) against 0.90-0.99 and 0.94-1.02 without, with :math:`\hat k`
+        0.44 and 0.37, so the miss would be silent.
     :param full_rank: put a unit lower-triangular linear map
         (:class:`~pyro_flows.transforms.UnitLowerTriangular`, the identity at the start) between
         the flow layers and the location-scale stage, so the guide's family contains
@@ -224,7 +227,7 @@ class AutoFlow(AutoContinuous):
         init_loc_fn: Callable[..., Any] = init_to_median,
         init_scale: float = 0.1,
         num_quantile_samples: int = 10_000,
-        learn_tails: bool = True,
+        learn_tails: bool = False,
         full_rank: bool = False,
         whiten: bool | None = None,
         path_gradient: bool = False,
