@@ -167,53 +167,28 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
         return
     k = float(check.khat)
     result.check, result.khat = check, k
-    kd = check.khat_defensive
-    if k > KHAT_BAD and (kd is None or not check.confirmed):
-        also = "" if kd is None else f", and {kd:.2f} with defensive draws"
+    if k > KHAT_BAD:
         note(
             result,
-            f"fit_guide: PSIS k-hat = {k:.2f} > {KHAT_BAD} ({khat_samples} draws{also}): the "
-            "guide is not a reliable approximation of the posterior; its means may be ok, its "
-            f"tails and variances are not (Yao et al., 2018){_moments(check)}. Try a richer guide "
-            "(AutoMultivariateNormal, pyro_flows.infer.AutoFlow) or more steps.",
-            UserWarning, stacklevel=4,
-        )
-    elif not check.reliable:
-        note(
-            result,
-            f"fit_guide: the guide's own PSIS k-hat is {k:.2f}, but the defensive draws' (a "
-            f"mixture with the guide widened) is {kd:.2f} > {KHAT_BAD}: the posterior has mass "
-            "the guide's tails miss, so its variances (and perhaps means) are too small. Try "
-            "AutoFlow(learn_tails=True), a richer guide or more steps.",
+            f"fit_guide: PSIS k-hat = {k:.2f} > {KHAT_BAD} ({khat_samples} draws): the guide is "
+            "not a reliable approximation of the posterior; its means may be ok, its tails and "
+            "variances are not (Yao et al., 2018). Try a richer guide (AutoMultivariateNormal, "
+            "pyro_flows.infer.AutoFlow) or more steps.",
             UserWarning, stacklevel=4,
         )
     elif check.biased:
-        weights = "PSIS-weighted" if kd is None else "defensively weighted"
         note(
             result,
-            f"fit_guide: the guide's moments disagree with the {weights} ones (k-hat "
-            f"{k if kd is None else kd:.2f} <= {KHAT_BAD}, so the weights can be trusted): "
-            f"{check.summary()}. The guide's means or sds are off by about that much (an sd "
-            "ratio above 1: too wide, which k-hat cannot see; below 1: tails too light). Try "
-            "more steps, a richer guide, or reweight its draws (result.check; "
-            "pyro_flows.infer.guide_importance_check).",
+            f"fit_guide: the guide's moments disagree with the importance-weighted ones (k-hat "
+            f"{k:.2f} <= {KHAT_BAD}, so the weights can be trusted): {check.summary()}. The "
+            "guide's means or sds are off by about that much (an sd ratio above 1: too wide, "
+            "which k-hat cannot see). Try more steps, a richer guide, or reweight its draws "
+            "(result.check; pyro_flows.infer.guide_importance_check).",
             UserWarning, stacklevel=4,
         )
-    elif k > KHAT_BAD:
-        note(result, f"fit_guide: PSIS k-hat = {k:.2f} > {KHAT_BAD} from the guide's own draws, "
-                      f"but the defensively weighted moments (k-hat {kd:.2f}) agree with the "
-                      "guide's within the limits by two standard errors: its means and sds are "
-                      f"fine, plain importance sampling from it is not ({check.summary()})")
     elif k > 0.5:
         note(result, f"fit_guide: PSIS k-hat = {k:.2f} is in (0.5, {KHAT_BAD}]: usable, but "
                       "importance-sampling corrections will be noisy")
-
-
-def _moments(check: GuideCheck) -> str:
-    """What the defensive weights say about the moments, for the k-hat warning."""
-    if check.khat_defensive is None or not check.reliable:
-        return ""
-    return f"; defensively weighted (k-hat {check.khat_defensive:.2f}): {check.summary()}"
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -329,26 +304,13 @@ def fit_guide(
     :math:`z_i \sim q` give the log ratios :math:`\log p(x, z_i) - \log q(z_i)`, whose tail is
     fitted by a generalised Pareto distribution (PSIS; Vehtari et al., 2015/2024): :math:`\hat k
     < 0.5` good, :math:`0.5`-:math:`0.7` usable, :math:`\hat k > 0.7` means the guide misses
-    posterior mass. The guide's means and sds are compared with importance-weighted ones
-    (:mod:`~pyro_flows.infer.guide_check`, ``result.check``); for
-    :class:`~pyro_flows.infer.AutoFlow` the weights are *defensive*: ``khat_samples`` more
-    draws from the guide with its base widened twofold, weighted against the mixture
-    (:mod:`~pyro_flows.infer.defensive_draws`), so they see posterior tails the guide's draws
-    miss. A ``UserWarning`` says the fit is not to be trusted when the weights the moments used
-    are unreliable (their :math:`\hat k > 0.7`: the guide's own for other guides, the
-    defensive one for AutoFlow) or when the moments disagree by more than 0.1 sd or 10 % beyond
-    the check's own noise (a guide too wide, which :math:`\hat k` cannot see, or with tails
-    too light). A plain :math:`\hat k > 0.7` is only noted in ``result.warnings`` when the
-    defensive weights confirm the moments (within the limits by two standard errors,
-    ``check.confirmed``): plain importance sampling from the guide is unreliable, its moments
-    are not. Measured on 19 AutoFlow fits (seed 0 on five posteriordb posteriors: arma, the
-    HMM, gp_regr, mesquite, nes; seeds 0-1 on posteriors with exact answers: eight schools with
-    the thetas integrated out, a 3-D Student-t, a normal scale; with and without
-    ``learn_tails``), against the targets of 0.1 sd and 10 %: misses warned about 4 of 4;
-    warnings on fits within the targets 3 of 15 (the HMM at sd ratio 1.10, the others at 0.92
-    and 1.04), against 6 of 15 by the earlier rule
-    (:math:`\hat k > 0.7` or the plain moment check). ``khat`` is ``None`` (with
-    ``khat_note`` saying why) when ``khat_samples=0`` or the check fails.
+    posterior mass: a ``UserWarning`` names the value (means may be fine, tails and variances
+    are not). From the same draws the guide's means and sds are compared with the
+    PSIS-weighted ones (:mod:`~pyro_flows.infer.guide_check`): where :math:`\hat k \le 0.7`
+    the weights can be trusted, and a mean more than 0.1 sd or an sd more than 10 % away from
+    them is warned about too (``result.check``) — this flags a guide that is too *wide*, which
+    :math:`\hat k` cannot see. ``khat`` is ``None`` (with ``khat_note`` saying why) when
+    ``khat_samples=0`` or the check fails.
 
     :param model: a Pyro model.
     :param guide: a Pyro guide for it.

@@ -31,22 +31,6 @@ judges. Heavy tails make it larger (a hierarchical scale: 3-8 %), so the check m
 bootstrap resamples of the draws give each element's standard error, and an element is flagged
 only when it is past the limit by more than that error.
 
-**Defensive weights** (an :class:`~pyro_flows.infer.AutoFlow` guide, ``defensive=True``). The
-guide's own draws cannot weigh posterior mass where the guide has almost none: a guide whose
-tails are too light can keep :math:`\hat k \le 0.7` with weighted sds as short as its own
-(posteriordb's one_comp: :math:`\hat k` 0.41, sds 0.48 of the reference). For AutoFlow the
-weighted moments therefore come from :func:`~pyro_flows.infer.defensive_draws.defensive_draws`:
-``num_samples`` draws of the guide and as many of the guide with its base widened twofold,
-weighted by :math:`p/m` against their even mixture :math:`m`, whose tails are bounded by the
-wide twin's; ``khat_defensive`` (their PSIS :math:`\hat k`) then says whether those moments
-can be trusted, and ``khat`` is still the guide's own. On a posterior with 10 % of its mass
-in a twice-wider component, for an :math:`\mathcal N(0, 1)` guide (true sd ratio 0.877),
-the plain check read 0.895-0.930 (not flagged) and the defensive one 0.872-0.883 (flagged),
-seeds 0-2. Where the guide is accurate the widened draws cost only ESS, and a plain
-:math:`\hat k` above 0.7 from a guide whose moments the defensive weights confirm is not a
-reason to distrust them (eight schools with its thetas integrated out, exact by quadrature:
-plain :math:`\hat k` 0.88 and 1.18 at sd ratios 0.99-1.04, defensive :math:`\hat k` below 0).
-
 Measured with :func:`~pyro_flows.infer.fit_guide`'s defaults (4000 draws), against the truth:
 eight schools (non-centred), AutoNormal's :math:`\tau` sd ratio read 0.84/0.81 (true 2.69/3.20 =
 0.84, seeds 0/1) and AutoFlow's 1.21/1.16 (true 3.93/3.20 = 1.23, seed 0), both flagged; on
@@ -72,8 +56,6 @@ References:
   Inference.* ICML 2018. https://arxiv.org/abs/1802.02538
 - A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. *Pareto Smoothed Importance
   Sampling.* JMLR 25, 2024. https://arxiv.org/abs/1507.02646
-- T. Hesterberg. *Weighted average importance sampling and defensive mixture distributions.*
-  Technometrics 37, 1995.
 """
 
 from __future__ import annotations
@@ -86,7 +68,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .defensive_draws import defensive_draws, supports_defensive_draws
 from .importance_weights import guide_draws, psis_smooth
 
 __all__ = [
@@ -117,9 +98,6 @@ class GuideCheck:
     :ivar sd_ratio: per latent element, the guide's sd over the weighted sd.
     :ivar mean_shift_se: per latent element, the bootstrap standard error of ``mean_shift``.
     :ivar sd_ratio_se: per latent element, the bootstrap standard error of ``sd_ratio``.
-    :ivar khat_defensive: PSIS :math:`\hat k` of the defensive weights :math:`p/m` that the
-        moments were weighted with (:mod:`~pyro_flows.infer.defensive_draws`), or ``None`` when
-        they came from the guide's own draws (``khat`` then judges them).
 
     References: see the module docstring.
     """
@@ -131,7 +109,6 @@ class GuideCheck:
     sd_ratio: dict[str, float] = field(default_factory=dict)
     mean_shift_se: dict[str, float] = field(default_factory=dict)
     sd_ratio_se: dict[str, float] = field(default_factory=dict)
-    khat_defensive: float | None = None
 
     @property
     def worst_mean_shift(self) -> float:
@@ -146,10 +123,8 @@ class GuideCheck:
 
     @property
     def reliable(self) -> bool:
-        """Whether the weighted moments can be trusted: the :math:`\\hat k` of the weights they
-        used (``khat_defensive`` when there is one, else ``khat``) is at most 0.7."""
-        k = self.khat if self.khat_defensive is None else self.khat_defensive
-        return k == -math.inf or (math.isfinite(k) and k <= KHAT_RELIABLE)
+        """Whether the weighted moments can be trusted: :math:`\\hat k \\le` 0.7."""
+        return self.khat == -math.inf or (math.isfinite(self.khat) and self.khat <= KHAT_RELIABLE)
 
     @property
     def biased(self) -> bool:
@@ -168,25 +143,6 @@ class GuideCheck:
             if ratio - se > high_sd or ratio + se < low_sd:
                 return True
         return False
-
-    @property
-    def confirmed(self) -> bool:
-        """Reliable weights whose moments agree with the guide's within the limits by two of the
-        check's standard errors: every :math:`|\\text{mean shift}| + 2\\,\\mathrm{se} \\le 0.1`
-        and every sd ratio :math:`\\pm 2\\,\\mathrm{se}` within :math:`[0.9, 1.1]`. What lets
-        :func:`~pyro_flows.infer.fit_guide` call a guide's own :math:`\\hat k > 0.7` a note
-        rather than a warning (with defensive weights only)."""
-        if not self.reliable or not self.mean_shift:
-            return False
-        low_sd, high_sd = SD_RATIO_LIMITS
-        for label, shift in self.mean_shift.items():
-            if abs(shift) + 2.0 * self.mean_shift_se.get(label, 0.0) > MEAN_SHIFT_LIMIT:
-                return False
-        for label, ratio in self.sd_ratio.items():
-            se = 2.0 * self.sd_ratio_se.get(label, 0.0)
-            if ratio - se < low_sd or ratio + se > high_sd:
-                return False
-        return True
 
     def summary(self) -> str:
         """One line: the worst mean shift and the sd-ratio range, naming the elements."""
@@ -207,16 +163,12 @@ _BOOTSTRAP = 64
 _BOOTSTRAP_COLUMNS = 16
 
 
-def _shift_and_ratio(
-    x: Tensor, weights: Tensor, own: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+def _shift_and_ratio(x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     """(guide mean - weighted mean) / weighted sd, and guide sd / weighted sd, per column of
-    ``x`` ``(..., n, D)`` under normalised ``weights`` ``(..., n)``; the guide's moments from
-    its own draws ``own`` ``(..., n_own, D)`` (default: ``x``)."""
-    own = x if own is None else own
+    ``x`` ``(..., n, D)`` under normalised ``weights`` ``(..., n)``."""
     mean_w = (weights[..., None] * x).sum(-2)
     sd_w = (weights[..., None] * (x - mean_w[..., None, :]) ** 2).sum(-2).sqrt()
-    return (own.mean(-2) - mean_w) / sd_w, own.std(-2) / sd_w
+    return (x.mean(-2) - mean_w) / sd_w, x.std(-2) / sd_w
 
 
 @torch.no_grad()
@@ -228,7 +180,6 @@ def guide_importance_check(
     max_plate_nesting: int | None = None,
     batch_size: int | None = None,
     vectorize: bool = True,
-    defensive: bool = True,
     **kwargs: Any,
 ) -> GuideCheck:
     r"""PSIS :math:`\hat k` of ``guide`` against ``model`` and its moments against the
@@ -242,65 +193,34 @@ def guide_importance_check(
     :param max_plate_nesting: the model's plate depth (default: found by tracing once).
     :param batch_size: draws per vectorised run (default: all at once).
     :param vectorize: vectorised draws (default) or one model replay per draw.
-    :param defensive: for a set-up :class:`~pyro_flows.infer.AutoFlow` (vectorised), weight the
-        moments defensively: ``num_samples`` more draws from the guide with its base widened
-        twofold, and weights :math:`p/m` against the even mixture
-        (:mod:`~pyro_flows.infer.defensive_draws`), which see posterior tails the guide's own
-        draws miss; ``khat`` is still that of the guide's own draws, ``khat_defensive`` that of
-        the weights used. Other guides: the guide's own draws.
     :param kwargs: keyword arguments of model and guide.
     :returns: a :class:`GuideCheck`; its ``biased`` says whether to distrust the guide's moments.
 
     Cost: one guide run and one model replay per draw (vectorised by default), as for
-    :func:`~pyro_flows.infer.diagnostics.guide_psis_khat`, plus :math:`O(n D)` for the moments;
-    twice that with the defensive draws.
+    :func:`~pyro_flows.infer.diagnostics.guide_psis_khat`, plus :math:`O(n D)` for the moments.
 
     Example: see the module docstring.
 
     References: see the module docstring.
     """
-    if not isinstance(defensive, bool):
-        raise TypeError(f"defensive must be True or False, got {defensive!r}")
-    if defensive and vectorize and supports_defensive_draws(guide):
-        if max_plate_nesting is None:
-            from .importance_weights import _max_plate_nesting
-
-            max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-            raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
-        draws = defensive_draws(model, guide, args, kwargs, num_samples,
-                                max_plate_nesting=max_plate_nesting, batch_size=batch_size)
-        khat = psis_smooth(draws.log_ratios)[1]
-        smoothed, khat_defensive = psis_smooth(draws.mixture_log_ratios)
-        return _moments(khat, num_samples, smoothed, draws.values, khat_defensive)
     log_ratios, values = guide_draws(
         model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
     )
     smoothed, khat = psis_smooth(log_ratios)
-    return _moments(khat, num_samples, smoothed, values, None)
-
-
-def _moments(khat: float, num_samples: int, smoothed: Tensor, values: dict[str, Tensor],
-             khat_defensive: float | None) -> GuideCheck:
-    """The check from smoothed log weights of all draws in ``values``; the guide's own draws
-    are the first ``num_samples`` (all of them without defensive draws)."""
     weights = torch.softmax(smoothed, 0)
-    check = GuideCheck(khat, num_samples, float(1.0 / (weights**2).sum()),
-                       khat_defensive=khat_defensive)
-    gen = torch.Generator().manual_seed(0)
-    resamples = torch.randint(len(weights), (_BOOTSTRAP, len(weights)), generator=gen)
-    own_resamples = torch.randint(num_samples, (_BOOTSTRAP, num_samples), generator=gen)
+    check = GuideCheck(khat, num_samples, float(1.0 / (weights**2).sum()))
+    resamples = torch.randint(
+        len(weights), (_BOOTSTRAP, len(weights)), generator=torch.Generator().manual_seed(0)
+    )
     boot_weights = torch.softmax(smoothed[resamples], -1)  # (B, n)
     for name, x in values.items():
         x = x.double().cpu()
-        own = x[:num_samples]
-        shift, ratio = _shift_and_ratio(x, weights, own)
+        shift, ratio = _shift_and_ratio(x, weights)
         shift_se = torch.zeros_like(shift)
         ratio_se = torch.zeros_like(ratio)
         for cols in torch.arange(x.shape[1]).split(_BOOTSTRAP_COLUMNS):
             xb = x[:, cols][resamples]  # (B, n, c)
-            ob = own[:, cols][own_resamples] if khat_defensive is not None else xb
-            s_b, r_b = _shift_and_ratio(xb, boot_weights, ob)
+            s_b, r_b = _shift_and_ratio(xb, boot_weights)
             shift_se[cols] = s_b.std(0)
             ratio_se[cols] = r_b.std(0)
         usable = torch.isfinite(shift) & torch.isfinite(ratio)
