@@ -62,6 +62,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._target_evaluation import draw_log_ratios
+
 __all__ = ["BridgeEstimate", "bridge_log_Z", "bridge_log_Z_of"]
 
 #: the most groups of the jackknife standard error
@@ -240,9 +242,10 @@ def bridge_log_Z_of(
     *,
     batch_size: int = 8192,
 ) -> BridgeEstimate:
-    r""":func:`bridge_log_Z` with the log ratios computed here: :math:`\log\tilde p` by
-    ``log_prob`` and :math:`\log q` by ``flow.log_prob`` (its data -> base pass), without
-    gradients, ``batch_size`` rows at a time.
+    r""":func:`bridge_log_Z` with the log ratios computed by
+    :func:`~pyro_flows.infer._target_evaluation.draw_log_ratios`: :math:`\log\tilde p` by
+    ``log_prob`` (checked like every target) and :math:`\log q` by ``flow.log_prob`` (its
+    data -> base pass), without gradients, ``batch_size`` rows at a time.
 
     :param log_prob: the target's unnormalised log density, rows ``(n, D) -> (n,)``.
     :param flow: the proposal (a :class:`~pyro_flows.Flow`).
@@ -267,13 +270,5 @@ def bridge_log_Z_of(
             f"D = {proposal_draws.shape[-1]}"
         )
 
-    def ratios(x: Tensor) -> Tensor:
-        out = []
-        with torch.no_grad():
-            for rows in x.split(batch_size):
-                out.append((log_prob(rows) - flow.log_prob(rows)).reshape(-1))
-        return torch.cat(out)
-
-    shape = target_draws.shape[:-1]
-    target_ratios = ratios(target_draws.reshape(-1, target_draws.shape[-1])).reshape(shape)
-    return bridge_log_Z(target_ratios, ratios(proposal_draws))
+    target_ratios = draw_log_ratios(flow, log_prob, target_draws, batch_size)
+    return bridge_log_Z(target_ratios, draw_log_ratios(flow, log_prob, proposal_draws, batch_size))
