@@ -20,7 +20,11 @@ says the guide itself is off by that much, in the direction shown. This sees wha
 :math:`\hat k` alone cannot: a guide that is too *wide* (over-dispersed) has bounded ratios and
 a small :math:`\hat k`, yet its variances are wrong; and a guide a little too narrow can keep
 :math:`\hat k` under 0.7 while its sds are 10-20 % short. Where :math:`\hat k > 0.7` the
-weighted moments are themselves unreliable and :math:`\hat k` is the flag.
+weighted moments are themselves unreliable and :math:`\hat k` is the flag. Draws of the guide
+cannot see posterior mass where it puts almost none (tails too light): for
+:class:`~pyro_flows.infer.AutoFlow`, :mod:`~pyro_flows.infer.defensive_draws` weights the same
+comparison over draws of a mixture with the guide widened (:func:`weighted_moment_check` with
+``num_own``), and :mod:`~pyro_flows.infer.guide_flag` combines the two.
 
 The check's own noise: with an effective sample size :math:`n_e = 1/\sum_i\tilde w_i^2`, the
 weighted mean has a standard error of about :math:`\tilde s_j/\sqrt{n_e}` and the sd ratio a
@@ -76,6 +80,7 @@ __all__ = [
     "SD_RATIO_LIMITS",
     "GuideCheck",
     "guide_importance_check",
+    "weighted_moment_check",
 ]
 
 #: above this :math:`\hat k` the weighted moments are not trusted (and :math:`\hat k` flags)
@@ -144,6 +149,24 @@ class GuideCheck:
                 return True
         return False
 
+    @property
+    def confirmed(self) -> bool:
+        """Reliable weights whose moments agree with the guide's within the limits by two of the
+        check's standard errors: every :math:`|\\text{mean shift}| + 2\\,\\mathrm{se} \\le
+        0.1` and every sd ratio :math:`\\pm 2\\,\\mathrm{se}` within :math:`[0.9, 1.1]`
+        (``False`` with no elements)."""
+        if not self.reliable or not self.mean_shift:
+            return False
+        low_sd, high_sd = SD_RATIO_LIMITS
+        for label, shift in self.mean_shift.items():
+            if abs(shift) + 2.0 * self.mean_shift_se.get(label, 0.0) > MEAN_SHIFT_LIMIT:
+                return False
+        for label, ratio in self.sd_ratio.items():
+            se = 2.0 * self.sd_ratio_se.get(label, 0.0)
+            if ratio - se < low_sd or ratio + se > high_sd:
+                return False
+        return True
+
     def summary(self) -> str:
         """One line: the worst mean shift and the sd-ratio range, naming the elements."""
         if not self.mean_shift:
@@ -163,12 +186,16 @@ _BOOTSTRAP = 64
 _BOOTSTRAP_COLUMNS = 16
 
 
-def _shift_and_ratio(x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+def _shift_and_ratio(
+    x: Tensor, weights: Tensor, own: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(guide mean - weighted mean) / weighted sd, and guide sd / weighted sd, per column of
-    ``x`` ``(..., n, D)`` under normalised ``weights`` ``(..., n)``."""
+    ``x`` ``(..., n, D)`` under normalised ``weights`` ``(..., n)``; the guide's moments from
+    its own draws ``own`` ``(..., n_own, D)`` (default: ``x``)."""
+    own = x if own is None else own
     mean_w = (weights[..., None] * x).sum(-2)
     sd_w = (weights[..., None] * (x - mean_w[..., None, :]) ** 2).sum(-2).sqrt()
-    return (x.mean(-2) - mean_w) / sd_w, x.std(-2) / sd_w
+    return (own.mean(-2) - mean_w) / sd_w, own.std(-2) / sd_w
 
 
 @torch.no_grad()
@@ -207,20 +234,43 @@ def guide_importance_check(
         model, guide, args, kwargs, num_samples, max_plate_nesting, batch_size, vectorize
     )
     smoothed, khat = psis_smooth(log_ratios)
+    return weighted_moment_check(khat, smoothed, values)
+
+
+def weighted_moment_check(
+    khat: float, smoothed: Tensor, values: dict[str, Tensor], num_own: int | None = None
+) -> GuideCheck:
+    r"""The moment comparison of the module docstring from smoothed log weights ``smoothed``
+    ``(n,)`` of the draws ``values`` (per site, ``(n, size)``), with 64 bootstrap resamples for
+    the standard errors. The guide's own moments come from the first ``num_own`` draws
+    (default: all ``n``; fewer when the weighted draws include draws of another proposal, as
+    in :func:`~pyro_flows.infer.defensive_draws.defensive_importance_check`); ``khat`` is the
+    :math:`\hat k` recorded (that of ``smoothed``'s weights, which decides ``reliable``).
+
+    :returns: a :class:`GuideCheck` with ``num_samples = n``.
+    """
+    n = len(smoothed)
+    num_own = n if num_own is None else num_own
+    if not 2 <= num_own <= n:
+        raise ValueError(f"num_own must be in [2, {n}] (the draws), got {num_own}")
     weights = torch.softmax(smoothed, 0)
-    check = GuideCheck(khat, num_samples, float(1.0 / (weights**2).sum()))
-    resamples = torch.randint(
-        len(weights), (_BOOTSTRAP, len(weights)), generator=torch.Generator().manual_seed(0)
-    )
+    check = GuideCheck(khat, n, float(1.0 / (weights**2).sum()))
+    gen = torch.Generator().manual_seed(0)
+    resamples = torch.randint(n, (_BOOTSTRAP, n), generator=gen)
+    own_resamples = None
+    if num_own < n:  # the guide's own draws resampled on their own
+        own_resamples = torch.randint(num_own, (_BOOTSTRAP, num_own), generator=gen)
     boot_weights = torch.softmax(smoothed[resamples], -1)  # (B, n)
     for name, x in values.items():
         x = x.double().cpu()
-        shift, ratio = _shift_and_ratio(x, weights)
+        own = x[:num_own]
+        shift, ratio = _shift_and_ratio(x, weights, own)
         shift_se = torch.zeros_like(shift)
         ratio_se = torch.zeros_like(ratio)
         for cols in torch.arange(x.shape[1]).split(_BOOTSTRAP_COLUMNS):
             xb = x[:, cols][resamples]  # (B, n, c)
-            s_b, r_b = _shift_and_ratio(xb, boot_weights)
+            ob = xb if own_resamples is None else own[:, cols][own_resamples]
+            s_b, r_b = _shift_and_ratio(xb, boot_weights, ob)
             shift_se[cols] = s_b.std(0)
             ratio_se[cols] = r_b.std(0)
         usable = torch.isfinite(shift) & torch.isfinite(ratio)
