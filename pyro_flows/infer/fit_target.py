@@ -487,8 +487,13 @@ class _StepLoop:
                     "non-finite loss", "the flow's samples or log density became non-finite", step
                 )
             log_p = evaluate_target(self.log_prob, x)
-            self._update((log_q - beta * log_p).mean(), step)
-            elbo = float((log_p - log_q).detach().mean())
+            if beta == 1.0:  # unannealed: no product by one, and the ELBO is minus the loss
+                loss = (log_q - log_p).mean()  # (a - b = -(b - a) and the mean of negated
+                elbo = 0.0 - float(loss.detach())  # terms is the negated mean, to the bit)
+            else:
+                loss = (log_q - beta * log_p).mean()
+                elbo = float((log_p - log_q).detach().mean())
+            self._update(loss, step)
             history.elbo.append(elbo)
             history.beta.append(beta)
             history.grad_evals += self.batch_size

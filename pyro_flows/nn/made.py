@@ -125,8 +125,12 @@ class MADE(nn.Module):
             self.layers[-1].weight.mul_(out_scale)
             self.layers[-1].bias.zero_()
 
-    def _traced_relu(self) -> bool:
-        return self._in_place and torch.jit.is_tracing()
+    def _out_of_place_relu(self, h: Tensor) -> bool:
+        """Whether the in-place ReLU must give way to ``torch.relu`` for ``h``: under a JIT trace
+        (``JitTrace_ELBO`` rejects in-place ops), or when ``h`` is a view (``F.linear`` of an
+        input without a batch dimension returns one), where an in-place op would put a
+        ``CopySlices`` node and a copy of the base into the backward pass."""
+        return self._in_place and (h._is_view() or torch.jit.is_tracing())
 
     @staticmethod
     def _check_order(order: Sequence[int] | Tensor | None, D: int) -> Tensor:
@@ -211,8 +215,8 @@ class MADE(nn.Module):
             else:
                 h = F.linear(h, w, b)
             if i < last:
-                # in place saves an allocation, but a JIT trace (JitTrace_ELBO) rejects it
-                h = torch.relu(h) if self._traced_relu() else self.activation(h)
+                # in place saves an allocation, but not on a view or under a JIT trace
+                h = torch.relu(h) if self._out_of_place_relu(h) else self.activation(h)
         # parameter-major layout: each parameter is a contiguous block of D outputs
         h = h.unflatten(-1, (sum(self.param_dims), self.input_dim))
         if all(d == 1 for d in self.param_dims):

@@ -75,7 +75,11 @@ def log_softplus(x: Tensor) -> Tensor:
 
 
 def expand_log_det(value: Tensor, x: Tensor) -> Tensor:
-    """A batch-independent log-det ``value`` as a fresh tensor of shape ``x.shape[:-1]``."""
+    """A batch-independent log-det ``value`` (a tensor just computed by the caller) as a fresh
+    tensor of shape ``x.shape[:-1]``: ``value`` itself when ``x`` has no batch dimensions (a
+    single draw: no expand and copy in the graph), else an expanded copy."""
+    if x.dim() == 1 and value.dim() == 0:
+        return value
     return value.expand(x.shape[:-1]).clone()
 
 
