@@ -127,10 +127,15 @@ class MADE(nn.Module):
 
     def _out_of_place_relu(self, h: Tensor) -> bool:
         """Whether the in-place ReLU must give way to ``torch.relu`` for ``h``: under a JIT trace
-        (``JitTrace_ELBO`` rejects in-place ops), or when ``h`` is a view (``F.linear`` of an
+        (``JitTrace_ELBO`` rejects in-place ops) or ``torch.compile`` (which fuses it anyway),
+        or when ``h`` is a view (``F.linear`` of an
         input without a batch dimension returns one), where an in-place op would put a
         ``CopySlices`` node and a copy of the base into the backward pass."""
-        return self._in_place and (h._is_view() or torch.jit.is_tracing())
+        if not self._in_place:
+            return False
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return True  # (and ``_is_view`` would break a torch.compile graph)
+        return h._is_view()
 
     @staticmethod
     def _check_order(order: Sequence[int] | Tensor | None, D: int) -> Tensor:
