@@ -6,6 +6,7 @@ Run from the repository root::
 
     python benchmarks/guide_flags.py --seeds 0 1 2                 # the fresh problems
     python benchmarks/guide_flags.py --names kilpisjarvi_mod-kilpisjarvi arma-arma11 --seeds 0
+    python benchmarks/guide_flags.py --quick                       # two problems, short fits (CI)
 
 Each problem is fitted by ``AutoFlow(model)`` through :func:`pyro_flows.infer.fit_guide` with
 their defaults. 4000 draws of the fitted guide are compared with the truth (posteriordb's
@@ -17,7 +18,9 @@ sd ratios :math:`r_j`; the fit *misses* when :math:`e \ge 0.1` or some :math:`r_
 fits flagged. ``--json`` appends one line per fit. Fresh problems: independent Student-t
 (4 dof, 3-D; 8 dof, 5-D), the scale of 6 Normal observations under a HalfCauchy(1) prior or of
 12 under a LogNormal(0, 2) prior, eight schools (thetas integrated out; non-centred), a
-correlated Gaussian, a Normal mean, a banana and a funnel.
+correlated Gaussian, a Normal mean, a banana and a funnel. ``--quick`` fits two of them (a
+Normal mean and the 4-dof Student-t) for 300 steps with 1000 check draws: a smoke run of the
+script, not a measurement.
 """
 
 from __future__ import annotations
@@ -175,8 +178,12 @@ def _truth_errors(samples: dict[str, torch.Tensor], truth: Truth) -> tuple[float
     return max(mean_err), min(ratios), max(ratios)
 
 
-def run(name: str, seed: int) -> dict:
-    """One default fit and its flags against the truth."""
+QUICK_NAMES = ("normal_mean", "student_t4")
+
+
+def run(name: str, seed: int, steps: int = 5000, khat_samples: int = 4000) -> dict:
+    """One default fit (``steps`` and ``khat_samples`` passed to ``fit_guide``) and its flags
+    against the truth."""
     pyro.clear_param_store()
     if name in POSTERIORS:
         model, truth = load_posterior(name).model, None
@@ -186,7 +193,8 @@ def run(name: str, seed: int) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit_guide(model, guide, progress=False, seed=seed)
+        result = fit_guide(model, guide, progress=False, seed=seed, steps=steps,
+                           khat_samples=khat_samples)
     seconds = time.perf_counter() - start
     pyro.set_rng_seed(1000 + seed)
     if truth is None:
@@ -204,17 +212,26 @@ def run(name: str, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--names", nargs="+", default=list(FRESH),
+    parser.add_argument("--names", nargs="+", default=None,
                         choices=sorted(FRESH) + sorted(POSTERIORS))
+    parser.add_argument("--quick", action="store_true",
+                        help="two fresh problems, 300 steps, 1000 check draws (a smoke run)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="fit_guide's step budget (default 5000, --quick 300)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="append one line per fit here")
     args = parser.parse_args(argv)
+    names = args.names or (list(QUICK_NAMES) if args.quick else list(FRESH))
+    steps = args.steps if args.steps is not None else (300 if args.quick else 5000)
+    if steps < 1:
+        parser.error(f"--steps must be a positive integer, got {steps}")
+    khat_samples = 1000 if args.quick else 4000
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.names:
+    for name in names:
         for seed in args.seeds:
-            row = run(name, seed)
+            row = run(name, seed, steps, khat_samples)
             rows.append(row)
             print(f"{name:<42} seed {seed}  mean err {row['mean_error']:6.3f}  sd ratio "
                   f"{row['sd_low']:.2f}..{row['sd_high']:.2f}  k-hat {row['khat']:5.2f}  "

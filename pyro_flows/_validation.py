@@ -112,6 +112,22 @@ def check_sample_shape(sample_shape: object) -> torch.Size:
     return torch.Size(entries)  # type: ignore[arg-type]
 
 
+def compiling() -> bool:
+    """Whether TorchDynamo is tracing the caller (``torch.compile``, ``torch._dynamo.explain``).
+
+    Compiled calls check shapes and dtypes, not values: the checks that read a value back to the
+    host (:func:`check_finite`, the finiteness and overflow checks of
+    :meth:`pyro_flows.Flow.log_prob`) would each break the graph (a host sync the compiled graph
+    cannot hold), so they are skipped while this is true, and only then; eager calls run every
+    check. The checked-context marker of :func:`checked_context` (a ``ContextVar``, which
+    TorchDynamo cannot trace) is not touched either: nothing reads it while compiling.
+
+    >>> compiling()
+    False
+    """
+    return torch.compiler.is_compiling()
+
+
 def all_finite(value: Tensor) -> bool:
     """Whether every entry of ``value`` is finite (one reduction, one host sync). Tensors on the
     ``meta`` device hold no data: they count as finite, so shape-only runs go through."""
@@ -122,8 +138,9 @@ def all_finite(value: Tensor) -> bool:
 
 def check_finite(value: Tensor, name: str, owner: str, event_dims: int = 1) -> None:
     """Raise ``ValueError`` naming the rows (flat indices over the batch dims) and the shape of
-    ``value`` if it has a NaN or infinite entry; one reduction and one host sync otherwise."""
-    if all_finite(value):
+    ``value`` if it has a NaN or infinite entry; one reduction and one host sync otherwise.
+    Skipped while TorchDynamo traces the caller (see :func:`compiling`)."""
+    if compiling() or all_finite(value):
         return
     rows = value.reshape(-1, *value.shape[value.dim() - event_dims :]) if value.dim() else value
     bad = (~torch.isfinite(rows)).reshape(rows.shape[0] if rows.dim() else 1, -1).any(-1)
@@ -139,7 +156,11 @@ def check_finite(value: Tensor, name: str, owner: str, event_dims: int = 1) -> N
 @contextmanager
 def checked_context(context: Tensor | None) -> Iterator[None]:
     """Within the block, layers given this very ``context`` skip its finiteness check (the
-    caller has just run :func:`check_finite` on it)."""
+    caller has just run :func:`check_finite` on it). A no-op while TorchDynamo traces the
+    caller (see :func:`compiling`), where no layer checks values."""
+    if compiling():
+        yield
+        return
     token = _CHECKED_CONTEXT.set(context)
     try:
         yield
@@ -151,7 +172,8 @@ def check_context(
     context: Tensor | None, context_dim: int | None, owner: str = "Flow"
 ) -> Tensor | None:
     """Check that ``context`` is given exactly when ``context_dim`` is, with the right size,
-    and finite (skipped for the context an enclosing :func:`checked_context` block checked)."""
+    and finite (skipped for the context an enclosing :func:`checked_context` block checked, and
+    while compiling: see :func:`compiling`)."""
     if context_dim is None:
         if context is not None:
             raise ValueError(
@@ -171,7 +193,7 @@ def check_context(
             f"{owner} expected context of shape (..., {context_dim}) (context_dim={context_dim}), "
             f"got shape {tuple(context.shape)}"
         )
-    if context is not _CHECKED_CONTEXT.get():
+    if not compiling() and context is not _CHECKED_CONTEXT.get():
         check_finite(context, "context", owner)
     return context
 

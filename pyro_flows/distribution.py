@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from ._validation import SampleShape, check_sample_shape
+from ._validation import SampleShape, check_sample_shape, compiling
 
 
 class FlowLike(Protocol):
@@ -166,6 +166,14 @@ class OwnSampleMemory:
     Cost: per remembered pair, one walk over the module and one copy of its parameters into
     one vector per dtype; per recall, the walk again and one comparison per dtype.
 
+    Under ``torch.compile`` (see :func:`~pyro_flows._validation.compiling`) comparing values
+    would break the graph (``torch.equal`` reads a value back to the host), so a pair
+    remembered while compiling keeps no copies and is served by identity alone, as Pyro's
+    transform caches are, and only while compiling (an eager call never serves it, and a
+    compiled call never serves a pair remembered eagerly: both recompute). Compiled code should
+    therefore build the distribution where it draws from it (``flow()`` per step, as
+    :class:`~pyro_flows.infer.AutoFlow` does) rather than keep one across parameter updates.
+
     Example::
 
         >>> lin = torch.nn.Linear(2, 2)
@@ -196,7 +204,11 @@ class OwnSampleMemory:
         inputs: Iterable[Tensor | None],
         module: nn.Module,
     ) -> None:
-        """Remember ``log_q`` for ``value``, computed from ``inputs`` and ``module``."""
+        """Remember ``log_q`` for ``value``, computed from ``inputs`` and ``module`` (while
+        compiling, by identity alone: see the class docstring)."""
+        if compiling():
+            self._entry = (value, None, log_q)
+            return
         self._entry = (value, _Values(self._tensors(value, inputs, module)), log_q)
 
     def recall(
@@ -209,6 +221,8 @@ class OwnSampleMemory:
         _, saved, log_q = entry
         if torch.is_grad_enabled() and not log_q.requires_grad:
             return None
+        if saved is None or compiling():  # served by identity within compiled code only
+            return log_q if saved is None and compiling() else None
         if not saved.matches(self._tensors(value, inputs, module)):
             return None
         return log_q
@@ -296,6 +310,8 @@ class FlowDistribution(dist.TransformedDistribution):
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
+        """Reparametrised samples (their log density remembered; one graph under
+        ``torch.compile``)."""
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def sample(self, sample_shape: SampleShape = ()) -> Tensor:
@@ -304,7 +320,9 @@ class FlowDistribution(dist.TransformedDistribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         """``log q(value)``: the remembered value for this distribution's own last sample if
-        nothing changed since (see the module docstring), else the inverse pass."""
+        nothing changed since (see the module docstring), else the inverse pass. Traces as one
+        graph under ``torch.compile`` (which checks shapes, not values: see
+        :class:`OwnSampleMemory` for how a compiled call recognises its own sample)."""
         remembered = self._memory.recall(value, (self.context,), self.flow)
         if remembered is not None:
             if self.path_gradient and torch.is_grad_enabled():
@@ -324,11 +342,27 @@ class FlowDistribution(dist.TransformedDistribution):
         return FlowDistribution(self.flow, context, path_gradient=self.path_gradient)
 
 
+def _submodules(module: nn.Module) -> list[nn.Module]:
+    """``module`` and every submodule, each once (the set of ``module.modules()``)."""
+    found: list[nn.Module] = []
+    seen, stack = {id(module)}, [module]
+    while stack:
+        m = stack.pop()
+        found.append(m)
+        for c in m._modules.values():
+            if c is not None and id(c) not in seen:
+                seen.add(id(c))
+                stack.append(c)
+    return found
+
+
 @contextmanager
 def _frozen_parameters(module: nn.Module) -> Iterator[None]:
     """Swap every parameter of ``module`` for its detached value, and back on exit (by hand
-    rather than ``torch.func.functional_call``, which refuses to run under a JIT trace)."""
-    saved = [(m, name, p) for m in module.modules() for name, p in m._parameters.items()]
+    rather than ``torch.func.functional_call``, which refuses to run under a JIT trace; the
+    submodules by a walk over ``_modules``, which TorchDynamo traces, where ``modules()`` hashes
+    every submodule and breaks the graph at Pyro's ``TransformModule.__hash__``)."""
+    saved = [(m, name, p) for m in _submodules(module) for name, p in m._parameters.items()]
     try:
         for m, name, p in saved:
             if p is not None:

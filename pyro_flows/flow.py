@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from itertools import chain
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +28,7 @@ from ._validation import (
     check_event,
     check_sample_shape,
     checked_context,
+    compiling,
 )
 from .base import StandardNormal, as_base
 from .distribution import FlowDistribution
@@ -46,6 +46,22 @@ def _as_size(sample_shape: SampleShape) -> torch.Size:
     """``sample_shape`` as a ``torch.Size`` (see :func:`~pyro_flows._validation.check_sample_shape`:
     ints ``>= 0`` only, a clear error otherwise)."""
     return check_sample_shape(sample_shape)
+
+
+def _first_tensor(module: nn.Module, kind: str, seen: set[int]) -> Tensor | None:
+    """The first tensor of ``module``'s ``kind`` (``"_parameters"`` or ``"_buffers"``) in the
+    order of ``module.parameters()``/``buffers()`` (the module's own, then each submodule's,
+    depth first, each submodule once), or ``None``."""
+    seen.add(id(module))
+    for t in getattr(module, kind).values():
+        if t is not None:
+            return t
+    for child in module._modules.values():
+        if child is not None and id(child) not in seen:
+            found = _first_tensor(child, kind, seen)
+            if found is not None:
+                return found
+    return None
 
 
 def _overflow_error(x: Tensor, z: Tensor, log_det: Tensor | None, log_q: Tensor) -> ValueError:
@@ -171,7 +187,13 @@ class Flow(nn.Module):
 
     # -- checks -------------------------------------------------------------------------------
     def _reference(self) -> Tensor | None:
-        return next(chain(self.parameters(), self.buffers()), None)
+        """The flow's first parameter (else first buffer, else ``None``): the tensor whose dtype
+        and device inputs must match. The first of ``chain(self.parameters(), self.buffers())``,
+        found by a walk over ``_parameters``/``_buffers``/``_modules`` that TorchDynamo traces
+        (``parameters()`` hashes every submodule, which breaks the graph at Pyro's
+        ``TransformModule.__hash__``) and that stops at the first hit."""
+        first = _first_tensor(self, "_parameters", set())
+        return first if first is not None else _first_tensor(self, "_buffers", set())
 
     def _check_like_flow(self, value: Tensor, name: str) -> None:
         ref = self._reference()
@@ -201,7 +223,7 @@ class Flow(nn.Module):
                 f"got shape {tuple(x_t.shape)}"
             )
         self._check_like_flow(x_t, "x")
-        if not all_finite(x_t):
+        if not compiling() and not all_finite(x_t):
             bad = (~torch.isfinite(x_t)).reshape(-1, self.input_dim).any(-1).nonzero().flatten()
             raise ValueError(
                 f"Flow.log_prob got non-finite values in {bad.numel()} row(s) of x "
@@ -224,7 +246,8 @@ class Flow(nn.Module):
     # -- the two directions ---------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``log q(x | context)`` by the inverse pass (data -> base); shape ``x.shape[:-1]``
-        broadcast with the context's batch shape."""
+        broadcast with the context's batch shape. Traces as one graph under ``torch.compile``,
+        where only shapes and dtypes are checked (see :meth:`base_and_log_prob`)."""
         return self.base_and_log_prob(x, context)[1]
 
     def base_and_log_prob(
@@ -247,6 +270,11 @@ class Flow(nn.Module):
             :math:`|z|^2/2` exceeds the dtype's largest number: about :math:`|z| > 2.6 \cdot
             10^{19}` in float32). Such a point never gets a NaN or ``-inf``; float64 scores it.
             A base with bounded support keeps its ``-inf`` (zero density) at finite ``z``.
+            Compiled calls (``torch.compile``) check shapes and dtypes, not values: the
+            finiteness and overflow checks read values back to the host and would break the
+            graph, so they run in eager calls only (see
+            :func:`pyro_flows._validation.compiling`); a NaN given to a compiled call comes
+            back as NaN.
 
         Example::
 
@@ -266,10 +294,11 @@ class Flow(nn.Module):
         with checked_context(context):
             for t in reversed(self.transforms):
                 z, ld = t.inverse_and_log_det(z, context if t.context_dim else None)
-                log_det = ld if log_det is None else log_det + ld
+                if not t.zero_log_det:  # (a zero adds nothing: permutations, unit-triangular)
+                    log_det = ld if log_det is None else log_det + ld
         log_q = self._base_log_prob(z, context)
         log_q = log_q if log_det is None else log_q + log_det
-        if not all_finite(log_q) and self._overflowed(z, log_det, log_q):
+        if not compiling() and not all_finite(log_q) and self._overflowed(z, log_det, log_q):
             raise _overflow_error(x, z, log_det, log_q)
         return z, log_q
 
@@ -298,7 +327,13 @@ class Flow(nn.Module):
     def rsample_and_log_prob(
         self, sample_shape: SampleShape = (), context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Reparametrised samples and their log density in one base -> data pass (no inverse)."""
+        """Reparametrised samples and their log density in one base -> data pass (no inverse);
+        layers whose log-determinant is zero everywhere (``zero_log_det``: permutations,
+        unit-triangular maps) are run without it.
+
+        Under ``torch.compile`` this traces as one graph: compiled calls check shapes and
+        dtypes, not values (the context's finiteness check is skipped; see
+        :func:`pyro_flows._validation.compiling`)."""
         context = self._check_context(context)
         d = self.base_dist(context)
         self._check_reparametrized(d)
@@ -307,13 +342,16 @@ class Flow(nn.Module):
         x = z
         with checked_context(context):
             for t in self.transforms:
+                if t.zero_log_det:  # permutations, unit-triangular maps: nothing to subtract
+                    x = t.forward_without_log_det(x, context if t.context_dim else None)
+                    continue
                 x, ld = t.forward_and_log_det(x, context if t.context_dim else None)
                 log_q = log_q - ld
         return x, log_q
 
     def rsample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
         """Reparametrised samples of shape ``(*sample_shape, *B, *event_shape)`` (no log-dets
-        computed)."""
+        computed). One graph under ``torch.compile`` (shapes checked, not values)."""
         context = self._check_context(context)
         d = self.base_dist(context)
         self._check_reparametrized(d)
@@ -337,7 +375,8 @@ class Flow(nn.Module):
     @torch.no_grad()
     def sample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
         """Samples without gradient, shape ``(*sample_shape, *B, *event_shape)``; works for
-        discrete bases too (integer discrete flows return integers)."""
+        discrete bases too (integer discrete flows return integers). One graph under
+        ``torch.compile`` (shapes checked, not values)."""
         context = self._check_context(context)
         d = self.base_dist(context)
         shape = _as_size(sample_shape)

@@ -154,3 +154,26 @@ def test_threads_benchmark_quick_run(tmp_path) -> None:
         assert all(t > 0 for times in r["per_step_s"].values() for t in times)
         assert r["ratio_2_over_1"] == pytest.approx(r["median_s"]["2"] / r["median_s"]["1"])
     assert data["summary"].startswith("Summary:")
+
+
+def test_guide_flags_benchmark_quick_run() -> None:
+    """``benchmarks/guide_flags.py --quick``: both problems are fitted, judged against the truth
+    and counted."""
+    script = os.path.join(ROOT, "benchmarks", "guide_flags.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for name in ("normal_mean", "student_t4"):
+        assert f"{name} " in proc.stdout and "mean err" in proc.stdout, proc.stdout
+    assert proc.stdout.count(" seed 0 ") == 2, proc.stdout
+    # the Normal mean's exact posterior is within reach of a short fit; the row says so
+    normal = next(line for line in proc.stdout.splitlines() if line.startswith("normal_mean"))
+    assert " ok " in normal, normal
+    assert any(line.startswith("now ") and "misses flagged" in line
+               for line in proc.stdout.splitlines()), proc.stdout
+    bad = subprocess.run([sys.executable, script, "--steps", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--steps must be a positive integer, got 0" in bad.stderr

@@ -35,6 +35,12 @@ def test_quick_run_on_one_posterior(tmp_path):
     # a flat-prior regression started at 0 (the failure): no NaN, and near the reference
     assert flow["note"] == "" and flow["mean_error"] < 0.3, flow
     assert 0.8 < flow["sd_low"] and flow["sd_high"] < 1.25, flow
+    # fit_guide's verdict travels into the JSON and, when set, into the row's marks
+    assert all(r["flag"] in (None, "khat", "tails", "moments") for r in rows.values()), rows
+    flagged = [r["method"] for r in rows.values() if r["flag"] is not None]
+    for line in proc.stdout.splitlines():
+        if any(line.startswith(f"  {m} ") for m in flagged):
+            assert "!F=" in line, line
     assert rows["NUTS"]["seconds"] > 0
 
 

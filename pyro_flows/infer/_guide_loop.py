@@ -138,12 +138,16 @@ class GuideSteps:
     def __init__(self, training: GuideTraining, loss: GuideLoss, rule: PlateauRule, *,
                  step: int, pending: float | None, steps: int, lr: float, lr_end: float,
                  schedule: str, cooldown: int, clip_grad_norm: float | None, converge: bool,
-                 max_nonfinite: int, polish: bool = False) -> None:
+                 max_nonfinite: int, polish: bool = False, long_polish: bool = False) -> None:
         self.training, self.loss, self.rule = training, loss, rule
         self.step, self.pending, self.bad = step, pending, 0
         self.steps, self.lr, self.lr_end, self.schedule = steps, lr, lr_end, schedule
         self.cooldown, self.clip_grad_norm, self.converge = cooldown, clip_grad_norm, converge
-        self.max_nonfinite, self.polish = max_nonfinite, polish
+        self.max_nonfinite = max_nonfinite
+        # polish only a guide that has the switch (Pyro's guides have none: for them the
+        # cool-down stays ``cooldown`` steps of the ordinary gradient)
+        self.polish = polish and isinstance(getattr(loss.guide, "path_gradient", None), bool)
+        self.long_polish = long_polish
         self.result = training.history
         self.started = 0.0  # perf_counter() at the run's start, less the time trained before
         self.lr_now = math.nan
@@ -151,6 +155,16 @@ class GuideSteps:
     def _learning_rate(self, **plateau: Any) -> float:
         return learning_rate(self.step, lr=self.lr, lr_end=self.lr_end, steps=self.steps,
                              schedule=self.schedule, **plateau)
+
+    def cooldown_steps(self, converged_at: int | None) -> int:
+        """The cool-down's length after a plateau at step ``converged_at``: ``cooldown``
+        steps, or with ``long_polish`` (and a guide that is polished)
+        ``max(cooldown, converged_at)``: the path-only gradients keep improving the fit along
+        directions the plateau test cannot see (see :func:`~pyro_flows.infer.fit_guide.fit_guide`),
+        so they get as many steps as it took to reach the plateau."""
+        if converged_at is None or not (self.polish and self.long_polish):
+            return self.cooldown
+        return max(self.cooldown, converged_at)
 
     def show(self, bar: Any) -> None:
         """The progress: the ELBO averaged over the last window and the learning rate."""
@@ -231,12 +245,12 @@ class GuideSteps:
                 _path_gradient(self.loss.guide) as switch:
             while self.step < self.steps:
                 converged_at = result.converged_at
-                if converged_at is not None and self.step >= converged_at + self.cooldown:
+                cooldown = self.cooldown_steps(converged_at)
+                if converged_at is not None and self.step >= converged_at + cooldown:
                     break
                 if self.polish and converged_at is not None:
                     switch(True)
-                self.lr_now = self._learning_rate(converged_at=converged_at,
-                                                  cooldown=self.cooldown)
+                self.lr_now = self._learning_rate(converged_at=converged_at, cooldown=cooldown)
                 self.training.set_lr(self.lr_now)
                 value = self._value()
                 if not (math.isfinite(value) and bool(torch.isfinite(

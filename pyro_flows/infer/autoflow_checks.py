@@ -32,6 +32,7 @@ def check_options(
     whiten: Any,
     learn_tails: Any,
     full_rank: Any,
+    tail_stage: Any = None,
     path_gradient: Any,
     gaussian_start: Any,
     start_draws: Any,
@@ -42,7 +43,8 @@ def check_options(
     :raises ValueError: an unknown builder name, a non-positive or non-finite ``init_scale``,
         ``num_quantile_samples < 2``, ``start_draws`` or ``start_points`` not an int >= 1.
     :raises TypeError: a ``flow`` that is neither a name nor callable, a non-numeric
-        ``init_scale``, a ``whiten`` that is not a bool or None, a flag that is not a bool.
+        ``init_scale``, a ``whiten`` or ``tail_stage`` that is not a bool or None, a flag
+        that is not a bool.
 
     Example:
 
@@ -78,6 +80,8 @@ def check_options(
     if whiten is not None and not isinstance(whiten, bool):
         raise TypeError(f"AutoFlow: whiten must be a bool or None, got {whiten!r}")
     flags = (("learn_tails", learn_tails), ("full_rank", full_rank))
+    if tail_stage is not None and not isinstance(tail_stage, bool):
+        raise TypeError(f"AutoFlow: tail_stage must be a bool or None, got {tail_stage!r}")
     for name, value in (("start_draws", start_draws), ("start_points", start_points)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"AutoFlow: {name} must be an int >= 1, got {value!r}")

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.runtime import _DIM_ALLOCATOR
 from torch import Tensor
 
 from ..flow import Flow
@@ -77,6 +79,26 @@ START_POINTS = 6
 SECOND_MODE_NATS = 3.0
 
 
+@contextmanager
+def outside_enclosing_plates() -> Iterator[None]:
+    """Within the block, plates allocate their dims as if no plate were open.
+
+    The guide's first call, which runs the start, often happens inside the caller's plates:
+    ``Trace_ELBO(vectorize_particles=True, max_plate_nesting=n)`` runs the guide inside its
+    ``num_particles_vectorized`` plate, and the start's own vectorised ELBO opens a plate of
+    that name, which Pyro's global dim allocator refused ("duplicate plate"): the start was
+    skipped whenever a user gave ``max_plate_nesting``. The start's computations run under
+    ``poutine.block`` (the enclosing plates never see its sites), so its plates may reuse the
+    names and dims of the enclosing ones; the allocator's state is put back afterwards.
+    """
+    saved = _DIM_ALLOCATOR._stack
+    _DIM_ALLOCATOR._stack = []
+    try:
+        yield
+    finally:
+        _DIM_ALLOCATOR._stack = saved
+
+
 def fit_gaussian_start(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -105,6 +127,22 @@ def fit_gaussian_start(
         with poutine.block(), _forked_rng(0, [device]):
             return elbo.differentiable_loss(model, guide, *args, **kwargs)
 
+    # the start fits the ELBO's value with its full gradient: a guide that takes path-only
+    # gradients (``path_gradient``) would give L-BFGS the gradient of another function (on a
+    # 4-D funnel the start then ended 2.9 nats worse than with the full gradient)
+    path_gradient = getattr(guide, "path_gradient", None)
+    if isinstance(path_gradient, bool):
+        guide.path_gradient = False  # type: ignore[attr-defined]
+    try:
+        return _fit_stages(loss, flow, affine, linear, num_draws, num_points)
+    finally:
+        if isinstance(path_gradient, bool):
+            guide.path_gradient = path_gradient  # type: ignore[attr-defined]
+
+
+def _fit_stages(loss: Callable[[], Tensor], flow: Flow, affine: Any, linear: Any,
+                num_draws: int, num_points: int) -> GaussianStart:
+    """The three steps of the module docstring on the deterministic ``loss``."""
     # 1. the location alone (a smoothed MAP: the scale stays at init_scale), 2. with the
     # linear stage, scale and correlations from the inverse Hessian there (a Laplace step
     # that preconditions the ill-conditioned directions), 3. location and scale. The

@@ -29,7 +29,6 @@ from .importance import flow_diagnostics
 from .importance_weights import _EQUAL_ULPS as _EQUAL_ULPS
 from .importance_weights import _log_weights as _log_weights
 from .importance_weights import _max_plate_nesting as _max_plate_nesting
-from .importance_weights import _pyro_khat as _pyro_khat
 from .importance_weights import (
     ess_fraction,
     guide_psis_khat,

@@ -96,8 +96,8 @@ def judge_guide(plain: GuideCheck, defensive: GuideCheck | None) -> GuideVerdict
             f"the guide's own PSIS k-hat is {k:.2f}, but that of defensive draws (a mixture with "
             f"the guide's base widened twofold) is {defensive.khat:.2f} > {KHAT_RELIABLE}: the "
             "posterior has mass where the guide's tails put almost none, so its variances (and "
-            "perhaps its means) are too small. Try AutoFlow(learn_tails=True), a richer guide "
-            "or more steps."))
+            "perhaps its means) are too small. Try more steps, AutoFlow(learn_tails=True) (a "
+            "tail map next to the base as well as AutoFlow's default one) or a richer guide."))
     judged = plain if defensive is None else defensive
     if judged.biased:
         weights, field = (("PSIS-weighted", "result.check") if defensive is None

@@ -20,8 +20,8 @@ The Pareto :math:`\hat k` of the largest weights (PSIS, Vehtari et al.) says whe
 have a finite variance: :math:`\hat k < 0.5` good, :math:`0.5`-:math:`0.7` usable, :math:`> 0.7`
 unreliable (Yao et al., 2018).
 
-Inputs on any device are copied to the CPU, where the summaries are computed; ArviZ (for the
-PSIS fit) is imported on first use.
+Inputs on any device are copied to the CPU, where the summaries are computed; the PSIS fit is
+:mod:`pyro_flows.infer.pareto_smoothing` (ArviZ's algorithm, without importing ArviZ).
 
 References:
 
@@ -39,11 +39,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ._diagnostic_inputs import ArrayLike, _arviz, _as_tensor
+from ._diagnostic_inputs import ArrayLike, _as_tensor
+from .pareto_smoothing import pareto_smooth_log_weights
 
 __all__ = [
     "ess_fraction",
@@ -194,9 +194,9 @@ def psis_khat(log_weights: ArrayLike, reff: float = 1.0) -> float:
         p(y \mid k, \sigma) = \frac1\sigma\Bigl(1 + k\frac{y}{\sigma}\Bigr)^{-1/k - 1},
 
     whose shape :math:`k` is the tail index: the weights have :math:`1/k` finite moments, so
-    :math:`k < 1/2` means a finite variance. The fit is ArviZ's ``psislw`` (Zhang & Stephens's
-    estimator with a weak prior pulling :math:`\hat k` towards 0.5); with an ArviZ that has no
-    ``psislw`` Pyro's ``fit_generalized_pareto`` fits the same tail. When all the weights are
+    :math:`k < 1/2` means a finite variance. The fit is ArviZ's ``psislw`` algorithm (Zhang &
+    Stephens's estimator with a weak prior pulling :math:`\hat k` towards 0.5), computed by
+    :func:`~pyro_flows.infer.pareto_smoothing.pareto_smooth_log_weights`. When all the weights are
     equal (the proposal is the target up to a constant) the ratios are bounded and ``-inf`` is
     returned (ArviZ itself would report ``inf`` for lack of a tail); "equal" allows a spread of
     1000 units in the last place of the input's dtype, i.e. rounding noise, whose fitted tail
@@ -227,8 +227,10 @@ def psis_khat(log_weights: ArrayLike, reff: float = 1.0) -> float:
 
 def psis_smooth(log_weights: ArrayLike, reff: float = 1.0) -> tuple[Tensor, float]:
     r"""The Pareto-smoothed log weights (float64, shape ``(n,)``) and :math:`\hat k` of
-    :func:`psis_khat`, from one tail fit. Where the ratios are bounded (``-inf``) or ArviZ has
-    no ``psislw``, the log weights come back unsmoothed.
+    :func:`psis_khat`, from one tail fit
+    (:func:`~pyro_flows.infer.pareto_smoothing.pareto_smooth_log_weights`; normalised to
+    ``logsumexp`` 0). Where the ratios are bounded (``-inf``), the log weights come back
+    unsmoothed.
 
     >>> import torch
     >>> smoothed, k = psis_smooth(torch.zeros(20))
@@ -247,30 +249,8 @@ def psis_smooth(log_weights: ArrayLike, reff: float = 1.0) -> tuple[Tensor, floa
     spread = float(finite.max() - finite.min())
     if spread <= _EQUAL_ULPS * eps * max(1.0, float(finite.abs().max())):
         return plain, -math.inf  # bounded ratios: the weights are 0 or equal up to rounding
-    psislw = getattr(_arviz(), "psislw", None)
-    if psislw is not None:
-        result = psislw(lw.detach().cpu().numpy().copy(), reff=reff)
-        smoothed, khat = result if isinstance(result, tuple) else (
-            result.log_weights, result.pareto_shape
-        )
-        smoothed = torch.from_numpy(np.asarray(smoothed, dtype=np.float64)).reshape(-1)
-        return smoothed, float(np.asarray(khat).reshape(()))
-    return plain, _pyro_khat(lw, reff)  # pragma: no cover - only with an ArviZ without psislw
-
-
-def _pyro_khat(lw: Tensor, reff: float) -> float:
-    """The same tail fit with Pyro's generalised-Pareto estimator (no prior regularisation)."""
-    from pyro.ops.stats import fit_generalized_pareto
-
-    n = lw.numel()
-    x = torch.sort(lw - lw.max()).values
-    cutoff = x[-int(math.ceil(min(n / 5.0, 3.0 * math.sqrt(n / reff)))) - 1]
-    cutoff = max(float(cutoff), math.log(np.finfo(float).tiny))
-    tail = x[x > cutoff]
-    if tail.numel() <= 4:
-        return math.inf
-    k, _ = fit_generalized_pareto(tail.exp() - math.exp(cutoff))
-    return float(k)
+    smoothed, khat = pareto_smooth_log_weights(plain.numpy(), reff=reff)
+    return torch.from_numpy(smoothed), khat
 
 def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
     import pyro.poutine as poutine
@@ -391,8 +371,8 @@ def guide_psis_khat(
     ``pyro.infer.importance.vectorized_importance_weights`` (all draws in one vectorised run of
     the model and guide, in chunks of ``batch_size``); ``vectorize=False`` instead traces the
     guide and replays the model once per draw, for models that cannot be vectorised. The fit is
-    ArviZ's ``psislw`` (see :func:`psis_khat`), which shrinks :math:`\hat k` slightly towards 0.5,
-    unlike Pyro's own ``psis_diagnostic``.
+    ArviZ's ``psislw`` algorithm (see :func:`psis_khat`), which shrinks :math:`\hat k` slightly
+    towards 0.5, unlike Pyro's own ``psis_diagnostic``.
 
     :param model: a Pyro model.
     :param guide: a Pyro guide for it (e.g. an ``AutoGuide`` or :class:`AutoFlow`).

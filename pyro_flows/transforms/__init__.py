@@ -45,6 +45,7 @@ from .spline import (
     spline_coupling,
 )
 from .sylvester import Sylvester
+from .tukey_h import TukeyH
 from .unit_lower import UnitLowerTriangular
 from .wrapped import WrappedTransform
 
@@ -84,6 +85,7 @@ __all__ = [
     "SOSPolynomialAutoregressive",
     "Reverse",
     "SinhArcsinh",
+    "TukeyH",
     "Spline",
     "SplineAutoregressive",
     "SplineCoupling",

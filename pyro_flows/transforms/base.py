@@ -60,6 +60,9 @@ class FlowTransform(TransformModule, ConditionalTransform):
     codomain = constraints.real_vector
     bijective = True
     event_dim = 1
+    #: ``True`` for layers whose log-determinant is zero everywhere, whatever their parameters
+    #: (permutations, unit-triangular maps): :class:`~pyro_flows.Flow` skips adding it
+    zero_log_det = False
 
     def __init__(self, input_dim: int, context_dim: int | None = None) -> None:
         super().__init__(cache_size=0)

@@ -115,6 +115,8 @@ class Permute(FlowTransform):
       Estimation.* NeurIPS, 2017. https://arxiv.org/abs/1705.07057
     """
 
+    zero_log_det = True  # a permutation matrix has |det| = 1
+
     permutation: Tensor
     inverse_permutation: Tensor
 
@@ -133,6 +135,9 @@ class Permute(FlowTransform):
         # index_select: a plain gather forward and backward (advanced indexing's backward is an
         # accumulating scatter, several times slower)
         return x.index_select(-1, self.permutation), zeros_log_det(x)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._prepare(x, context, "x")[0].index_select(-1, self.permutation)
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None
@@ -184,6 +189,9 @@ class Reverse(Permute):
         """Base -> data: ``y = x.flip(-1)``; log-det zeros."""
         x, context = self._prepare(x, context, "x")
         return x.flip(-1), zeros_log_det(x)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._prepare(x, context, "x")[0].flip(-1)
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None

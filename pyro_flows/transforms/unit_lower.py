@@ -62,6 +62,8 @@ class UnitLowerTriangular(FlowTransform):
       Variational Inference* (full-rank ADVI). JMLR 18, 2017. https://arxiv.org/abs/1603.00788
     """
 
+    zero_log_det = True  # det L = 1
+
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)
         dim = self.input_dim
@@ -89,6 +91,9 @@ class UnitLowerTriangular(FlowTransform):
         """Base -> data: ``y = L x``; log-det 0."""
         x, context = self._prepare(x, context, "x")
         return x @ self.matrix.mT, expand_log_det(x.new_zeros(()), x)
+
+    def forward_without_log_det(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._prepare(x, context, "x")[0] @ self.matrix.mT
 
     def inverse_and_log_det(
         self, y: Tensor, context: Tensor | None = None

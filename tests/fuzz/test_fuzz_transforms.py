@@ -23,6 +23,7 @@ LAYERS: dict[str, tuple[Callable[..., T.FlowTransform], bool]] = {
     "ElementwiseAffine": (lambda d, c=None: T.ElementwiseAffine(d), False),
     "Reverse": (lambda d, c=None: T.Reverse(d), False),
     "SinhArcsinh": (lambda d, c=None: T.SinhArcsinh(d), False),
+    "TukeyH": (lambda d, c=None: T.TukeyH(d), False),
     "UnitLowerTriangular": (lambda d, c=None: T.UnitLowerTriangular(d), False),
     "InvertibleLinear": (lambda d, c=None: T.InvertibleLinear(d), False),
     "Logit": (lambda d, c=None: T.Logit(d), False),

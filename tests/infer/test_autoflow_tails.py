@@ -43,11 +43,18 @@ def test_learn_tails_must_be_a_bool():
         AutoFlow(laplace_model, learn_tails="yes")
 
 
-def _fit(learn_tails: bool) -> tuple[float, float]:
+def _fit(learn_tails: bool, tail_stage: bool = False) -> tuple[float, float]:
+    """ELBO and PSIS k-hat after 600 steps; without ``tail_stage`` (the default guide's own
+    tail stage) unless asked, so that the Gaussian-tailed guide is the baseline."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoFlow(
-        laplace_model, num_transforms=2, hidden_dims=(16,), init_scale=1.0, learn_tails=learn_tails
+        laplace_model,
+        num_transforms=2,
+        hidden_dims=(16,),
+        init_scale=1.0,
+        learn_tails=learn_tails,
+        tail_stage=tail_stage,
     )
     elbo = Trace_ELBO(num_particles=64, vectorize_particles=True)
     svi = SVI(laplace_model, guide, pyro.optim.Adam({"lr": 0.02}), elbo)
@@ -67,6 +74,14 @@ def test_learned_tails_fit_exponential_tails_better():
     elbo_tails, khat_tails = _fit(True)
     assert elbo_tails > elbo_gauss + 0.01, (elbo_tails, elbo_gauss)
     assert khat_tails < khat_gauss - 0.1, (khat_tails, khat_gauss)
+
+
+def test_the_default_tail_stage_fits_exponential_tails_better():
+    """The same comparison for the default guide's tail stage (after the flow layers)."""
+    elbo_gauss, khat_gauss = _fit(False)
+    elbo_stage, khat_stage = _fit(False, tail_stage=True)
+    assert elbo_stage > elbo_gauss + 0.01, (elbo_stage, elbo_gauss)
+    assert khat_stage < khat_gauss - 0.1, (khat_stage, khat_gauss)
 
 
 STEPS, LR = 1000, 0.02  # learning rate decayed tenfold over the steps
