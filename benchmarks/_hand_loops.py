@@ -175,6 +175,8 @@ def logistic_regression(dim: int, rows: int, seed: int) -> tuple[Callable[..., N
     def model(X: Tensor, y: Tensor) -> None:
         w = pyro.sample("w", dist.Normal(torch.zeros(dim), 1.0).to_event(1))
         with pyro.plate("data", X.shape[0]):
-            pyro.sample("y", dist.Bernoulli(logits=X @ w), obs=y)
+            # X @ w[..., None] broadcasts over vectorized particles (AutoFlow's Gaussian start
+            # draws them: with plain X @ w it refuses the start and drops the tail stage)
+            pyro.sample("y", dist.Bernoulli(logits=(X @ w.unsqueeze(-1)).squeeze(-1)), obs=y)
 
     return model, X, y

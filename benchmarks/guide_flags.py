@@ -207,6 +207,8 @@ def run(name: str, seed: int, steps: int = 5000, khat_samples: int = 4000) -> di
     before = bool(result.khat is not None and (result.khat > 0.7 or (check and check.biased)))
     return {"name": name, "seed": seed, "seconds": seconds, "mean_error": err, "sd_low": low,
             "sd_high": high, "khat": result.khat, "before": before, "flag": result.flag,
+            "plain_biased": bool(check and check.biased),
+            "defensive_biased": bool(result.defensive_check and result.defensive_check.biased),
             "miss": err >= 0.1 or low < 0.9 or high > 1.1}
 
 

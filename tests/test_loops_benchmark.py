@@ -51,6 +51,10 @@ def test_quick_run_prints_every_row_and_writes_json(tmp_path) -> None:
     assert target["peer"] == min(timed, key=timed.get)  # the ratio's peer is the fastest one
     svi = rows[1]["info"]
     assert svi["ours"]["first_step_s"] > 0 and svi["AutoIAFNormal same shape"]["params"] > 0
+    # the row times AutoFlow as its defaults give it (the start accepted, the tail stage on),
+    # and says so; the guide without the tail stage is a column of its own
+    assert "(start accepted, tail stage on)" in rows[1]["row"]
+    assert svi["ours"]["params"] > svi["ours, tail_stage=False"]["params"]
     assert data["environment"]["torch_threads"] == 1
 
 

@@ -37,7 +37,9 @@ from .._progress import progress_bar
 from ._elbo_convergence import PlateauRule, learning_rate
 from ._guide_state import GuideTraining
 from ._loop import interruptible
+from ._particle_dims import watch_particle_dims
 from ._steps import gradient_norm
+from ._vmapped_model import VmappedELBO
 
 
 def note(result: Any, message: str, category: type[Warning] | None = None,
@@ -67,6 +69,13 @@ def _invalid_values(err: BaseException) -> bool:
     return isinstance(err, ValueError) and "invalid values" in str(err)
 
 
+def _drop_gradients(capture: Any) -> None:
+    """Forget the gradients a discarded loss evaluation left on the parameters it met."""
+    for site in capture.trace.nodes.values():
+        if site["type"] == "param":
+            site["value"].unconstrained().grad = None
+
+
 class GuideLoss:
     """``-ELBO`` of ``model`` and ``guide`` on ``args``/``kwargs``, with its gradients."""
 
@@ -91,32 +100,61 @@ class GuideLoss:
                     return math.nan
                 raise
 
-    def _traced(self, vectorize: bool) -> tuple[float, Any]:
-        self.elbo = make_elbo(self.loss, self.num_particles, vectorize, self.max_plate_nesting)
+    def _traced(self, mode: str) -> tuple[float, Any]:
+        if mode == "vmap":
+            self.elbo = VmappedELBO(self.num_particles, self.max_plate_nesting,
+                                    iwae=self.loss == "iwae")
+        else:
+            self.elbo = make_elbo(self.loss, self.num_particles, mode == "vectorised",
+                                  self.max_plate_nesting)
         with poutine.trace(param_only=True) as capture:
             value = self()
         return value, capture
 
+    def _first_vectorised(self) -> tuple[float, Any]:
+        """The first call with vectorised particles; refused (``ValueError``) when it ran but
+        summed the particles into one another."""
+        with watch_particle_dims(self.max_plate_nesting) as extra:
+            first, capture = self._traced("vectorised")
+        if extra:
+            _drop_gradients(capture)
+            name, shape = extra[0]
+            raise ValueError(
+                f"site {name!r} has batch shape {shape}: dims left of the particle plate "
+                f"(at most {self.max_plate_nesting + 1} dims), so the particles' "
+                "likelihoods would be summed into one another, e.g. `b @ X.T` for a "
+                "coefficient b of shape (particles, 1, D); `(X * b).sum(-1)` vectorises"
+            )
+        return first, capture
+
     def first(self, vectorize: bool, result: Any) -> tuple[float, dict[str, Tensor]]:
-        """The first call, which creates the parameters (and is step 1's loss), vectorised if
-        it can be (a fall-back to a loop over the particles is noted in ``result``); returns
-        the loss and the parameters met (name -> unconstrained tensor)."""
+        """The first call, which creates the parameters (and is step 1's loss): vectorised if
+        it can be, else with the model run per particle under ``torch.func.vmap``
+        (:mod:`~pyro_flows.infer._vmapped_model`; not for ``loss="mean_field"``), else in a
+        loop over the particles (each fall-back is noted in ``result``); returns the loss and
+        the parameters met (name -> unconstrained tensor)."""
+        mode = "vectorised" if vectorize else "loop"
         try:
-            first, capture = self._traced(vectorize)
+            first, capture = self._first_vectorised() if vectorize else self._traced("loop")
         except Exception as err:
             if not vectorize:
                 raise
-            vectorize = False
-            first, capture = self._traced(False)
+            why = f"{type(err).__name__}: {err}"
+            first, capture, mode = self._fallback(why)
             note(
                 result,
                 "fit_guide: the model could not run with vectorised particles "
-                f"({type(err).__name__}: {err}); fell back to a loop over the "
-                f"{self.num_particles} particles (slower; pass vectorize_particles=False to skip "
-                "the attempt)",
+                f"({why}); " + (
+                    f"its {self.num_particles} particles run through torch.func.vmap instead "
+                    "(about as fast)" if mode == "vmap" else
+                    f"fell back to a loop over the {self.num_particles} particles (slower; "
+                    "pass vectorize_particles=False to skip the attempt)"
+                ),
                 UserWarning,
                 stacklevel=4,
             )
+        vectorize = mode == "vectorised"
+        result.particle_mode = mode
         result.vectorized = vectorize
         params: dict[str, Any] = {}
         for name, site in capture.trace.nodes.items():
@@ -129,6 +167,19 @@ class GuideLoss:
                 "pyro.module site was met while computing the loss): there is nothing to fit"
             )
         return first, params
+
+    def _fallback(self, why: str) -> tuple[float, Any, str]:
+        """The first call without vectorised particles: under ``vmap`` when it runs there (and
+        the loss is not ``"mean_field"``, whose analytic KL terms it lacks), else a loop."""
+        if self.loss != "mean_field":
+            try:
+                first, capture = self._traced("vmap")
+                return first, capture, "vmap"
+            except Exception:  # noqa: BLE001 - the loop is the last resort, and it raises
+                for p in pyro.get_param_store().values():
+                    p.unconstrained().grad = None
+        first, capture = self._traced("loop")
+        return first, capture, "loop"
 
 
 class GuideSteps:

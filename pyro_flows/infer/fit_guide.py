@@ -59,6 +59,7 @@ from ._guide_state import checkpoint_exists as checkpoint_exists
 from ._loop import resuming
 from ._steps import _shown, check_int, check_number, check_training_options
 from ._steps import gradient_norm as gradient_norm
+from ._vmapped_model import vmapped_importance_check
 from .defensive_draws import defensive_importance_check, supports_defensive_draws
 from .guide_check import KHAT_RELIABLE, GuideCheck, guide_importance_check
 from .guide_flag import judge_guide
@@ -87,6 +88,9 @@ class GuideFitResult:
     :ivar converged_at: the step at which the plateau test fired (``None``: it did not).
     :ivar skipped_steps: steps refused for a NaN/inf loss or gradient (not in ``elbo``).
     :ivar vectorized: whether the particles ran vectorised (``False`` after a fall-back).
+    :ivar particle_mode: how they ran: ``"vectorised"`` (one model call), ``"vmap"`` (the model
+        once per particle under ``torch.func.vmap``, for a model that does not broadcast over
+        them) or ``"loop"`` (a Python loop over them).
     :ivar khat: PSIS :math:`\\hat k` of the fitted guide against the model, or ``None``.
     :ivar khat_note: why ``khat`` is ``None`` (or ``None`` when it was computed).
     :ivar check: the :class:`~pyro_flows.infer.guide_check.GuideCheck` the k-hat came from
@@ -108,6 +112,7 @@ class GuideFitResult:
     converged_at: int | None = None
     skipped_steps: int = 0
     vectorized: bool = True
+    particle_mode: str = "vectorised"
     khat: float | None = None
     khat_note: str | None = None
     check: GuideCheck | None = None
@@ -169,10 +174,17 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
         result.khat_note = "not computed (khat_samples=0)"
         return
     try:
-        check = guide_importance_check(
-            model, guide, *args, num_samples=khat_samples, max_plate_nesting=max_plate_nesting,
-            batch_size=512, vectorize=result.vectorized, **kwargs,
-        )
+        if result.particle_mode == "vmap":  # the model once per draw, as in training
+            check = vmapped_importance_check(
+                model, guide, *args, num_samples=khat_samples,
+                max_plate_nesting=max_plate_nesting, **kwargs,
+            )
+        else:
+            check = guide_importance_check(
+                model, guide, *args, num_samples=khat_samples,
+                max_plate_nesting=max_plate_nesting, batch_size=512,
+                vectorize=result.vectorized, **kwargs,
+            )
     except Exception as err:  # a diagnostic must not lose the fit: report why instead
         result.khat_note = f"k-hat could not be computed ({type(err).__name__}: {err})"
         note(result, f"fit_guide: {result.khat_note}")
@@ -266,10 +278,20 @@ def fit_guide(
 
     The particles run as one vectorised model call (``vectorize_particles=True``,
     ``max_plate_nesting`` found by tracing model and guide once). If the first vectorised call
-    fails (a model whose shapes do not broadcast over an extra particle dimension), the loop
-    falls back to a Python loop over the particles, says so in ``result.warnings``
-    (and ``warnings.warn``), and sets ``result.vectorized = False``; if the loop fails as well,
-    its error is raised.
+    fails (a model whose shapes do not broadcast over an extra particle dimension), or runs but
+    gives a site more batch dims than the plates and the particles (``b @ X.T`` for a
+    coefficient ``b`` of shape ``(S, 1, D)``: the observation plate broadcasts the particles
+    into one another, and the ELBO would be that of :math:`S` copies of the data, sds
+    :math:`1/\sqrt S` of the posterior's, silently; :mod:`~pyro_flows.infer._particle_dims`),
+    the particles run with the model called once per particle under ``torch.func.vmap``
+    (:mod:`~pyro_flows.infer._vmapped_model`: the model sees one particle's latents, as in a
+    loop, at about the cost of one vectorised call; ``X @ beta`` regressions run this way), or,
+    where ``vmap`` cannot run the model (it branches on a
+    latent's value, subsamples) or for ``loss="mean_field"``, in a Python loop. The loop says
+    which in ``result.warnings`` (and ``warnings.warn``), sets ``result.vectorized = False``
+    and ``result.particle_mode`` (``"vmap"`` or ``"loop"``); if the loop fails as well, its
+    error is raised. The final check runs its draws the same way (without the defensive
+    draws, which need a vectorised model).
 
     **Optimiser and schedule.** Adam on all the parameters (created by the first loss call),
     global gradient norm clipped to ``clip_grad_norm``, learning rate falling from ``lr`` to

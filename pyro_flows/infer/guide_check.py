@@ -273,7 +273,10 @@ def weighted_moment_check(
             s_b, r_b = _shift_and_ratio(xb, boot_weights, ob)
             shift_se[cols] = s_b.std(0)
             ratio_se[cols] = r_b.std(0)
-        usable = torch.isfinite(shift) & torch.isfinite(ratio)
+        # a constant element (an LKJ Cholesky factor's L[0, 0] = 1) has no moments to compare:
+        # its weighted sd is rounding error, and its shift and ratio would read -1 sd and 0
+        varies = x.amax(0) > x.amin(0)
+        usable = torch.isfinite(shift) & torch.isfinite(ratio) & varies
         for j in torch.nonzero(usable).reshape(-1).tolist():
             label = name if x.shape[1] == 1 else f"{name}[{j}]"
             check.mean_shift[label] = float(shift[j])

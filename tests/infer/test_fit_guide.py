@@ -110,7 +110,7 @@ def test_iwae_and_mean_field_losses_reach_log_evidence():
 
 
 @pytest.mark.filterwarnings("ignore:fit_guide. PSIS k-hat")
-def test_a_model_that_cannot_be_vectorised_falls_back_to_a_loop():
+def test_a_model_that_cannot_be_vectorised_runs_under_vmap():
     w = torch.tensor([1.0, -2.0])
 
     def model():
@@ -120,7 +120,24 @@ def test_a_model_that_cannot_be_vectorised_falls_back_to_a_loop():
     with pytest.warns(UserWarning, match="vectorised particles"):
         result = fit_guide(model, AutoNormal(model), steps=30, seed=0, num_particles=4,
                            khat_samples=50, **quiet())  # (k-hat of a 30-step fit may warn too)
-    assert not result.vectorized and result.steps == 30
+    assert not result.vectorized and result.particle_mode == "vmap" and result.steps == 30
+    assert any("torch.func.vmap" in w for w in result.warnings)
+    assert result.khat is not None  # computed with the same (per-draw) evaluation
+
+
+@pytest.mark.filterwarnings("ignore:fit_guide. PSIS k-hat")
+def test_a_model_that_vmap_cannot_run_falls_back_to_a_loop():
+    w = torch.tensor([1.0, -2.0])
+
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        sd = 1.0 if float(z.sum()) < 1e9 else 2.0  # a Python number from a latent: not vmap
+        pyro.sample("y", dist.Normal(torch.dot(z, w), sd), obs=torch.tensor(1.0))
+
+    with pytest.warns(UserWarning, match="vectorised particles"):
+        result = fit_guide(model, AutoNormal(model), steps=30, seed=0, num_particles=4,
+                           khat_samples=50, **quiet())
+    assert not result.vectorized and result.particle_mode == "loop" and result.steps == 30
     assert any("fell back" in w for w in result.warnings)
     assert result.khat is not None  # computed with the same (looped) evaluation
 

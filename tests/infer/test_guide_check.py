@@ -130,3 +130,17 @@ def test_the_bootstrap_errors_are_measured():
     pyro.set_rng_seed(0)
     check = guide_importance_check(_model, _guide(1.3), num_samples=2000)
     assert 0.0 < check.sd_ratio_se["a"] < 0.1 and 0.0 < check.mean_shift_se["a"] < 0.1
+
+
+def test_a_constant_element_is_left_out_of_the_comparison():
+    """An element every draw shares (an LKJ Cholesky factor's L[0, 0] = 1) has no moments: with
+    weights whose sum is 1 only up to rounding it read as shifted by -1 sd with sd ratio 0."""
+    from pyro_flows.infer.guide_check import weighted_moment_check
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 2, generator=g)
+    x[:, 0] = 1.0
+    log_w = 0.3 * torch.randn(2000, generator=g)  # weights that do not sum to 1 exactly
+    check = weighted_moment_check(0.1, log_w, {"L": x})
+    assert "L[0]" not in check.sd_ratio and "L[0]" not in check.mean_shift
+    assert "L[1]" in check.sd_ratio and not check.biased

@@ -74,8 +74,13 @@ def test_unreliable_defensive_weights_flag_the_tails_even_with_a_small_plain_kha
 def test_disagreeing_defensive_moments_flag_the_moments():
     verdict = judge_guide(_check(0.4), _check(0.3, ratio=0.8))
     assert verdict.flag == "moments" and "defensively weighted" in verdict.message
-    # the defensive check decides where there is one: plain moments that disagree alone do not
-    assert judge_guide(_check(0.4, ratio=0.8), _check(0.3)).flag is None
+    # plain moments that disagree (reliable plain weights) flag as well, named as plain ones
+    verdict = judge_guide(_check(0.4, ratio=0.8), _check(0.3))
+    assert verdict.flag == "moments" and "PSIS-weighted" in verdict.message
+    assert "result.check" in verdict.message
+    # ... but not from unreliable plain weights, and not within their standard error
+    assert judge_guide(_check(0.9, ratio=0.8), _check(0.3)).flag is None
+    assert judge_guide(_check(0.4, ratio=0.89, se=0.02), _check(0.3)).flag is None
 
 
 def test_without_a_defensive_check_the_plain_rule_holds():
