@@ -59,7 +59,12 @@ from ._start_search import per_draw
 from .guide_check import GuideCheck, weighted_moment_check
 from .importance_weights import _latent_values, psis_smooth
 
-__all__ = ["VmappedELBO", "per_draw_log_weights", "vmapped_importance_check"]
+__all__ = [
+    "VmappedELBO",
+    "per_draw_log_weights",
+    "vmapped_importance_check",
+    "weights_and_guide_trace",
+]
 
 #: the plate the guide's draws run in (its name must not clash with a model's plates)
 DRAWS_PLATE = "_vmapped_draws"
@@ -119,10 +124,10 @@ def per_draw_log_weights(
         a score-function term).
     :raises RuntimeError: (from ``vmap``) for a model that cannot run per draw under it.
     """
-    return _weights_and_guide_trace(model, guide, num_draws, max_plate_nesting, args, kwargs)[0]
+    return weights_and_guide_trace(model, guide, num_draws, max_plate_nesting, args, kwargs)[0]
 
 
-def _weights_and_guide_trace(
+def weights_and_guide_trace(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     num_draws: int,
@@ -174,7 +179,7 @@ def vmapped_importance_check(
     log_ratios, values, done = [], [], 0
     while done < num_samples:
         n = min(batch_size, num_samples - done)
-        log_w, trace = _weights_and_guide_trace(model, guide, n, max_plate_nesting, args, kwargs)
+        log_w, trace = weights_and_guide_trace(model, guide, n, max_plate_nesting, args, kwargs)
         log_ratios.append(log_w.detach())
         values.append(_latent_values(trace, n))
         done += n

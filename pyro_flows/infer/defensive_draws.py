@@ -66,6 +66,7 @@ from .importance_weights import _latent_values, _max_plate_nesting, psis_smooth
 __all__ = [
     "DEFENSIVE_WIDTH",
     "DefensiveDraws",
+    "defensive_check",
     "defensive_draws",
     "defensive_importance_check",
     "supports_defensive_draws",
@@ -108,6 +109,7 @@ def defensive_draws(
     max_plate_nesting: int,
     batch_size: int | None,
     width: float = DEFENSIVE_WIDTH,
+    vmapped: bool = False,
 ) -> DefensiveDraws:
     r"""``num_samples`` draws of the guide and as many of its widened twin :math:`q_s`, with
     their log ratios against the guide and against the mixture (see the module docstring).
@@ -120,6 +122,9 @@ def defensive_draws(
     :param max_plate_nesting: the model's plate depth.
     :param batch_size: draws per vectorised run (``None``: all at once).
     :param width: the wide component's base scale :math:`s > 1`.
+    :param vmapped: score the draws with the model run once per draw under ``torch.func.vmap``
+        (:mod:`~pyro_flows.infer._vmapped_model`), for a model that does not broadcast over a
+        draws' dim; else one vectorised model run per chunk.
     :raises TypeError: for a guide that is not a set-up ``AutoFlow``.
     :raises ValueError: for ``num_samples < 10`` or ``width <= 1``.
     """
@@ -138,7 +143,7 @@ def defensive_draws(
     plain, mixed, values = [], [], []
     for start in range(0, total, chunk):
         lr, lm, vals = _chunk(model, guide, args, kwargs, scales[start : start + chunk],
-                              max_plate_nesting, width)
+                              max_plate_nesting, width, vmapped)
         plain.append(lr)
         mixed.append(lm)
         values.append(vals)
@@ -152,7 +157,7 @@ def defensive_draws(
 
 def _chunk(
     model: Callable, guide: Any, args: tuple, kwargs: dict, scales: Tensor,
-    max_plate_nesting: int, width: float,
+    max_plate_nesting: int, width: float, vmapped: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """One vectorised chunk: base draws scaled by ``scales``, pushed through the guide's flow,
     scored by the model with the guide's latent site conditioned on them."""
@@ -175,10 +180,16 @@ def _chunk(
     site = f"_{guide._pyro_name}_latent"
     value = x.reshape((n,) + (1,) * max_plate_nesting + (dim,))
     conditioned = poutine.condition(guide, data={site: value})
-    log_w, _, guide_trace = vectorized_importance_weights(
-        model, conditioned, *args, num_samples=n, max_plate_nesting=max_plate_nesting,
-        normalized=False, **kwargs,
-    )  # fmt: skip
+    if vmapped:
+        from ._vmapped_model import weights_and_guide_trace
+
+        log_w, guide_trace = weights_and_guide_trace(model, conditioned, n, max_plate_nesting,
+                                                     args, kwargs)
+    else:
+        log_w, _, guide_trace = vectorized_importance_weights(
+            model, conditioned, *args, num_samples=n, max_plate_nesting=max_plate_nesting,
+            normalized=False, **kwargs,
+        )  # fmt: skip
     # log_w = log p(theta) - log q(zeta) + log|det J_T|: put Pyro's score of the latent (an
     # inverse pass) back and take this pass's own log q(zeta) instead (the same density)
     node = guide_trace.nodes[site]
@@ -244,8 +255,27 @@ def defensive_importance_check(
                 f"defensive_draws needs a set-up AutoFlow guide, got {type(guide).__name__}"
             )
         max_plate_nesting = _max_plate_nesting(model, guide, args, kwargs)
+    return defensive_check(model, guide, args, kwargs, num_samples,
+                           max_plate_nesting=max_plate_nesting, batch_size=batch_size,
+                           width=width)
+
+
+def defensive_check(
+    model: Callable,
+    guide: Any,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    *,
+    max_plate_nesting: int,
+    batch_size: int | None,
+    width: float = DEFENSIVE_WIDTH,
+    vmapped: bool = False,
+) -> GuideCheck:
+    """:func:`defensive_importance_check` with the model's arguments as ``args``/``kwargs``
+    and the scoring of :func:`defensive_draws` (``vmapped``) to choose."""
     draws = defensive_draws(model, guide, args, kwargs, num_samples,
                             max_plate_nesting=max_plate_nesting, batch_size=batch_size,
-                            width=width)
+                            width=width, vmapped=vmapped)
     smoothed, khat = psis_smooth(draws.mixture_log_ratios)
     return weighted_moment_check(khat, smoothed, draws.values, num_own=num_samples)

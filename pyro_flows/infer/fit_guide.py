@@ -60,7 +60,7 @@ from ._loop import resuming
 from ._steps import _shown, check_int, check_number, check_training_options
 from ._steps import gradient_norm as gradient_norm
 from ._vmapped_model import vmapped_importance_check
-from .defensive_draws import defensive_importance_check, supports_defensive_draws
+from .defensive_draws import defensive_check, supports_defensive_draws
 from .guide_check import KHAT_RELIABLE, GuideCheck, guide_importance_check
 from .guide_flag import judge_guide
 
@@ -207,13 +207,14 @@ def _defensive(model: Callable, guide: Callable, args: tuple, kwargs: dict,
     from draws of its own: the RNG states are put back afterwards, so ``khat``, ``check`` and
     whatever the caller draws next are as without it. ``None`` for other guides, a loop over
     draws, or a failure (noted)."""
-    if not (result.vectorized and supports_defensive_draws(guide)):
+    if result.particle_mode == "loop" or not supports_defensive_draws(guide):
         return None
     state = rng_state()
     try:
-        return defensive_importance_check(
-            model, guide, *args, num_samples=max(10, khat_samples // 2),
-            max_plate_nesting=max_plate_nesting, batch_size=512, **kwargs,
+        return defensive_check(
+            model, guide, args, kwargs, max(10, khat_samples // 2),
+            max_plate_nesting=max_plate_nesting, batch_size=512,
+            vmapped=result.particle_mode == "vmap",
         )
     except Exception as err:  # a diagnostic must not lose the fit: report why instead
         note(result, f"fit_guide: the defensive check could not be computed "
@@ -290,8 +291,8 @@ def fit_guide(
     latent's value, subsamples) or for ``loss="mean_field"``, in a Python loop. The loop says
     which in ``result.warnings`` (and ``warnings.warn``), sets ``result.vectorized = False``
     and ``result.particle_mode`` (``"vmap"`` or ``"loop"``); if the loop fails as well, its
-    error is raised. The final check runs its draws the same way (without the defensive
-    draws, which need a vectorised model).
+    error is raised. The final check (and, for AutoFlow, its defensive draws) runs the same
+    way (without the defensive draws after a loop).
 
     **Optimiser and schedule.** Adam on all the parameters (created by the first loss call),
     global gradient norm clipped to ``clip_grad_norm``, learning rate falling from ``lr`` to

@@ -146,3 +146,31 @@ def test_autoflow_start_runs_under_vmap_and_is_accepted() -> None:
     assert ((draws.mean(0) - mean).abs() / sd).max() < 0.5
     ratio = draws.std(0) / sd
     assert ((ratio > 0.7) & (ratio < 1.4)).all(), ratio
+
+
+def test_defensive_draws_scored_under_vmap_equal_the_vectorised_ones() -> None:
+    from pyro_flows.infer.defensive_draws import defensive_draws
+
+    X, y = _data()
+    guide = AutoFlow(broadcasting)
+    pyro.set_rng_seed(0)
+    guide(X, y)
+    options = dict(max_plate_nesting=1, batch_size=None)
+    pyro.set_rng_seed(1)
+    vectorised = defensive_draws(broadcasting, guide, (X, y), {}, 200, **options)
+    pyro.set_rng_seed(1)
+    vmapped = defensive_draws(matmul, guide, (X, y), {}, 200, vmapped=True, **options)
+    assert torch.allclose(vmapped.mixture_log_ratios, vectorised.mixture_log_ratios,
+                          rtol=1e-4, atol=1e-2)
+    assert torch.allclose(vmapped.values["beta"], vectorised.values["beta"])
+
+
+def test_fit_guide_keeps_the_defensive_check_under_vmap() -> None:
+    X, y = _data()
+    guide = AutoFlow(regression)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_guide(regression, guide, X, y, steps=300, progress=False, seed=0,
+                           khat_samples=400)
+    assert result.particle_mode == "vmap"
+    assert result.defensive_check is not None and result.defensive_check.num_samples == 400
