@@ -116,15 +116,20 @@ def per_draw_log_weights(
     max_plate_nesting: int,
     args: tuple,
     kwargs: dict,
+    *,
+    vmapped: bool = True,
 ) -> Tensor:
     r""":math:`\log p(x, z_s) - \log q(z_s)` for ``num_draws`` draws :math:`z_s` of ``guide``,
-    shape ``(num_draws,)``, differentiable (see the module docstring).
+    shape ``(num_draws,)``, differentiable (see the module docstring). With ``vmapped=False``
+    the model is replayed once on all draws instead (one call, as Pyro's vectorised ELBO runs
+    it: for models that broadcast over the draws' dim).
 
     :raises ValueError: for a guide site that cannot be reparametrised (its gradient would need
         a score-function term).
     :raises RuntimeError: (from ``vmap``) for a model that cannot run per draw under it.
     """
-    return weights_and_guide_trace(model, guide, num_draws, max_plate_nesting, args, kwargs)[0]
+    return weights_and_guide_trace(model, guide, num_draws, max_plate_nesting, args, kwargs,
+                                   vmapped=vmapped)[0]
 
 
 def weights_and_guide_trace(
@@ -134,6 +139,8 @@ def weights_and_guide_trace(
     max_plate_nesting: int,
     args: tuple,
     kwargs: dict,
+    *,
+    vmapped: bool = True,
 ) -> tuple[Tensor, poutine.Trace]:
     """:func:`per_draw_log_weights` and the guide's trace of the draws."""
     dim = -(max_plate_nesting + 1)
@@ -153,15 +160,33 @@ def weights_and_guide_trace(
                 "its gradient needs Pyro's own ELBO"
             )
         log_q = log_q + per_draw(site["log_prob"], dim, num_draws)
-        if not site["infer"].get("is_auxiliary"):
+        if vmapped and not site["infer"].get("is_auxiliary"):
             shape = _one_draw_shape(site, num_draws, dim, prototype)
             values[name] = site["value"].reshape((num_draws, *shape))
+    if not vmapped:
+        return _replayed_log_joint(model, guide_trace, num_draws, dim, args, kwargs) - log_q, \
+            guide_trace
     # "different": random numbers the model draws are drawn per draw, as in a loop
     bare = _without_init_messengers(model)
     log_p = torch.func.vmap(
         lambda draw: _log_joint(bare, args, kwargs, draw), randomness="different"
     )(values)
     return log_p - log_q, guide_trace
+
+
+def _replayed_log_joint(model: Callable[..., Any], guide_trace: poutine.Trace, num_draws: int,
+                        dim: int, args: tuple, kwargs: dict) -> Tensor:
+    r""":math:`\log p(x, z_s)` per draw, from one run of ``model`` replayed on ``guide_trace``'s
+    ``num_draws`` draws (the draws' plate at ``dim``), shape ``(num_draws,)``."""
+    with pyro.plate(DRAWS_PLATE, num_draws, dim=dim):
+        trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    trace = prune_subsample_sites(trace)
+    trace.compute_log_prob()
+    total: Tensor | float = 0.0
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            total = total + per_draw(site["log_prob"], dim, num_draws)
+    return torch.as_tensor(total).expand(num_draws)
 
 
 @torch.no_grad()

@@ -43,13 +43,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.runtime import _DIM_ALLOCATOR
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from ..flow import Flow
 from ..transforms.rescale import softplus_inverse
 from ._particle_dims import watch_particle_dims
-from ._start_search import per_draw, search_together
+from ._start_search import search_together
 from ._vmapped_model import per_draw_log_weights
 from .gaussian_start import (
     GaussianStart,
@@ -200,29 +199,14 @@ def _block_losses(model: Callable[..., Any], guide: Callable[..., Any], affine: 
     ``Trace_ELBO`` sums it (see :mod:`~pyro_flows.infer._start_search`)."""
     blocks = locs.shape[0]
     draws = blocks * num_draws
-    dim = -(nesting + 1)
     # one row per draw, at the draws' dim left of the model's plates (the latent's batch shape)
     per_loc = locs.repeat_interleave(num_draws, dim=0).reshape(
         (draws,) + (1,) * nesting + tuple(locs.shape[1:])
     )
-    if vmapped:  # the model once per draw (``_vmapped_model``)
-        with poutine.block(), _forked_rng(0, [device]), _located(affine, per_loc):
-            log_w = per_draw_log_weights(model, guide, draws, nesting, args, kwargs)
-        return -log_w.reshape(blocks, num_draws).mean(1)
-    with poutine.block(), _forked_rng(0, [device]), _located(affine, per_loc), \
-            pyro.plate("_start_draws", draws, dim=dim):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-    total = torch.zeros(draws, dtype=locs.dtype, device=locs.device)
-    for trace, sign in ((model_trace, -1.0), (guide_trace, 1.0)):
-        trace = prune_subsample_sites(trace)
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                total = total + sign * per_draw(site["log_prob"], dim, draws)
-    return total.reshape(blocks, num_draws).mean(1)
+    with poutine.block(), _forked_rng(0, [device]), _located(affine, per_loc):
+        log_w = per_draw_log_weights(model, guide, draws, nesting, args, kwargs,
+                                     vmapped=vmapped)
+    return -log_w.reshape(blocks, num_draws).mean(1)
 
 
 @contextmanager
