@@ -11,7 +11,7 @@ For each posterior of :mod:`pyro_flows.targets.posteriordb` (faithful Pyro trans
 Stan programs, with posteriordb's reference draws summarised): Pyro's NUTS (``--nuts-warmup``
 + ``--nuts-draws``, default 1000 + 1000, one chain, Pyro's defaults) and four guides, each with
 its defaults through :func:`pyro_flows.infer.fit_guide` (its defaults too: Adam, learning rate
-:math:`10^{-2} \to 10^{-3}`, 8 vectorised particles, plateau stop): Pyro's ``AutoNormal``,
+:math:`10^{-2} \to 10^{-3}`, 32 vectorised particles, plateau stop): Pyro's ``AutoNormal``,
 ``AutoMultivariateNormal`` and ``AutoIAFNormal`` and pyro_flows' ``AutoFlow``. Every guide
 starts from :func:`~pyro_flows.infer.initialization.improper_safe` (``init_to_median``, and
 the origin of the unconstrained space on Stan's implicit flat priors, which Pyro's own

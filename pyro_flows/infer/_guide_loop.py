@@ -41,6 +41,11 @@ from ._particle_dims import watch_particle_dims
 from ._steps import gradient_norm
 from ._vmapped_model import VmappedELBO
 
+#: ``fit_guide``'s default particles per step when they run in one call (vectorised, vmap)
+PARTICLES_ONE_CALL = 32
+#: ... and when they run in a loop over the particles (each one a model run)
+PARTICLES_LOOP = 8
+
 
 def note(result: Any, message: str, category: type[Warning] | None = None,
          stacklevel: int = 3) -> None:
@@ -80,9 +85,12 @@ class GuideLoss:
     """``-ELBO`` of ``model`` and ``guide`` on ``args``/``kwargs``, with its gradients."""
 
     def __init__(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, *,
-                 loss: str, num_particles: int, max_plate_nesting: int) -> None:
+                 loss: str, num_particles: int | None, max_plate_nesting: int) -> None:
         self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
-        self.loss, self.num_particles = loss, num_particles
+        # ``None``: chosen by :meth:`first`, from how the particles run
+        self.auto_particles = num_particles is None
+        self.num_particles = PARTICLES_ONE_CALL if num_particles is None else num_particles
+        self.loss = loss
         self.max_plate_nesting = max_plate_nesting
         self.elbo: Any = None
 
@@ -134,6 +142,8 @@ class GuideLoss:
         loop over the particles (each fall-back is noted in ``result``); returns the loss and
         the parameters met (name -> unconstrained tensor)."""
         mode = "vectorised" if vectorize else "loop"
+        if mode == "loop" and self.auto_particles:
+            self.num_particles = PARTICLES_LOOP
         try:
             first, capture = self._first_vectorised() if vectorize else self._traced("loop")
         except Exception as err:
@@ -178,6 +188,8 @@ class GuideLoss:
             except Exception:  # noqa: BLE001 - the loop is the last resort, and it raises
                 for p in pyro.get_param_store().values():
                     p.unconstrained().grad = None
+        if self.auto_particles:
+            self.num_particles = PARTICLES_LOOP
         first, capture = self._traced("loop")
         return first, capture, "loop"
 

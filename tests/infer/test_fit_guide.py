@@ -142,6 +142,26 @@ def test_a_model_that_vmap_cannot_run_falls_back_to_a_loop():
     assert result.khat is not None  # computed with the same (looped) evaluation
 
 
+@pytest.mark.filterwarnings("ignore:fit_guide")
+def test_the_default_particle_count_follows_how_the_particles_run():
+    """32 draws per step in one call (vectorised or vmap), 8 in a loop, the value passed as
+    given; the count is in the result (and in a checkpoint's setup, so a resume keeps it)."""
+    w = torch.tensor([1.0, -2.0])
+
+    def dotted():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        pyro.sample("y", dist.Normal(torch.dot(z, w), 1.0), obs=torch.tensor(1.0))
+
+    cases = [(normal_mean, (X,), {}, "vectorised", 32), (dotted, (), {}, "vmap", 32),
+             (normal_mean, (X,), {"vectorize_particles": False}, "loop", 8),
+             (normal_mean, (X,), {"num_particles": 5}, "vectorised", 5)]
+    for model, args, options, mode, count in cases:
+        pyro.clear_param_store()
+        result = fit_guide(model, AutoNormal(model), *args, steps=5, seed=0, khat_samples=0,
+                           **options, **quiet())
+        assert (result.particle_mode, result.num_particles) == (mode, count), options
+
+
 # -- checkpoints ------------------------------------------------------------------------------
 def small_flow_guide():
     return AutoFlow(two_normals, num_transforms=2, hidden_dims=(8,))
@@ -373,7 +393,9 @@ def test_result_is_a_record():
         ((), {"steps": 2.5}, TypeError, "steps must be a positive int"),
         ((), {"lr": -1.0}, ValueError, "lr must be a positive finite number, got -1.0"),
         ((), {"lr_end": 0.0}, ValueError, "lr_end must be a positive"),
-        ((), {"num_particles": 0}, ValueError, "num_particles must be a positive int, got 0"),
+        ((), {"num_particles": 0}, ValueError,
+         r"num_particles must be None \(32 in one call, 8 in a loop\) or a positive int, got 0"),
+        ((), {"num_particles": "8"}, TypeError, "num_particles must be"),
         ((), {"loss": "kl"}, ValueError, "loss must be one of"),
         ((), {"schedule": "linear"}, ValueError, "schedule must be one of"),
         ((), {"clip_grad_norm": 0.0}, ValueError, "clip_grad_norm must be"),
