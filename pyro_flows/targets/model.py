@@ -22,8 +22,11 @@ Batches of points are evaluated in one model run: the model runs under an extra 
 ``pyro.plate`` of size :math:`N` at dim :math:`-(\text{max\_plate\_nesting} + 1)`, with each
 site's :math:`u_s` shaped ``(N, 1, ..., 1, *site_shape)``, the way Pyro vectorises ELBO
 particles. Models whose code does not broadcast over that extra dim (e.g. ``X @ w`` on a latent
-``w``) are detected at construction by comparing against a per-point loop on a few points, and
-fall back to the loop (with a warning).
+``w``) are detected at construction by comparing against a per-point loop on a few points; they
+run once per point under ``torch.func.vmap`` (the model sees one point's values, as written, at
+about the cost of one vectorised run; argument validation off inside it), or, where ``vmap``
+cannot run them either (control flow on a latent's value), in the loop, with a warning that
+says which (``run_mode``).
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class ModelTarget(Target):
     :param model_kwargs: keyword arguments of the model.
     :param max_plate_nesting: the number of nested plates; guessed from one run by default.
     :param vectorize: ``True`` always vectorise, ``False`` always loop, ``None`` (default) check
-        the vectorised run against the loop on three points and take the first that works.
+        the vectorised run, then the ``vmap`` one, against the loop on three points and take
+        the first that agrees (``run_mode`` says which).
 
     Example:
 
@@ -212,7 +216,9 @@ class ModelTarget(Target):
         self.unconstrained_shapes: dict[str, tuple[int, ...]] = u_shapes
         self._batch_dims = batch_dims
         self._sizes = sizes
-        self.vectorized = self._choose_vectorization(vectorize, trace)
+        #: how a batch of points runs: ``"vectorised"``, ``"vmap"`` or ``"loop"``
+        self.run_mode = self._choose_run_mode(vectorize, trace)
+        self.vectorized = self.run_mode == "vectorised"
 
     # -- where it lives ------------------------------------------------------------------------
     def _data_tensors(self) -> list[Tensor]:
@@ -259,35 +265,53 @@ class ModelTarget(Target):
                 "there is nothing to sample"
             )
 
-    def _choose_vectorization(self, vectorize: bool | None, trace: poutine.Trace) -> bool:
+    def _choose_run_mode(self, vectorize: bool | None, trace: poutine.Trace) -> str:
+        """``"vectorised"`` (one model run with a batch plate), ``"vmap"`` (the model once per
+        point under ``torch.func.vmap``) or ``"loop"``: the first that agrees with the loop on
+        three points, unless ``vectorize`` says."""
         if vectorize is not None:
-            return vectorize
+            return "vectorised" if vectorize else "loop"
+        z0 = self._pack_trace(trace).detach()
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(2, self.dim, generator=generator, device="cpu")
+        points = torch.stack([z0, z0 + 0.1 * noise[0].to(z0), z0 - 0.1 * noise[1].to(z0)])
+        with torch.no_grad():
+            slow = self._run_loop(points)[0]  # errors here are the model's own: raise them
+        tries: list[tuple[str, Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]]] = [
+            ("vmap", self._run_vmapped)
+        ]
         if any(b > self.max_plate_nesting for b in self._batch_dims.values()):
             reason = "a latent site has more batch dims than plates"
         else:
-            z0 = self._pack_trace(trace).detach()
-            generator = torch.Generator().manual_seed(0)
-            noise = torch.randn(2, self.dim, generator=generator, device="cpu")
-            points = torch.stack([z0, z0 + 0.1 * noise[0].to(z0), z0 - 0.1 * noise[1].to(z0)])
-            with torch.no_grad():
-                slow = self._run_loop(points)[0]  # errors here are the model's own: raise them
-                try:
-                    fast = self._run_vectorized(points)[0]
-                    ok = fast.shape == slow.shape and torch.allclose(
-                        fast, slow, rtol=1e-4, atol=1e-4, equal_nan=True
-                    )
-                    reason = "vectorised and per-point log densities differ"
-                except Exception as e:  # noqa: BLE001 - any failure means: do not vectorise
-                    ok, reason = False, f"{type(e).__name__}: {e}".splitlines()[0]
-            if ok:
-                return True
+            tries.insert(0, ("vectorised", self._run_vectorized))
+        for mode, run in tries:
+            try:
+                with torch.no_grad():
+                    fast = run(points)[0]
+                ok = fast.shape == slow.shape and torch.allclose(
+                    fast, slow, rtol=1e-4, atol=1e-4, equal_nan=True
+                )
+                why = "vectorised and per-point log densities differ"
+            except Exception as e:  # noqa: BLE001 - any failure means: not this way
+                ok, why = False, f"{type(e).__name__}: {e}".splitlines()[0]
+            if ok and mode == "vectorised":
+                return mode
+            if mode == "vectorised":
+                reason = why
+            elif ok:
+                self._warn_unbroadcast(reason, "once per point under torch.func.vmap (about "
+                                       "the cost of one vectorised run)")
+                return mode
+        self._warn_unbroadcast(reason, "once per point in a loop")
+        return "loop"
+
+    def _warn_unbroadcast(self, reason: str, how: str) -> None:
         warnings.warn(
             f"ModelTarget: the model {self.name!r} does not broadcast over an outer batch plate "
-            f"({reason}); log_prob runs the model once per point",
+            f"({reason}); log_prob runs the model {how}",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-        return False
 
     # -- z <-> sites -------------------------------------------------------------------------
     def _split(self, flat: Tensor, batched: bool) -> dict[str, Tensor]:
@@ -331,6 +355,14 @@ class ModelTarget(Target):
         runs = [self._run_single(point) for point in flat]
         values = {n: torch.stack([r[1][n] for r in runs]) for n in self.site_names}
         return torch.stack([r[0] for r in runs]), values
+
+    def _run_vmapped(self, flat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        def one(z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            # argument checks branch on values, which vmap cannot: off inside it
+            with pyro.validation_enabled(False):
+                return self._run_single(z)
+
+        return torch.func.vmap(one, randomness="different")(flat)  # type: ignore[no-any-return]
 
     def _run_vectorized(self, flat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         n, depth = flat.shape[0], self.max_plate_nesting + 1
@@ -377,7 +409,8 @@ class ModelTarget(Target):
             return z.new_zeros(batch), {
                 n: z.new_zeros(batch + self.site_shapes[n]) for n in self.site_names
             }
-        run = self._run_vectorized if self.vectorized else self._run_loop
+        run = {"vectorised": self._run_vectorized, "vmap": self._run_vmapped,
+               "loop": self._run_loop}[self.run_mode]
         total, values = run(flat)
         return total.reshape(batch), {
             n: v.reshape(batch + self.site_shapes[n]) for n, v in values.items()

@@ -160,16 +160,40 @@ def test_a_model_that_does_not_broadcast_falls_back_to_the_loop():
         with pyro.plate("data", len(y)):
             pyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
 
-    with pytest.warns(UserWarning, match="does not broadcast over an outer batch plate"):
+    with pytest.warns(UserWarning, match="does not broadcast over an outer batch plate.*vmap"):
         target = model_target(logistic, x, y)
-    assert not target.vectorized
-    z = torch.randn(4, 3, dtype=F64)
+    assert not target.vectorized and target.run_mode == "vmap"
+    z = torch.randn(4, 3, dtype=F64, requires_grad=True)
     expected = torch.stack(
         [
             dist.Normal(0.0, 1.0).log_prob(w).sum() + dist.Bernoulli(logits=x @ w).log_prob(y).sum()
             for w in z
         ]
     )
+    got = target.log_prob(z)
+    torch.testing.assert_close(got, expected)
+    # gradients flow through the vmapped runs (HMC/NUTS and fit_target need them)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), z)[0],
+                               torch.autograd.grad(expected.sum(), z)[0])
+    assert target.log_prob(z[0]).shape == ()  # one point: no vmap
+
+
+def test_a_model_vmap_cannot_run_falls_back_to_the_loop():
+    x = torch.randn(20, 3, dtype=F64)
+    y = torch.randn(20, dtype=F64)
+
+    def branching(x, y):
+        w = pyro.sample("w", dist.Normal(torch.zeros(3, dtype=F64), 1.0).to_event(1))
+        sd = 1.0 if float(w.sum()) < 1e9 else 2.0  # a Python number from a latent: not vmap
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(x @ w, sd), obs=y)
+
+    with pytest.warns(UserWarning, match="once per point in a loop"):
+        target = model_target(branching, x, y)
+    assert target.run_mode == "loop" and not target.vectorized
+    z = torch.randn(4, 3, dtype=F64)
+    expected = torch.stack([dist.Normal(0.0, 1.0).log_prob(w).sum()
+                            + dist.Normal(x @ w, 1.0).log_prob(y).sum() for w in z])
     torch.testing.assert_close(target.log_prob(z), expected)
 
 
