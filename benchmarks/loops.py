@@ -42,8 +42,9 @@ seeds), and ``ratio`` is ours / the peer named in the header:
     with Pyro's defaults (1 layer, hidden 3 D + 1) is shown too. The model's logits
     broadcast over vectorized particles, so AutoFlow's Gaussian start is accepted and the row
     times what its defaults give a user: 5 IAF layers, the tail stage (sinh-arcsinh and
-    Tukey h), a trainable location-scale step, the frozen whitening and anchor (36 trained
-    parameter tensors and 3 frozen ones against AutoIAFNormal's 30; ``--profile`` shows the
+    Tukey h), a trainable location-scale step, the frozen whitening and anchor (21 trained
+    parameter tensors and 3 frozen ones against AutoIAFNormal's 30: each MADE layer keeps its
+    weight and bias in one tensor, ``pyro_flows.nn.packed_linear``; ``--profile`` shows the
     optimizer's per-tensor Adam steps as the largest share of either step). ``ours,
     tail_stage=False`` is the same guide
     without the tail stage (its price; not the ratio's numerator). A model whose ``X @ w``

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_hidden_dims, check_positive_int
+from .packed_linear import PackedLinear
 
 MaskedWeights = list[tuple[Tensor, Tensor]]
 
@@ -105,14 +106,11 @@ class MADE(nn.Module):
             hidden, masks = (), [torch.zeros(num_params, 1, dtype=torch.bool)]
         sizes_in = [D + (self.context_dim or 0), *hidden]
         sizes_out = [*hidden, D * num_params]
+        # one parameter tensor per layer (PackedLinear): half as many for a per-tensor optimiser
+        # to step; a fully masked weight (D = 1, no context) stays at 0 with exactly 0 gradient
         self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(sizes_in, sizes_out, strict=False)
+            PackedLinear(a, b) for a, b in zip(sizes_in, sizes_out, strict=False)
         )
-        if not hidden and D == 1 and self.context_dim is None:
-            # the fully masked weight would never get a gradient: keep it as a zero buffer
-            layer = self.layers[0]
-            del layer.weight
-            layer.register_buffer("weight", torch.zeros(D * num_params, 1))
         for i, mask in enumerate(masks):
             # bool: ``where`` selects with it directly, and ``.to(dtype)`` leaves it alone
             self.register_buffer(f"mask{i}", mask)
@@ -124,6 +122,8 @@ class MADE(nn.Module):
                 layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
             self.layers[-1].weight.mul_(out_scale)
             self.layers[-1].bias.zero_()
+            if not hidden and D == 1 and self.context_dim is None:
+                self.layers[0].weight.zero_()  # fully masked: held at 0
 
     def _out_of_place_relu(self, h: Tensor) -> bool:
         """Whether the in-place ReLU must give way to ``torch.relu`` for ``h``: under a JIT trace

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..nn.made import MADE
 from ..nn.mlp import MLP
+from ..nn.packed_linear import PackedLinear
 from .planar import Planar
 from .radial import Radial
 from .rescale import softplus_inverse
@@ -75,7 +76,7 @@ def identity_init_(module: nn.Module) -> nn.Module:
             continue
         else:
             continue
-        assert isinstance(last, nn.Linear)
+        assert isinstance(last, (nn.Linear, PackedLinear))
         last.weight.zero_()
         last.bias.zero_()
     return module

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..nn.packed_state import pack_split_entries
 from ._affine import _exp_log_scale
 from .base import FlowTransform
 
@@ -48,7 +49,9 @@ def sinh_arcsinh_and_log_det(
     :math:`(1/\tau, -s/\tau)`."""
     a = torch.asinh(v)
     u = torch.exp(log_tail) * a + skew
-    log_det = log_cosh(u) + log_tail - log_cosh(a)
+    # log cosh asinh v = log sqrt(1 + v^2) = log hypot(v, 1): two operations instead of
+    # log_cosh's six, finite for every finite v (hypot does not overflow where v^2 would)
+    log_det = log_cosh(u) + log_tail - torch.log(torch.hypot(v, v.new_ones(())))
     return torch.sinh(u), log_det.sum(-1)
 
 
@@ -71,7 +74,8 @@ class SinhArcsinh(FlowTransform):
     :math:`|x|`, :math:`|y| \approx \tfrac12 (2|x|)^{\tau} e^{\pm s}`: the tail power
     :math:`\tau` sets both tails' weight and the skew :math:`s` their relative scale. From a
     standard-normal :math:`x`, :math:`\tau = 2` gives exponential tails and :math:`\tau = 1`
-    keeps Gaussian ones. The layer starts at :math:`\rho = s = 0`, the identity.
+    keeps Gaussian ones. The layer starts at :math:`\rho = s = 0`, the identity. Both live in
+    one parameter tensor, ``tail_and_skew``, served as ``raw_tail`` and ``skew``.
 
     Cost: forward and inverse are both :math:`O(D)` per sample (elementwise).
 
@@ -103,8 +107,25 @@ class SinhArcsinh(FlowTransform):
 
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)
-        self.raw_tail = nn.Parameter(torch.zeros(self.input_dim))
-        self.skew = nn.Parameter(torch.zeros(self.input_dim))
+        #: rows :math:`(\rho, s)`: one tensor (a per-tensor optimiser steps one, not two;
+        #: :mod:`pyro_flows.nn.packed_state`), served as :attr:`raw_tail` and :attr:`skew`
+        self.tail_and_skew = nn.Parameter(torch.zeros(2, self.input_dim))
+
+    @property
+    def raw_tail(self) -> Tensor:
+        r""":math:`\rho`, shape ``(input_dim,)``: a view of :attr:`tail_and_skew` (writes
+        through)."""
+        return self.tail_and_skew[0]
+
+    @property
+    def skew(self) -> Tensor:
+        """:math:`s`, shape ``(input_dim,)``: a view of :attr:`tail_and_skew`."""
+        return self.tail_and_skew[1]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        """Also accept the separate ``raw_tail`` and ``skew`` of earlier versions."""
+        pack_split_entries(state_dict, prefix, "tail_and_skew", ("raw_tail", "skew"), torch.stack)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def log_tail(self) -> Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..nn.packed_state import pack_split_entries
 from .base import FlowTransform
 
 __all__ = ["TukeyH", "lambert_w"]
@@ -73,7 +74,8 @@ class TukeyH(FlowTransform):
     is monotone and continuous with a continuous derivative (:math:`dy/dx = 1` at 0 on both
     sides). It starts at :math:`\rho = 0`, the identity; the clamp passes gradients at
     :math:`\rho = 0`, so the first steps can open a tail, and a tail pushed below zero stays
-    Gaussian.
+    Gaussian. Both sides' :math:`\rho` live in one parameter tensor, ``raw_h``, served as
+    ``raw_h_pos`` and ``raw_h_neg``.
 
     Cost: the forward map is :math:`O(D)` per sample; the inverse takes a few Halley steps per
     element.
@@ -111,12 +113,29 @@ class TukeyH(FlowTransform):
 
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)
-        self.raw_h_pos = nn.Parameter(torch.zeros(self.input_dim))
-        self.raw_h_neg = nn.Parameter(torch.zeros(self.input_dim))
+        #: rows :math:`(\rho^+, \rho^-)`: one tensor (a per-tensor optimiser steps one, not
+        #: two; :mod:`pyro_flows.nn.packed_state`), served as :attr:`raw_h_pos`, :attr:`raw_h_neg`
+        self.raw_h = nn.Parameter(torch.zeros(2, self.input_dim))
+
+    @property
+    def raw_h_pos(self) -> Tensor:
+        r""":math:`\rho^+`, shape ``(input_dim,)``: a view of :attr:`raw_h` (writes through)."""
+        return self.raw_h[0]
+
+    @property
+    def raw_h_neg(self) -> Tensor:
+        r""":math:`\rho^-`, shape ``(input_dim,)``: a view of :attr:`raw_h` (writes through)."""
+        return self.raw_h[1]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        """Also accept the separate ``raw_h_pos`` and ``raw_h_neg`` of earlier versions."""
+        pack_split_entries(state_dict, prefix, "raw_h", ("raw_h_pos", "raw_h_neg"), torch.stack)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def tail_weights(self) -> tuple[Tensor, Tensor]:
         r""":math:`(h^+, h^-)`, each of shape ``(input_dim,)`` and within :math:`[0, h_\max]`."""
-        return self.raw_h_pos.clamp(0.0, H_MAX), self.raw_h_neg.clamp(0.0, H_MAX)
+        h_pos, h_neg = self.raw_h.clamp(0.0, H_MAX).unbind(0)
+        return h_pos, h_neg
 
     def _h(self, v: Tensor) -> Tensor:
         h_pos, h_neg = self.tail_weights()
@@ -129,17 +148,17 @@ class TukeyH(FlowTransform):
         ``log|det dy/dx|``."""
         x, context = self._prepare(x, context, "x")
         h = self._h(x)
-        a = x.abs()
-        hx2 = h * torch.clamp(a, max=LINEAR_FROM) ** 2  # h min(|x|, c)^2
+        inner = torch.clamp(x, -LINEAR_FROM, LINEAR_FROM)
+        hx2 = h * inner.square()  # h min(|x|, c)^2
         grow = torch.exp(0.5 * hx2)
         slope = (1.0 + hx2) * grow
-        # both branches finite in backward, so an infinite input does not make the shared
-        # weights' gradients NaN (0 * inf): the inner one on the clamped x, the outer one with
-        # its distance past c capped at the dtype's largest number
-        beyond = torch.clamp(a - LINEAR_FROM, max=torch.finfo(x.dtype).max)
-        outer = torch.sign(x) * (LINEAR_FROM * grow + slope * beyond)
-        inner = torch.clamp(x, -LINEAR_FROM, LINEAR_FROM) * grow
-        y = torch.where(a <= LINEAR_FROM, inner, outer)
+        # y = x_c e^{h x_c^2 / 2} + (x - x_c) slope with x_c the clamped x: the map inside
+        # |x| <= c (where x - x_c = 0), its tangent line beyond. The distance past c is capped at
+        # the dtype's largest number, so an infinite input does not make the shared weights'
+        # gradients NaN (0 * inf) when that row's own gradient is 0
+        big = torch.finfo(x.dtype).max
+        past = torch.clamp(x - inner, -big, big)
+        y = torch.addcmul(inner * grow, past, slope)
         return y, (0.5 * hx2 + torch.log1p(hx2)).sum(-1)
 
     def inverse_and_log_det(
