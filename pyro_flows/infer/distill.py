@@ -259,19 +259,19 @@ def distill(
     >>> from pyro_flows import flows
     >>> from pyro_flows.infer.distill import distill
     >>> from pyro_flows.infer.distill import distillation_kl
-    >>> _ = torch.manual_seed(2)
+    >>> _ = torch.manual_seed(0)
     >>> teacher = flows.maf(2, num_transforms=2, hidden_dims=(16,))
     >>> _ = [p.data.add_(0.5 * torch.randn_like(p)) for p in teacher.parameters()]  # non-trivial
     >>> student = flows.iaf(2, num_transforms=2, hidden_dims=(32,))
-    >>> before, _ = distillation_kl(teacher, student, 1024)  # about 14 nats
+    >>> before, _ = distillation_kl(teacher, student, 1024)  # about 3.1 nats
     >>> history = distill(teacher, student, steps=150, batch_size=128, lr=1e-2,
     ...                   eval_samples=1024, progress=False)
-    >>> bool(before > 2.0 and history.eval_kl[-1] < 0.1)  # measured 0.025
+    >>> bool(before > 2.0 and history.eval_kl[-1] < 0.1)  # measured 0.04
     True
     >>> student = flows.iaf(2, num_transforms=2, hidden_dims=(32,))
     >>> history = distill(teacher, student, steps=150, batch_size=128, lr=1e-2,
     ...                   eval_samples=1024, progress=False, objective="sampling_map")
-    >>> bool(history.eval_kl[-1] < 0.1)  # measured 0.06
+    >>> bool(history.eval_kl[-1] < 0.1)  # measured 0.07
     True
 
     References:

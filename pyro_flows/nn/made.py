@@ -30,7 +30,15 @@ from torch import Tensor, nn
 from .._validation import check_hidden_dims, check_positive_int
 from .packed_linear import PackedLinear
 
-MaskedWeights = list[tuple[Tensor, Tensor]]
+#: per layer, the masked ``(weight, bias)``, or ``([W | b] masked, None)`` for a packed layer
+MaskedWeights = list[tuple[Tensor, Tensor | None]]
+
+
+def _affine(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``h W^T + b``, or for a packed layer (``b`` None, ``w = [W | b]``) ``[h, 1] w^T``."""
+    if b is None:
+        return F.linear(F.pad(h, (0, 1), value=1.0), w)
+    return F.linear(h, w, b)
 
 
 class MADE(nn.Module):
@@ -106,11 +114,14 @@ class MADE(nn.Module):
             hidden, masks = (), [torch.zeros(num_params, 1, dtype=torch.bool)]
         sizes_in = [D + (self.context_dim or 0), *hidden]
         sizes_out = [*hidden, D * num_params]
-        # one parameter tensor per layer (PackedLinear): half as many for a per-tensor optimiser
-        # to step; a fully masked weight (D = 1, no context) stays at 0 with exactly 0 gradient
         self.layers = nn.ModuleList(
-            PackedLinear(a, b) for a, b in zip(sizes_in, sizes_out, strict=False)
+            nn.Linear(a, b) for a, b in zip(sizes_in, sizes_out, strict=False)
         )
+        if not hidden and D == 1 and self.context_dim is None:
+            # the fully masked weight would never get a gradient: keep it as a zero buffer
+            layer = self.layers[0]
+            del layer.weight
+            layer.register_buffer("weight", torch.zeros(D * num_params, 1))
         for i, mask in enumerate(masks):
             # bool: ``where`` selects with it directly, and ``.to(dtype)`` leaves it alone
             self.register_buffer(f"mask{i}", mask)
@@ -122,8 +133,6 @@ class MADE(nn.Module):
                 layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
             self.layers[-1].weight.mul_(out_scale)
             self.layers[-1].bias.zero_()
-            if not hidden and D == 1 and self.context_dim is None:
-                self.layers[0].weight.zero_()  # fully masked: held at 0
 
     def _out_of_place_relu(self, h: Tensor) -> bool:
         """Whether the in-place ReLU must give way to ``torch.relu`` for ``h``: under a JIT trace
@@ -159,15 +168,57 @@ class MADE(nn.Module):
 
     def masked_weights(self) -> MaskedWeights:
         """The masked ``(weight, bias)`` of every layer; compute once, reuse for many passes.
+        A layer packed by :meth:`pack_parameters_` gives ``([W | b] masked, None)`` instead
+        (its bias column unmasked), which :meth:`forward` applies to the input with a column
+        of ones appended.
 
         Masked entries are selected to zero (``where``), not multiplied by it: their gradient is
         then exactly 0 even where the unmasked product's gradient overflows (far from the data
         in float32), where ``weight * mask`` would turn ``inf * 0`` into NaN.
         """
-        return [
-            (torch.where(mask, layer.weight, 0.0), layer.bias)
-            for layer, mask in zip(self.layers, self.masks, strict=False)
-        ]
+        weights: MaskedWeights = []
+        for i, (layer, mask) in enumerate(zip(self.layers, self.masks, strict=False)):
+            if isinstance(layer, PackedLinear):
+                packed_mask = getattr(self, f"mask_and_bias{i}")
+                weights.append((torch.where(packed_mask, layer.weight_and_bias, 0.0), None))
+            else:
+                weights.append((torch.where(mask, layer.weight, 0.0), layer.bias))
+        return weights
+
+    def pack_parameters_(self) -> MADE:
+        """Keep each layer's weight and bias in one parameter tensor
+        (:class:`~pyro_flows.nn.packed_linear.PackedLinear`, same values), in place; returns
+        ``self``.
+
+        For optimisers that step each tensor on its own, such as Pyro's ``pyro.optim``: half
+        as many tensors to step and to register per SVI step, about 0.1 ms each on a CPU
+        (:class:`~pyro_flows.infer.AutoFlow` packs its MADEs). The forward pass costs a little
+        more (the input gets a column of ones, ``F.pad``): about 10% of a MADE's forward and
+        backward at 8 rows, which is why it is not the default. State dicts then have
+        ``layers.i.weight_and_bias``; one saved with separate keys still loads. A layer whose
+        weight is a fixed zero buffer (``input_dim = 1`` without hidden layers) stays as it is.
+
+        Example:
+
+        >>> made = MADE(3, (16,), param_dims=(1, 1))
+        >>> x = torch.randn(4, 3)
+        >>> before = made(x)
+        >>> len(list(made.parameters())), len(list(made.pack_parameters_().parameters()))
+        (4, 2)
+        >>> all(torch.allclose(a, b, atol=1e-6) for a, b in zip(made(x), before, strict=True))
+        True
+        """
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, PackedLinear) or not isinstance(layer.weight, nn.Parameter):
+                continue
+            self.layers[i] = PackedLinear.from_linear(layer)
+            mask = getattr(self, f"mask{i}")
+            self.register_buffer(
+                f"mask_and_bias{i}",
+                torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1),
+                persistent=False,
+            )
+        return self
 
     def forward(
         self,
@@ -215,10 +266,10 @@ class MADE(nn.Module):
             if i == 0 and context is not None:
                 # [x, context] @ W^T = x @ W_x^T + context @ W_c^T, the second broadcast
                 d = x.shape[-1]
-                h, shared = F.linear(x, w[:, :d]), F.linear(context, w[:, d:], b)
+                h, shared = F.linear(x, w[:, :d]), _affine(context, w[:, d:], b)
                 h = h + shared if torch.jit.is_tracing() else h.add_(shared)
             else:
-                h = F.linear(h, w, b)
+                h = _affine(h, w, b)
             if i < last:
                 # in place saves an allocation, but not on a view or under a JIT trace
                 h = torch.relu(h) if self._out_of_place_relu(h) else self.activation(h)

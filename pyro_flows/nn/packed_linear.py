@@ -8,13 +8,15 @@ r"""A dense layer whose weight and bias are one parameter tensor.
 
 but keeps :math:`W` and :math:`b` side by side in one parameter, ``weight_and_bias``, and serves
 ``weight`` and ``bias`` as views of it. Why: an optimiser that steps each tensor on its own
-(Pyro's ``pyro.optim.Adam`` holds one ``torch.optim.Adam`` per parameter, and torch's default
-CPU Adam is a per-tensor loop) pays about 0.1 ms of Python per tensor and step whatever the
-tensor's size, and tracing a guide registers every tensor through ``pyro.param``. A MADE of
-three layers is then three tensors instead of six; for
-:class:`~pyro_flows.infer.AutoFlow`'s five IAF layers, 15 fewer per SVI step
-(``benchmarks/loops.py --parts svi``). The price is two views per call and, in the backward
-pass, the two views' gradients summed into one tensor.
+(Pyro's ``pyro.optim.Adam`` holds one ``torch.optim.Adam`` per parameter) pays about 0.1 ms of
+Python per tensor and step on a CPU whatever the tensor's size, and tracing a guide registers
+every tensor through ``pyro.param``.
+:meth:`~pyro_flows.nn.MADE.pack_parameters_` turns a MADE's layers into these (three tensors
+instead of six for three layers); :class:`~pyro_flows.infer.AutoFlow` does it to its MADEs, 15
+fewer tensors per SVI step for its five IAF layers (``benchmarks/loops.py --parts svi``). The
+price is in the forward and backward passes: the MADE applies ``[W | b]`` to its input with a
+column of ones appended (about 10% of a small MADE's forward and backward), so training loops
+that step all tensors at once (torch's fused or ``foreach`` Adam) keep the separate layout.
 
 The views write through: ``layer.weight.zero_()`` under ``torch.no_grad()`` edits the
 parameter, as it does for ``nn.Linear``. Gradients live on ``weight_and_bias``
@@ -73,9 +75,23 @@ class PackedLinear(nn.Module):
         super().__init__()
         dense = nn.Linear(in_features, out_features)
         self.in_features, self.out_features = in_features, out_features
-        self.weight_and_bias = nn.Parameter(
-            torch.cat([dense.weight.detach(), dense.bias.detach()[:, None]], dim=1)
-        )
+        self.weight_and_bias = nn.Parameter(_join([dense.weight.detach(), dense.bias.detach()]))
+
+    @classmethod
+    def from_linear(cls, dense: nn.Linear) -> PackedLinear:
+        """A packed copy of ``dense`` (same values, dtype, device and ``requires_grad``).
+
+        :raises ValueError: if ``dense`` has no bias.
+        """
+        if dense.bias is None:
+            raise ValueError("PackedLinear.from_linear: the layer has no bias to pack (bias=False)")
+        packed = cls.__new__(cls)
+        nn.Module.__init__(packed)
+        packed.in_features, packed.out_features = dense.in_features, dense.out_features
+        with torch.no_grad():
+            values = _join([dense.weight.detach(), dense.bias.detach()])
+        packed.weight_and_bias = nn.Parameter(values, requires_grad=dense.weight.requires_grad)
+        return packed
 
     @property
     def weight(self) -> Tensor:

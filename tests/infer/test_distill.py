@@ -201,11 +201,8 @@ def test_conditional_distillation_uses_the_context():
     teacher = flows.maf(2, num_transforms=1, hidden_dims=(16,), context_dim=1)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # make the teacher depend strongly on its context
-        # each layer's weight, then its bias (the views of its one packed tensor), as drawn
-        # when they were separate tensors: the teacher the thresholds below were measured on
-        for layer in teacher.transforms[0].made.layers:
-            for p in (layer.weight, layer.bias):
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
+        for p in teacher.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
     student = flows.iaf(2, num_transforms=1, hidden_dims=(32,), context_dim=1)
     context = torch.linspace(-1, 1, 64).unsqueeze(-1)
     history = distill(

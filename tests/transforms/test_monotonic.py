@@ -217,8 +217,7 @@ def test_gradients_match_finite_differences_in_both_directions():
 
     loss().backward()
     h = 1e-6
-    for name in ("integrand.layers.0.weight", "integrand.layers.1.bias",
-                 "made.layers.1.weight_and_bias"):  # a weight and a bias entry (last column)
+    for name in ("integrand.layers.0.weight", "integrand.layers.1.bias", "made.layers.1.bias"):
         p = dict(t.named_parameters())[name]
         for index in [(0,) * p.dim(), tuple(s - 1 for s in p.shape)]:
             with torch.no_grad():
