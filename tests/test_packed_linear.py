@@ -145,3 +145,17 @@ def test_tail_layers_hold_one_tensor_and_load_their_old_split_state(make, old_na
     with torch.no_grad():  # the views write through
         getattr(fresh, old_names[0]).zero_()
     assert getattr(fresh, packed)[0].abs().max() == 0
+
+
+def test_a_packed_made_follows_a_dtype_change_and_adds_no_buffers():
+    torch.manual_seed(0)
+    made = MADE(3, (8,), param_dims=(1, 1))
+    buffers = {name for name, _ in made.named_buffers()}
+    made.pack_parameters_()
+    x = torch.randn(4, 3)
+    made(x)  # builds the packed masks
+    assert {name for name, _ in made.named_buffers()} == buffers
+    assert set(made.state_dict()) == buffers | {"layers.0.weight_and_bias",
+                                                "layers.1.weight_and_bias"}
+    out = made.double()(x.double())
+    assert all(o.dtype == torch.float64 for o in out)

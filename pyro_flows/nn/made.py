@@ -179,7 +179,7 @@ class MADE(nn.Module):
         weights: MaskedWeights = []
         for i, (layer, mask) in enumerate(zip(self.layers, self.masks, strict=False)):
             if isinstance(layer, PackedLinear):
-                packed_mask = getattr(self, f"mask_and_bias{i}")
+                packed_mask = self._mask_and_bias(i, mask)
                 weights.append((torch.where(packed_mask, layer.weight_and_bias, 0.0), None))
             else:
                 weights.append((torch.where(mask, layer.weight, 0.0), layer.bias))
@@ -197,6 +197,8 @@ class MADE(nn.Module):
         backward at 8 rows, which is why it is not the default. State dicts then have
         ``layers.i.weight_and_bias``; one saved with separate keys still loads. A layer whose
         weight is a fixed zero buffer (``input_dim = 1`` without hidden layers) stays as it is.
+        The masks stay fixed, as they are by construction (the packed path keeps its own copy
+        with the bias column).
 
         Example:
 
@@ -212,13 +214,20 @@ class MADE(nn.Module):
             if isinstance(layer, PackedLinear) or not isinstance(layer.weight, nn.Parameter):
                 continue
             self.layers[i] = PackedLinear.from_linear(layer)
-            mask = getattr(self, f"mask{i}")
-            self.register_buffer(
-                f"mask_and_bias{i}",
-                torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1),
-                persistent=False,
-            )
         return self
+
+    def _mask_and_bias(self, i: int, mask: Tensor) -> Tensor:
+        """Layer ``i``'s mask with an unmasked bias column, built once per mask tensor (kept as
+        a plain attribute, not a buffer: it follows ``mask`` to another device or dtype by being
+        rebuilt when the buffer object changes, and adds nothing to the state dict or to the
+        tensors :class:`~pyro_flows.distribution.OwnSampleMemory` compares). The masks are
+        fixed by construction; one edited in place after packing would not be seen here."""
+        cache: dict[int, tuple[Tensor, Tensor]] = self.__dict__.setdefault("_packed_masks", {})
+        entry = cache.get(i)
+        if entry is None or entry[0] is not mask:
+            entry = (mask, torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1))
+            cache[i] = entry
+        return entry[1]
 
     def forward(
         self,
