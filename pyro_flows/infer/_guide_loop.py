@@ -109,6 +109,10 @@ class GuideLoss:
                 raise
 
     def _traced(self, mode: str) -> tuple[float, Any]:
+        """The first loss call with the particles run as ``mode``, traced for its parameters
+        (a loop takes :data:`PARTICLES_LOOP` draws when the count was left to the default)."""
+        if mode == "loop" and self.auto_particles:
+            self.num_particles = PARTICLES_LOOP
         if mode == "vmap":
             self.elbo = VmappedELBO(self.num_particles, self.max_plate_nesting,
                                     iwae=self.loss == "iwae")
@@ -142,8 +146,6 @@ class GuideLoss:
         loop over the particles (each fall-back is noted in ``result``); returns the loss and
         the parameters met (name -> unconstrained tensor)."""
         mode = "vectorised" if vectorize else "loop"
-        if mode == "loop" and self.auto_particles:
-            self.num_particles = PARTICLES_LOOP
         try:
             first, capture = self._first_vectorised() if vectorize else self._traced("loop")
         except Exception as err:
@@ -188,8 +190,6 @@ class GuideLoss:
             except Exception:  # noqa: BLE001 - the loop is the last resort, and it raises
                 for p in pyro.get_param_store().values():
                     p.unconstrained().grad = None
-        if self.auto_particles:
-            self.num_particles = PARTICLES_LOOP
         first, capture = self._traced("loop")
         return first, capture, "loop"
 

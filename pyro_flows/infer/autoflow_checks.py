@@ -13,6 +13,7 @@ flow on :math:`D` dimensions has.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pyro
@@ -133,7 +134,8 @@ def check_subsampled_locals(trace: Any) -> None:
 
 def check_param_store(name: str, flow: Flow) -> None:
     """Refuse stale param-store entries of another model under this guide's names (Pyro
-    would otherwise bind tensors of the wrong shape)."""
+    would otherwise bind tensors of the wrong shape), and warn about entries under the flow's
+    name that it does not have (they would be ignored, and the guide trained from scratch)."""
     store = pyro.get_param_store()
     for param_name, param in flow.named_parameters():
         full = param_with_module_name(name, param_name)
@@ -144,3 +146,16 @@ def check_param_store(name: str, flow: Flow) -> None:
                 "it belongs to another guide of the same name. Call "
                 "pyro.clear_param_store() first, or name the guide differently."
             )
+    prefix = param_with_module_name(name, "")
+    own = {param_with_module_name(name, n) for n, _ in flow.named_parameters()}
+    unused = sorted(key for key in store.keys() if key.startswith(prefix) and key not in own)
+    if unused:
+        warnings.warn(
+            f"Pyro's param store holds {len(unused)} entries under this AutoFlow's name that its "
+            f"flow does not have (e.g. {unused[0]!r}); they are ignored. A store saved by an "
+            "earlier version (MADE layers with separate 'weight' and 'bias', now one "
+            "'weight_and_bias') or by a guide of another shape under the same name; call "
+            "pyro.clear_param_store() first, or load the guide's state_dict instead",
+            UserWarning,
+            stacklevel=4,
+        )

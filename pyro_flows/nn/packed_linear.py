@@ -73,9 +73,7 @@ class PackedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
-        dense = nn.Linear(in_features, out_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.weight_and_bias = nn.Parameter(_join([dense.weight.detach(), dense.bias.detach()]))
+        self._take(nn.Linear(in_features, out_features))
 
     @classmethod
     def from_linear(cls, dense: nn.Linear) -> PackedLinear:
@@ -87,11 +85,15 @@ class PackedLinear(nn.Module):
             raise ValueError("PackedLinear.from_linear: the layer has no bias to pack (bias=False)")
         packed = cls.__new__(cls)
         nn.Module.__init__(packed)
-        packed.in_features, packed.out_features = dense.in_features, dense.out_features
+        packed._take(dense)
+        return packed
+
+    def _take(self, dense: nn.Linear) -> None:
+        """Sizes and ``[W | b]`` (a copy, ``requires_grad`` as ``dense``'s) from ``dense``."""
+        self.in_features, self.out_features = dense.in_features, dense.out_features
         with torch.no_grad():
             values = _join([dense.weight.detach(), dense.bias.detach()])
-        packed.weight_and_bias = nn.Parameter(values, requires_grad=dense.weight.requires_grad)
-        return packed
+        self.weight_and_bias = nn.Parameter(values, requires_grad=dense.weight.requires_grad)
 
     @property
     def weight(self) -> Tensor:

@@ -4,6 +4,7 @@ store, errors, and that scoring the guide's own samples never runs an inverse.""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -334,6 +335,22 @@ def test_stale_param_store_entries_of_another_model_are_a_clear_error():
     other = AutoFlow(constrained_model, num_transforms=1, hidden_dims=(8,))
     with pytest.raises(ValueError, match="already holds.*clear_param_store"):
         other()
+
+
+def test_param_store_entries_the_flow_lacks_are_named_in_a_warning():
+    # a store saved when MADE layers kept 'weight' and 'bias' apart: not silently ignored
+    AutoFlow(constrained_model, num_transforms=1, hidden_dims=(8,))()
+    store = pyro.get_param_store()
+    packed = next(k for k in store.keys() if k.endswith("layers.0.weight_and_bias"))
+    store.setdefault(packed.replace("weight_and_bias", "weight"), torch.zeros(8, 2))
+    again = AutoFlow(constrained_model, num_transforms=1, hidden_dims=(8,))
+    with pytest.warns(UserWarning, match=r"1 entries .*layers\.0\.weight'.*ignored"):
+        again()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per guide, and none for its own entries
+        again()
+        pyro.clear_param_store()
+        AutoFlow(constrained_model, num_transforms=1, hidden_dims=(8,))()
 
 
 def test_exponential_scale_starts_exact_too():
