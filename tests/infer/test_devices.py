@@ -242,3 +242,22 @@ def test_seeded_runs_leave_the_global_rng_alone_on_a_generator_device():
         importance_sample(flow, Funnel(dim=3), num_samples=20, seed=3)
         nuts(Funnel(dim=2), num_samples=4, warmup=4, num_chains=1, progress=False, seed=3)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_forked_rng_seeds_the_cpu_stream_and_puts_it_back():
+    """``_forked_rng(seed)`` draws what ``torch.manual_seed(seed)`` would, and the global
+    stream goes on afterwards as if nothing had been drawn (it seeds only the generators the
+    fork restores)."""
+    from pyro_flows.infer.results import _forked_rng
+
+    torch.manual_seed(7)
+    expected_next = torch.rand(4)
+    torch.manual_seed(3)
+    expected_inside = torch.rand(4)
+    torch.manual_seed(7)
+    with _forked_rng(3, [torch.device("cpu"), None]):
+        inside = torch.rand(4)
+    assert torch.equal(inside, expected_inside)
+    assert torch.equal(torch.rand(4), expected_next)
+    with _forked_rng(None):  # no seed: no fork
+        assert not torch.equal(torch.rand(4), expected_inside)
