@@ -365,7 +365,16 @@ def fit_guide(
     posteriordb's 3- to 10-D posteriors), and where the flow family cannot hold the posterior
     the better optimum can have worse moments (posteriordb's HMM, seed 0, 40,000 draws: ELBO
     +0.018 nats, largest sd ratio 1.07 -> 1.11; eight schools non-centred: +0.034 nats,
-    :math:`\tau`'s sd 1.10 -> 1.14). Measured on posteriordb's eight regressions
+    :math:`\tau`'s sd 1.10 -> 1.14). Re-measured with the 32-draw default (one
+    thread, ``benchmarks/guide_flags.py`` and ``benchmarks/posteriordb.py --guides AutoFlow
+    --no-nuts``, seed 0): on the fresh problems (seeds 0 and 1) the long polish met the
+    targets on 18 of 20 fits against 16 (the banana at both seeds; the funnel still misses,
+    flagged) with no false flag against two, at 1.5 times the time; on posteriordb it
+    changed no verdict but one_comp's (sds 0.80-1.08 -> 0.99-1.35, flagged either way) and
+    took 1.2-3 times as long (lotka_volterra 129 -> 274 s). Running it only when the check
+    flags the fit was tried and dropped: the longer fits lowered k-hat more than they fixed
+    the moments, so misses that had been flagged went silent (banana seed 1, funnel seed 2).
+    Measured on posteriordb's eight regressions
     (:mod:`pyro_flows.targets.posteriordb`, seed 0): with the 50-step window and no polish,
     AutoFlow's worst mean error reached 0.13 reference sd (kidiq interaction); with it, at
     most 0.043 (seeds 0 and 1), in a third to a half of the steps of the earlier default
