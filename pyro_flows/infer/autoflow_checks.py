@@ -137,8 +137,8 @@ def check_param_store(name: str, flow: Flow) -> None:
     would otherwise bind tensors of the wrong shape), and warn about entries under the flow's
     name that it does not have (they would be ignored, and the guide trained from scratch)."""
     store = pyro.get_param_store()
-    for param_name, param in flow.named_parameters():
-        full = param_with_module_name(name, param_name)
+    own = {param_with_module_name(name, n): p for n, p in flow.named_parameters()}
+    for full, param in own.items():
         if full in store and store[full].shape != param.shape:
             raise ValueError(
                 f"Pyro's param store already holds {full!r} with shape "
@@ -147,7 +147,6 @@ def check_param_store(name: str, flow: Flow) -> None:
                 "pyro.clear_param_store() first, or name the guide differently."
             )
     prefix = param_with_module_name(name, "")
-    own = {param_with_module_name(name, n) for n, _ in flow.named_parameters()}
     unused = sorted(key for key in store.keys() if key.startswith(prefix) and key not in own)
     if unused:
         warnings.warn(

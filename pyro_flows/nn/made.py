@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_hidden_dims, check_positive_int
-from .packed_linear import PackedLinear
+from .packed_linear import PackedLinear, packed_affine
 
 #: per layer, the masked ``(weight, bias)``, or ``([W | b] masked, None)`` for a packed layer
 MaskedWeights = list[tuple[Tensor, Tensor | None]]
@@ -36,9 +36,7 @@ MaskedWeights = list[tuple[Tensor, Tensor | None]]
 
 def _affine(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """``h W^T + b``, or for a packed layer (``b`` None, ``w = [W | b]``) ``[h, 1] w^T``."""
-    if b is None:
-        return F.linear(F.pad(h, (0, 1), value=1.0), w)
-    return F.linear(h, w, b)
+    return packed_affine(h, w) if b is None else F.linear(h, w, b)
 
 
 class MADE(nn.Module):

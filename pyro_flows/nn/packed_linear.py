@@ -53,7 +53,14 @@ from torch import Tensor, nn
 
 from .packed_state import pack_split_entries
 
-__all__ = ["PackedLinear"]
+__all__ = ["PackedLinear", "packed_affine"]
+
+
+def packed_affine(x: Tensor, weight_and_bias: Tensor) -> Tensor:
+    """``x W^T + b`` from ``[W | b]``: the input with a column of ones appended, one
+    ``F.linear`` (cheaper in forward and backward than slicing ``W`` and ``b`` out of the
+    packed tensor)."""
+    return F.linear(F.pad(x, (0, 1), value=1.0), weight_and_bias)
 
 
 def _join(weight_and_bias: list[Tensor]) -> Tensor:
@@ -106,7 +113,7 @@ class PackedLinear(nn.Module):
         return self.weight_and_bias[:, -1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return packed_affine(x, self.weight_and_bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
