@@ -131,6 +131,9 @@ def search_together(
             before = float(loss_fn().detach())
         except (ValueError, RuntimeError, AssertionError, NotImplementedError):
             before = math.inf
+    # a start whose loss is nan is as bad as one refused: every finite end point improves on
+    # it (left nan, no later comparison succeeded and AutoFlow threw the start's fit away)
+    before = before if math.isfinite(before) else math.inf
     evaluations += 1
     if not polished:
         return None

@@ -123,8 +123,9 @@ def fit_deterministic(
             first = float(loss_fn().detach())
         except _REFUSED as error:
             return GaussianStart(math.inf, math.inf, 1, num_draws, False, f"start refused: {error}")
-    if not math.isfinite(first):
-        return GaussianStart(first, first, 1, num_draws, False, "the start's loss is not finite")
+    if not math.isfinite(first):  # nan too: reported as inf, so "improved on it" compares
+        return GaussianStart(math.inf, math.inf, 1, num_draws, False,
+                             f"the start's loss is not finite ({first})")
     best = {"loss": first, "values": start}
     count = {"n": 1}
 

@@ -162,7 +162,8 @@ def test_fit_deterministic_backs_off_from_non_finite_and_refused_points():
 def test_fit_deterministic_keeps_the_start_when_it_cannot_improve():
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     result = fit_deterministic(lambda: p.sum() * float("nan"), [p], num_draws=1)
-    assert not result.accepted and "not finite" in result.reason
+    assert not result.accepted and "not finite (nan)" in result.reason
+    assert result.loss_before == math.inf  # nan reported as inf: anything finite improves on it
     assert torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
     result = fit_deterministic(lambda: (p - p.detach()).square().sum(), [p], num_draws=1)
     assert not result.accepted and torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
@@ -264,6 +265,37 @@ def test_the_start_leaves_a_poor_basin_for_the_best_one():
     assert abs(float(single.median()["x"]) + 3.0) < 0.1 and single.start_result.optima == ()
 
 
+def nan_beyond_four() -> None:
+    """A standard normal whose density is nan (not -inf) where |x| > 4, as a model's
+    arithmetic can make it (posteriordb's ARMA(1,1) gave nan at init_to_median's point on 8 of
+    32 seeds)."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    # beyond the wall the observation's loc and scale are inf (valid parameters), and its
+    # log density -(0 - inf)^2 / (2 inf^2) - log inf is nan
+    wall = torch.where(x.abs() < 4.0, torch.ones_like(x), torch.full_like(x, math.inf))
+    pyro.sample("y", dist.Normal(wall, wall), obs=torch.tensor(0.0))
+
+
+def test_a_start_point_where_the_loss_is_nan_does_not_discard_the_search():
+    """The searches from the other starting points find the mode; the start is accepted (its
+    loss before reported as inf) and the tail stage kept. The nan used to fail every later
+    "improved on the start" comparison, and AutoFlow threw the whole start away."""
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    guide = AutoFlow(nan_beyond_four, init_loc_fn=init_to_value(values={"x": torch.tensor(6.0)}))
+    guide()
+    result = guide.start_result
+    assert result.accepted and result.loss_before == math.inf and math.isfinite(result.loss_after)
+    assert "SinhArcsinh" in [type(t).__name__ for t in guide.flow.transforms]
+    assert abs(float(guide.median()["x"])) < 0.1
+    # one starting point: nothing finite to search from, so the start is refused, clearly
+    pyro.clear_param_store()
+    single = AutoFlow(nan_beyond_four, start_points=1,
+                      init_loc_fn=init_to_value(values={"x": torch.tensor(6.0)}))
+    single()
+    assert not single.start_result.accepted and "not finite" in single.start_result.reason
+
+
 def test_a_second_mode_with_mass_is_reported():
     guide = AutoFlow(two_modes(0.6))
     with pytest.warns(UserWarning, match="2 distinct local optima.*several modes"):
@@ -291,3 +323,37 @@ def test_an_ill_conditioned_valley_is_one_optimum_not_several_modes():
         warnings.simplefilter("error", UserWarning)
         guide()
     assert len(guide.start_result.optima) == 1
+
+
+def test_the_start_skips_the_identity_stages_and_puts_them_back(monkeypatch):
+    """The untrained flow layers and tail stage are the identity: the start runs without them
+    (the permutations between IAF layers stay), reaches the loss it reaches through them, and
+    leaves every stage as it was."""
+    import pyro_flows.infer.autoflow_start as start_module
+
+    x, y = _regression_data(0)
+    skipped: list[list[str]] = []
+    real = start_module.identity_stages
+
+    def spy(flow, stop, **kwargs):
+        found = real(flow, stop, **kwargs)
+        skipped.append([type(flow.transforms[i]).__name__ for i in found])
+        return found
+
+    monkeypatch.setattr(start_module, "identity_stages", spy)
+    pyro.set_rng_seed(0)
+    guide = AutoFlow(flat_regression)
+    guide(x, y)
+    names = skipped[0]
+    assert names.count("InverseAutoregressive") == 5 and "Reverse" not in names
+    assert {"SinhArcsinh", "TukeyH", "ElementwiseAffine"} <= set(names)
+    assert all("forward_without_log_det" not in t.__dict__ and "zero_log_det" not in t.__dict__
+               for t in guide.flow.transforms)
+    monkeypatch.setattr(start_module, "identity_stages", lambda flow, stop, **kwargs: [])
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    through = AutoFlow(flat_regression)
+    through(x, y)
+    assert guide.start_result.accepted and through.start_result.accepted
+    assert math.isclose(guide.start_result.loss_after, through.start_result.loss_after,
+                        rel_tol=1e-4)
