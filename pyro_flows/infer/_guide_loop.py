@@ -38,6 +38,7 @@ from ._elbo_convergence import PlateauRule, learning_rate
 from ._guide_state import GuideTraining
 from ._loop import interruptible
 from ._particle_dims import watch_particle_dims
+from ._site_diagnosis import non_finite_sites
 from ._steps import gradient_norm
 from ._vmapped_model import VmappedELBO
 
@@ -254,12 +255,19 @@ class GuideSteps:
             return False
         self.training.restore_last_good()
         result.stopped = "non-finite"
+        loss = self.loss
+        sites = non_finite_sites(loss.model, loss.guide, loss.args, loss.kwargs)
+        advice = (
+            f"the log density is not finite at {'; '.join(sites)}: fix the model or its data "
+            "first" if sites else
+            f"lower lr (now {self.lr}) or clip_grad_norm (now {self.clip_grad_norm}), or look "
+            "for NaN log densities in the model"
+        )
         note(
             result,
             f"fit_guide: {self.bad} steps in a row had a NaN/inf loss or gradient (after "
             f"{self.step} good steps); stopped with the last parameters whose loss and "
-            f"gradient were finite. Lower lr (now {self.lr}) or clip_grad_norm (now "
-            f"{self.clip_grad_norm}), or look for NaN log densities in the model",
+            f"gradient were finite. At a draw of the guide with those parameters, {advice}",
             RuntimeWarning,
             stacklevel=5,
         )

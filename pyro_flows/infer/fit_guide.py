@@ -168,6 +168,9 @@ def _check_options(model: object, guide: object, *, loss: object, lr_end: object
         raise ValueError(f"khat_samples must be 0 (no check) or >= 10, got {khat_samples}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be None (leave the RNG as it is) or an int, got {_shown(seed)}")
+    if seed is not None and not 0 <= seed < 2**32:  # pyro.set_rng_seed seeds numpy's RNG too
+        raise ValueError(f"seed must be None (leave the RNG as it is) or an int in "
+                         f"[0, 2**32 - 1], got {seed}")
     check_training_options(seed=0 if seed is None else seed, **options)
 
 
@@ -320,7 +323,10 @@ def fit_guide(
     is NaN/inf, or whose model or guide rejects NaN parameters, is not applied. After
     :data:`MAX_NONFINITE` such steps in a row the guide is put back to the last parameters at
     which the loss and gradient were finite, ``stopped = "non-finite"`` and a ``RuntimeWarning``
-    says so; isolated refused steps are counted in ``skipped_steps``.
+    says so, naming the sites whose log density is not finite at a draw of that guide (an
+    observed site with its count of NaN/inf entries: NaN in the data is the usual cause when
+    no step could be taken) or, when every site is finite there, suggesting a lower ``lr``;
+    isolated refused steps are counted in ``skipped_steps``.
 
     **Convergence** (``converge=True``). Cut the per-step ELBO into windows of :math:`W`
     steps (``window``; default ``steps/100`` clamped to [50, 250]), with means :math:`m_j` and

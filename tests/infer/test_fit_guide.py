@@ -279,13 +279,29 @@ def test_nan_parameters_stop_training_with_the_last_good_guide():
                 pyro.get_param_store()["AutoNormal.locs.z"].unconstrained().fill_(math.nan)
 
     guide = AutoNormal(normal_mean)
-    with pytest.warns(RuntimeWarning, match="NaN/inf"):
+    # at the last good parameters every site is finite: the advice is the step size
+    with pytest.warns(RuntimeWarning, match="NaN/inf.*lower lr"):
         result = fit_guide(normal_mean, guide, X, steps=200, seed=0, callback=poison,
                            khat_samples=0, **quiet())
     assert result.stopped == "non-finite" and result.steps == 25
     assert result.skipped_steps == 5
     for value in pyro.get_param_store().values():
         assert torch.isfinite(value).all()
+
+
+@pytest.mark.parametrize("guide_class", [AutoNormal, AutoFlow])
+def test_nan_in_the_data_is_named_when_no_step_could_be_taken(guide_class):
+    """Not "lower lr": the observed site and its count of NaN/inf entries."""
+    data = X.clone()
+    data[2] = math.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_guide(normal_mean, guide_class(normal_mean), data, steps=50, seed=0,
+                           khat_samples=0, **quiet())
+    assert result.stopped == "non-finite" and result.steps == 0
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("observed site 'x' (its value holds 1 NaN/inf of 4 entries)" in m
+               and "lower lr" not in m for m in messages), messages
 
 
 def test_isolated_nan_steps_are_skipped_not_applied():
@@ -404,6 +420,8 @@ def test_result_is_a_record():
         ((), {"window": 1}, ValueError, "window must be"),
         ((), {"khat_samples": 5}, ValueError, "khat_samples must be 0"),
         ((), {"seed": "0"}, TypeError, "seed must be None"),
+        ((), {"seed": -1}, ValueError, r"seed must be .* in \[0, 2\*\*32 - 1\], got -1"),
+        ((), {"seed": 2**32}, ValueError, r"in \[0, 2\*\*32 - 1\], got 4294967296"),
         ((), {"resume": True}, ValueError, "resume=True needs checkpoint"),
         ((), {"callback": 3}, TypeError, "callback must be None or callable"),
     ],
