@@ -190,7 +190,8 @@ class AutoFlow(AutoContinuous):
         regression's means by up to 0.14 sd (0.03-0.05 here).
     :param gaussian_start: fit the Gaussian stages on a deterministic ELBO before training
         (see above); ``False`` starts exactly at ``init_loc_fn``'s point with ``init_scale``.
-    :param start_draws: the number :math:`M` of fixed base draws of the Gaussian start.
+    :param start_draws: the number :math:`M \ge 2` of fixed base draws of the Gaussian start
+        (with one draw its objective is unbounded: :math:`\mu` can follow :math:`\sigma`).
     :param start_points: the start searches the location from ``init_loc_fn``'s point and
         from ``start_points - 1`` more points drawn from :math:`U(-2, 2)^D` in the
         unconstrained space (seeded), and keeps the best optimum found. When a second distinct
@@ -273,6 +274,7 @@ class AutoFlow(AutoContinuous):
             gaussian_start=gaussian_start,
             start_draws=start_draws,
             start_points=start_points,
+            hidden_dims=hidden_dims,
         )
         self._flow_spec = flow
         self._learn_tails = learn_tails

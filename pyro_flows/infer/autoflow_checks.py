@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pyro
@@ -38,14 +39,16 @@ def check_options(
     gaussian_start: Any,
     start_draws: Any,
     start_points: Any,
+    hidden_dims: Any = None,
 ) -> None:
     """Refuse bad :class:`~pyro_flows.infer.autoflow.AutoFlow` options.
 
     :raises ValueError: an unknown builder name, a non-positive or non-finite ``init_scale``,
-        ``num_quantile_samples < 2``, ``start_draws`` or ``start_points`` not an int >= 1.
+        ``num_quantile_samples < 2``, ``start_draws`` not an int >= 2, ``start_points`` not
+        an int >= 1.
     :raises TypeError: a ``flow`` that is neither a name nor callable, a non-numeric
         ``init_scale``, a ``whiten`` or ``tail_stage`` that is not a bool or None, a flag
-        that is not a bool.
+        that is not a bool, ``hidden_dims`` that is not ``None`` or a sequence.
 
     Example:
 
@@ -83,9 +86,19 @@ def check_options(
     flags = (("learn_tails", learn_tails), ("full_rank", full_rank))
     if tail_stage is not None and not isinstance(tail_stage, bool):
         raise TypeError(f"AutoFlow: tail_stage must be a bool or None, got {tail_stage!r}")
-    for name, value in (("start_draws", start_draws), ("start_points", start_points)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"AutoFlow: {name} must be an int >= 1, got {value!r}")
+    # one draw makes the start's objective unbounded: mu - sigma * eps keeps the draw where it
+    # is while the entropy term sum(log sigma) grows without end (a median of -16532 on a
+    # 2-D Gaussian posterior); two draws pin every sigma
+    for name, value, low in (("start_draws", start_draws, 2), ("start_points", start_points, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"AutoFlow: {name} must be an int >= {low}, got {value!r}")
+    if hidden_dims is not None and (
+        isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence)
+    ):
+        raise TypeError(
+            "AutoFlow: hidden_dims must be None (the builder's default widths) or a sequence "
+            f"of ints, got {type(hidden_dims).__name__} {hidden_dims!r}"
+        )
     for name, value in (
         *flags,
         ("path_gradient", path_gradient),

@@ -102,9 +102,12 @@ def test_the_start_can_be_turned_off_and_the_draws_count_is_checked():
     guide(x, y)
     assert guide.start_result is None
     assert torch.equal(guide.flow.transforms[-1].loc.detach()[:2], torch.zeros(2))
-    for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="start_draws must be an int >= 1"):
+    for bad in (0, 1, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"start_draws must be an int >= 2, got {bad!r}"):
             AutoFlow(flat_regression, start_draws=bad)
+    for bad in (8, "16"):
+        with pytest.raises(TypeError, match="hidden_dims must be None .* or a sequence of ints"):
+            AutoFlow(flat_regression, hidden_dims=bad)
     with pytest.raises(TypeError, match="gaussian_start must be a bool"):
         AutoFlow(flat_regression, gaussian_start="yes")
 
