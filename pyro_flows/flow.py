@@ -64,7 +64,24 @@ def _first_tensor(module: nn.Module, kind: str, seen: set[int]) -> Tensor | None
     return None
 
 
-def _overflow_error(x: Tensor, z: Tensor, log_det: Tensor | None, log_q: Tensor) -> ValueError:
+class FlowOverflowError(ValueError):
+    """:meth:`Flow.log_prob` of finite data overflowed the dtype (the rows are named in the
+    message). A ``ValueError``, as before it had a class of its own; training loops catch it as
+    a non-finite loss (a diverged flow), and keep the last good parameters.
+
+    >>> import torch
+    >>> from pyro_flows import flows
+    >>> flow = flows.maf(1, num_transforms=1, hidden_dims=(4,))
+    >>> try:
+    ...     flow.log_prob(torch.tensor([[1e30]]))
+    ... except FlowOverflowError as error:
+    ...     print(str(error)[:40])
+    Flow.log_prob: 1 row(s) of x (flat row i
+    """
+
+
+def _overflow_error(x: Tensor, z: Tensor, log_det: Tensor | None,
+                    log_q: Tensor) -> FlowOverflowError:
     """The error for finite data whose log density overflowed the dtype (see
     :meth:`Flow.base_and_log_prob`), naming the rows, how far out they went and what to do."""
     bad = (~torch.isfinite(log_q)).flatten().nonzero().flatten()
@@ -78,7 +95,7 @@ def _overflow_error(x: Tensor, z: Tensor, log_det: Tensor | None, log_q: Tensor)
             f"reached |z| = {float(z.detach().abs().max()):.3g} in the base space, where the "
             f"base log density is below the smallest {z.dtype} ({-torch.finfo(z.dtype).max:.3g})"
         )
-    return ValueError(
+    return FlowOverflowError(
         f"Flow.log_prob: {bad.numel()} row(s) of x (flat row indices {bad[:10].tolist()}{more}, "
         f"largest |x| {float(x.detach().abs().max()):.3g}) lie too far out for {x.dtype}: the "
         f"inverse pass {reason}. Score them in float64 (flow.double()) or bring the data to the "
@@ -120,7 +137,18 @@ class Flow(nn.Module):
         context_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(transforms, (str, bytes, Transform)) or not isinstance(transforms, Iterable):
+            raise TypeError(
+                "Flow transforms must be a list (or other iterable) of torch.distributions "
+                f"Transforms, got {type(transforms).__name__}"
+            )
         transforms = list(transforms)
+        for i, t in enumerate(transforms):
+            if not isinstance(t, Transform):
+                raise TypeError(
+                    f"Flow transforms must be torch.distributions Transforms, got "
+                    f"{type(t).__name__} at position {i}"
+                )
         shapes = []
         for i, t in enumerate(transforms):
             if not isinstance(t, FlowTransform):

@@ -280,6 +280,11 @@ class TestErrors:
             from pyro_flows.transforms import MaskedAutoregressive
 
             Flow([MaskedAutoregressive(2, context_dim=2), MaskedAutoregressive(2, context_dim=3)])
+        for bad, named in ((None, "iterable.*got NoneType"), ("abc", "iterable.*got str"),
+                           ([None], "got NoneType at position 0"),
+                           ([torch.distributions.ExpTransform(), 3], "got int at position 1")):
+            with pytest.raises(TypeError, match=f"Flow transforms must be .*{named}"):
+                Flow(bad)
 
     def test_numpy_input_is_converted(self):
         import numpy as np

@@ -24,6 +24,8 @@ def _factors(
         )
     if hidden_dims is not None:
         dims = check_hidden_dims(hidden_dims)
+        if not dims:  # (the layer's own message would name hidden_factors, not given here)
+            raise ValueError("bnaf: hidden_dims must have at least one entry, got ()")
         return tuple(-(-h // input_dim) for h in dims)  # ceil(h / D), at least 1
     return check_hidden_dims((8, 8) if hidden_factors is None else hidden_factors, "hidden_factors")
 

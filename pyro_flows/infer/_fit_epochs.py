@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .._progress import progress_bar
+from ..flow import FlowOverflowError
 from . import _fit_checkpoint
 from ._compiled_step import BatchLoss
 from ._data import Split
@@ -136,7 +137,13 @@ class EpochTraining:
         idx = shard(perm[b * self.batch_size : (b + 1) * self.batch_size], self.where)
         batch_x = parts.train_x[idx]
         batch_c = None if parts.train_c is None else parts.train_c[idx]
-        loss = self.batch_loss(batch_x, batch_c)
+        try:
+            loss = self.batch_loss(batch_x, batch_c)
+        except FlowOverflowError as error:  # a diverged flow: its log density overflowed
+            raise self.stop_on(
+                "non-finite loss",
+                f"non-finite training loss at epoch {epoch}, batch {b} ({error})",
+            ) from error
         total = self._reduce_sum(loss.detach() * idx.numel())
         rows = idx.numel()
         if self.where.enabled:
@@ -184,12 +191,17 @@ class EpochTraining:
         best state and the last good one; the position moves to the next epoch."""
         parts, state, history = self.parts, self.state, self.history
         train_nll = state["loss_sum"] / max(state["count"], 1)
-        val_nll = (
-            self.evaluate(self.model, parts.val_x, parts.val_c)
-            if parts.val_x is not None
-            else float("nan")
-        )
+        try:
+            val_nll = (
+                self.evaluate(self.model, parts.val_x, parts.val_c)
+                if parts.val_x is not None
+                else float("nan")
+            )
+        except FlowOverflowError:  # a diverged flow: the NLL is infinite
+            val_nll = math.inf
         score = val_nll if parts.val_x is not None else train_nll
+        if parts.val_x is None and math.isfinite(score):
+            score = self._checked_train_nll(train_nll)
         if not math.isfinite(score):
             raise self.stop_on(
                 "non-finite validation NLL",
@@ -211,6 +223,19 @@ class EpochTraining:
         self.last_good = state_copy(self.model)
         state.update(epoch=epoch + 1, perm=None, batch=0, elapsed=time.perf_counter() - self.start)
         return train_nll, val_nll
+
+    def _checked_train_nll(self, train_nll: float) -> float:
+        """``train_nll``, or inf when the model after the epoch's last step has a non-finite
+        NLL on the first batch's rows: without validation rows nothing else scores the
+        parameters that become the last good ones (a last step that diverged was kept)."""
+        parts = self.parts
+        rows = slice(0, self.batch_size)
+        try:
+            check = self.evaluate(self.model, parts.train_x[rows],
+                                  None if parts.train_c is None else parts.train_c[rows])
+        except FlowOverflowError:
+            return math.inf
+        return train_nll if math.isfinite(check) else math.inf
 
     def stop_rule(self, epoch: int, epochs: int, patience: int | None,
                   max_time: float | None) -> str | None:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .._progress import progress_bar as progress_bar
 from .._validation import as_tensor
 from ..threads import accepts_threads
+from ..transforms.normalization import BatchNorm
 from . import _fit_checkpoint
 from ._adam import adam
 from ._compiled_step import BatchLoss, check_compile
@@ -105,12 +106,20 @@ def _check_device(device: object) -> torch.device | None:
     if device is None:
         return None
     try:
-        return torch.device(device)  # type: ignore[arg-type]
+        found = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(
             f"device must be a torch.device or a device name such as 'cpu' or 'cuda:0', got "
             f"{device!r} ({type(device).__name__})"
         ) from None
+    if found.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (found.index is not None and found.index >= count):
+            raise ValueError(
+                f"device {device!r} is not available: this machine has {count} CUDA "
+                f"device(s){'' if torch.cuda.is_available() else ' (CUDA is not available)'}"
+            )
+    return found
 
 
 def _check_eval_rows(
@@ -346,6 +355,12 @@ def _training_rows(
     ``device``, the process group joined under ``torchrun``, the validation split; returns the
     split, the distributed set-up and the number of batches per epoch."""
     target_device = _check_device(device)
+    min_rows = 2 if _has_batch_norm(model) else 1  # batch statistics need two rows
+    if batch_size < min_rows:
+        raise ValueError(
+            "batch_size must be >= 2 for a model with batch normalisation (in training mode "
+            f"it needs batch statistics), got {batch_size}"
+        )
     input_dim = getattr(model, "input_dim", None)
     context_dim = getattr(model, "context_dim", None)
     event_shape = getattr(model, "event_shape", None)
@@ -358,10 +373,23 @@ def _training_rows(
     c = None if c is None else c.to(ref.device)
     parts = split(x, c, validation, input_dim, context_dim, seed, image_shape)
     n_train = parts.train_x.shape[0]
+    if n_train < min_rows * where.world_size:
+        raise ValueError(
+            f"a model with batch normalisation needs at least {min_rows * where.world_size} "
+            f"training rows (2 per process), got {n_train}"
+        )
     n_batches = max(1, math.ceil(n_train / batch_size))
-    if n_train - (n_batches - 1) * batch_size < where.world_size and n_batches > 1:
-        n_batches -= 1  # a last batch smaller than the number of ranks would leave one empty
+    if n_train - (n_batches - 1) * batch_size < min_rows * where.world_size and n_batches > 1:
+        # a last batch smaller than the number of ranks would leave one empty, and a last
+        # batch of one row per rank has no batch statistics: its rows wait for the next epoch
+        n_batches -= 1
     return parts, where, n_batches
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a batch normalisation layer (ours or torch's)."""
+    kinds = (BatchNorm, nn.modules.batchnorm._BatchNorm)
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def _optimisation(

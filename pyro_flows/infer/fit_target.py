@@ -139,14 +139,41 @@ def _beta_schedule(anneal: float | Callable[[int], float] | None, steps: int) ->
     if anneal is None:
         return lambda step: 1.0
     if callable(anneal):
-        return anneal
-    if not (isinstance(anneal, (int, float)) and 0 < anneal <= 1):
+        checked = _checked_beta(anneal)
+        checked(0)  # a callable of the wrong kind fails here, before training starts
+        return checked
+    if isinstance(anneal, bool) or not (isinstance(anneal, (int, float)) and 0 < anneal <= 1):
         raise ValueError(
             "anneal must be None, a fraction in (0, 1] of the steps over which beta rises "
             f"linearly from 0.01 to 1, or a callable step -> beta; got {anneal!r}"
         )
     ramp = max(1, int(anneal * steps))
     return lambda step: min(1.0, 0.01 + 0.99 * step / ramp)
+
+
+def _checked_beta(anneal: Callable[[int], float]) -> Callable[[int], float]:
+    """``anneal`` with its value checked at every step: a number in (0, 1] (a beta of -1
+    rewarded low target density; NaN stopped the run blaming the learning rate)."""
+
+    def beta_at(step: int) -> float:
+        try:
+            value = anneal(step)
+        except TypeError as error:
+            raise TypeError(
+                f"anneal must be a callable step -> beta; anneal({step}) raised {error}"
+            ) from error
+        ok = not isinstance(value, (bool, str, bytes))
+        try:
+            beta = float(value) if ok else math.nan
+        except (TypeError, ValueError, RuntimeError):
+            beta, ok = math.nan, False
+        if not (ok and 0 < beta <= 1):
+            raise ValueError(
+                f"anneal(step) must return a beta in (0, 1], got {value!r} at step {step}"
+            )
+        return beta
+
+    return beta_at
 
 
 @accepts_threads
@@ -197,7 +224,8 @@ def fit_target(
     :param batch_size: samples per step.
     :param lr: Adam learning rate (decayed to 0 by a cosine schedule).
     :param anneal: ``None`` (no tempering), a fraction of ``steps`` over which :math:`\beta`
-        rises linearly from 0.01 to 1, or a callable ``step -> beta``.
+        rises linearly from 0.01 to 1, or a callable ``step -> beta`` returning a number in
+        :math:`(0, 1]` (checked at every step, and once at step 0 before training).
     :param clip_grad_norm: clip the gradients' global norm to this positive number (``None``:
         off); a NaN/inf global norm stops the training either way.
     :param eval_every: steps between importance-sampling diagnostics (0: only at the end).

@@ -193,6 +193,46 @@ def test_non_finite_loss_stops_with_the_last_good_state():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("options", [{}, {"validation": None}, {"batch_size": 8}],
+                         ids=["validated", "no-validation", "small-batches"])
+def test_a_diverging_flow_stops_with_the_last_good_state(options):
+    """lr=1e6: the flow's log density overflows float32 (Flow.log_prob raises for finite data),
+    in a batch or on the validation rows; with no validation rows, the parameters after an
+    epoch's last step are scored before they become the last good ones."""
+    torch.manual_seed(0)
+    flow = flows.maf(2, num_transforms=2, hidden_dims=(16,))
+    states = [{k: v.clone() for k, v in flow.state_dict().items()}]
+    with pytest.raises(NonFiniteLossError, match="non-finite .*restored"):
+        fit(flow, torch.randn(64, 2), lr=1e6, epochs=3, progress=False, compile=False,
+            callback=lambda e, h: states.append(
+                {k: v.clone() for k, v in flow.state_dict().items()}), **options)
+    for key, value in states[-1].items():
+        assert torch.equal(flow.state_dict()[key], value), key
+    assert bool(torch.isfinite(flow.log_prob(torch.randn(8, 2))).all())
+
+
+def test_batch_norm_gets_batches_of_two_rows_or_a_clear_error():
+    """A last batch of one row has no batch statistics: its row waits for the next epoch (a
+    new permutation); batch_size=1 or one training row is refused before anything changes."""
+    torch.manual_seed(0)
+    flow = flows.maf(2, num_transforms=2, hidden_dims=(8,), normalization="batchnorm")
+    history = fit(flow, torch.randn(65, 2), batch_size=64, validation=None, epochs=2,
+                  progress=False, compile=False)
+    assert history.epochs == 2
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="batch_size must be >= 2 .* batch normalisation.* got 1"):
+        fit(flow, torch.randn(65, 2), batch_size=1, progress=False)
+    with pytest.raises(ValueError, match="at least 2 training rows .* got 1"):
+        fit(flow, torch.randn(1, 2), validation=None, progress=False)
+    assert all(torch.equal(flow.state_dict()[k], v) for k, v in before.items())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_named():
+    with pytest.raises(ValueError, match="device 'cuda:1' is not available: .* 0 CUDA"):
+        fit(small_flow(), moons(64), device="cuda:1", epochs=1, progress=False)
+
+
 def test_conditional_fit_learns_the_context():
     torch.manual_seed(0)
     c = torch.randn(2048, 1) * 2

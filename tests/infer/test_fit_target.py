@@ -112,6 +112,18 @@ def test_argument_errors():
         fit_target(flow, gaussian, lr=-1.0)
     with pytest.raises(ValueError, match="anneal"):
         fit_target(flow, gaussian, anneal=2.0)
+    with pytest.raises(ValueError, match="anneal must be None, a fraction"):
+        fit_target(flow, gaussian, anneal=True)
+    for bad, shown in ((lambda s: -1.0, "-1.0"), (lambda s: 5.0, "5.0"),
+                       (lambda s: float("nan"), "nan"), (lambda s: None, "None")):
+        with pytest.raises(ValueError, match=rf"anneal\(step\) must return a beta in \(0, 1\], "
+                                             rf"got {shown} at step 0"):
+            fit_target(flow, gaussian, steps=5, batch_size=16, progress=False, anneal=bad)
+    with pytest.raises(TypeError, match=r"anneal must be a callable step -> beta; anneal\(0\)"):
+        fit_target(flow, gaussian, steps=5, batch_size=16, progress=False, anneal=lambda: 0.5)
+    with pytest.raises(ValueError, match="got -0.5 at step 3"):  # checked at every step
+        fit_target(flow, gaussian, steps=5, batch_size=16, progress=False, check_modes=False,
+                   anneal=lambda s: 0.5 if s < 3 else -0.5)
     with pytest.raises(ValueError, match="dimension 10 but the flow has input_dim 2"):
         fit_target(flow, get_target("funnel"))
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):

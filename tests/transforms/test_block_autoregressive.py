@@ -390,5 +390,7 @@ def test_builder_options_and_costs():
     assert bnaf(4, hidden_dims=(10, 8)).transforms[0].hidden_factors == (3, 2)
     with pytest.raises(ValueError, match="not both"):
         bnaf(2, hidden_factors=(4,), hidden_dims=(8,))
+    with pytest.raises(ValueError, match=r"bnaf: hidden_dims must have at least one entry"):
+        bnaf(2, hidden_dims=())
     with pytest.raises(ValueError, match="permutation"):
         bnaf(2, permutation="shuffle")
