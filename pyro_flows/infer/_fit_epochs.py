@@ -139,10 +139,10 @@ class EpochTraining:
         batch_c = None if parts.train_c is None else parts.train_c[idx]
         try:
             loss = self.batch_loss(batch_x, batch_c)
-        except FlowOverflowError as error:  # a diverged flow: its log density overflowed
-            raise self.stop_on(
-                "non-finite loss",
-                f"non-finite training loss at epoch {epoch}, batch {b} ({error})",
+        except FlowOverflowError as error:
+            raise self._overflow_stop(
+                error, batch_x, batch_c, "non-finite loss",
+                f"non-finite training loss at epoch {epoch}, batch {b}",
             ) from error
         total = self._reduce_sum(loss.detach() * idx.numel())
         rows = idx.numel()
@@ -150,7 +150,13 @@ class EpochTraining:
             rows = int(self._reduce_sum(torch.tensor(float(rows), device=self.device)))
         loss_sum = float(total)  # the one read of the loss per batch: check and running sum
         if not math.isfinite(loss_sum):
-            self.batch_loss.explain_non_finite(batch_x, batch_c)
+            try:  # a compiled loss, scored again eagerly for the flow's own error
+                self.batch_loss.explain_non_finite(batch_x, batch_c)
+            except FlowOverflowError as error:
+                raise self._overflow_stop(
+                    error, batch_x, batch_c, "non-finite loss",
+                    f"non-finite training loss at epoch {epoch}, batch {b}",
+                ) from error
             raise self.stop_on(
                 "non-finite loss",
                 f"non-finite training loss ({loss_sum / rows}) at epoch {epoch}, batch {b}",
@@ -197,8 +203,11 @@ class EpochTraining:
                 if parts.val_x is not None
                 else float("nan")
             )
-        except FlowOverflowError:  # a diverged flow: the NLL is infinite
-            val_nll = math.inf
+        except FlowOverflowError as error:
+            raise self._overflow_stop(
+                error, parts.val_x, parts.val_c, "non-finite validation NLL",
+                f"non-finite validation NLL after epoch {epoch}",
+            ) from error
         score = val_nll if parts.val_x is not None else train_nll
         if parts.val_x is None and math.isfinite(score):
             score = self._checked_train_nll(train_nll)
@@ -223,6 +232,19 @@ class EpochTraining:
         self.last_good = state_copy(self.model)
         state.update(epoch=epoch + 1, perm=None, batch=0, elapsed=time.perf_counter() - self.start)
         return train_nll, val_nll
+
+    def _overflow_stop(self, error: FlowOverflowError, x: Tensor, c: Tensor | None,
+                       stopped: str, what: str) -> Exception:
+        """Back to the last good parameters after ``Flow.log_prob`` overflowed on rows ``x``;
+        the error to raise: the flow's own (the rows' fault) when they overflow at the last
+        good parameters too (data far outside the flow's range, e.g. a row at 3e19), else
+        :class:`NonFiniteLossError` (the flow diverged, e.g. at a learning rate of 1e6)."""
+        stop = self.stop_on(stopped, f"{what} ({error})")
+        try:
+            self.evaluate(self.model, x, c)
+        except FlowOverflowError:
+            return error
+        return stop
 
     def _checked_train_nll(self, train_nll: float) -> float:
         """``train_nll``, or inf when the model after the epoch's last step has a non-finite

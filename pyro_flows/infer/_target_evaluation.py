@@ -129,6 +129,11 @@ def check_support(support: Any, flow: nn.Module, name: str) -> None:
     )
 
 
+#: a draw farther than this from the origin that makes the target non-finite is named as a
+#: likely overflow of a diverged flow (a Gaussian's log density overflows float32 at 1.8e19)
+FAR_OUT = 1e8
+
+
 def evaluate_target(log_prob: LogDensity, x: Tensor) -> Tensor:
     """``log_prob(x)`` read through the adapter (shape ``x.shape[:-1]``, a real floating
     tensor) and finite; otherwise :class:`TargetError` naming what came back. A ``log_prob``
@@ -138,11 +143,17 @@ def evaluate_target(log_prob: LogDensity, x: Tensor) -> Tensor:
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten()
         first = x.reshape(-1, x.shape[-1])[bad[0]].detach().tolist()
+        far = max(abs(v) for v in first) if first else 0.0
+        diverged = (
+            f"; but x has a coordinate of size {far:.3g}, where an overflow is the likely "
+            "cause: the flow has probably diverged (lower lr, or clip_grad_norm)"
+            if far > FAR_OUT else ""
+        )
         raise TargetError(
             f"target log density returned {int(bad.numel())} non-finite value(s) "
             f"({value.reshape(-1)[bad[0]].item()} at x = {[round(v, 4) for v in first]}); "
             "a target must be finite wherever the flow can put mass (restrict the flow to the "
-            "target's support with onto_support)"
+            f"target's support with onto_support){diverged}"
         )
     return value
 

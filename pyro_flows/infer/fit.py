@@ -264,8 +264,17 @@ def fit(
         arguments out of range, or a checkpoint that cannot be resumed (unreadable, or written
         for another set-up, architecture or data).
     :raises NonFiniteLossError: when a loss, the gradient norm or the validation NLL is
-        NaN/inf; the model holds the last good state (the end of the last complete epoch) and
-        ``history.stopped`` says which it was.
+        NaN/inf (also when the flow's log density overflows the dtype on rows that the last
+        good parameters scored finitely: a diverged flow); the model holds the last good state
+        (the end of the last complete epoch) and ``history.stopped`` says which it was.
+        Without validation rows, the parameters after an epoch's last step are scored on the
+        first batch's rows before they become the last good ones.
+    :raises ~pyro_flows.flow.FlowOverflowError: (a ``ValueError``) rows whose log density
+        overflows the dtype at the last good parameters too (data far outside the flow's
+        range); the model holds the last good state.
+    :raises ValueError: a batch-normalised model with ``batch_size`` 1 or one training row
+        (a last batch of one row waits for the next epoch), or a CUDA ``device`` this machine
+        does not have.
 
     Under ``torchrun --nproc_per_node N``, every process runs ``fit`` on the same data: the
     model is wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), each global

@@ -132,6 +132,23 @@ def test_argument_errors():
         fit_target(torch.nn.Linear(2, 2), gaussian)
 
 
+def test_a_diverged_flow_is_named_as_the_likely_cause_of_a_non_finite_target():
+    """A draw at 1e30 (where a diverged flow puts its samples: the Gaussian's log density
+    overflows float32 there) is named as a likely overflow; a -inf at a moderate point (a
+    target's own support) is not."""
+    from pyro_flows.infer._target_evaluation import evaluate_target
+
+    with pytest.raises(TargetError, match=r"coordinate of size 1e\+30.*the flow has probably "
+                                          r"diverged \(lower lr"):
+        evaluate_target(gaussian, torch.tensor([[1e30, 0.0], [0.0, 0.0]]))
+
+    def half_plane(z):
+        return torch.where(z[..., 0] > 0, -0.5 * (z**2).sum(-1), -math.inf)
+
+    with pytest.raises(TargetError, match=r"onto_support\)$"):
+        evaluate_target(half_plane, torch.tensor([[-1.0, 0.0]]))
+
+
 def test_annealing_schedule_is_recorded():
     flow = small_flow()
     history = fit_target(flow, gaussian, steps=100, batch_size=16, anneal=0.5, progress=False)
