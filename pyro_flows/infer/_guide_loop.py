@@ -258,8 +258,9 @@ class GuideSteps:
         loss = self.loss
         sites = non_finite_sites(loss.model, loss.guide, loss.args, loss.kwargs)
         advice = (
-            f"the log density is not finite at {'; '.join(sites)}: fix the model or its data "
-            "first" if sites else
+            f"at a draw of the guide with those parameters the log density is not finite at "
+            f"{'; '.join(sites)}: fix the model or its data first" if sites else
+            "every site's log density is finite at a draw of the guide with those parameters: "
             f"lower lr (now {self.lr}) or clip_grad_norm (now {self.clip_grad_norm}), or look "
             "for NaN log densities in the model"
         )
@@ -267,7 +268,7 @@ class GuideSteps:
             result,
             f"fit_guide: {self.bad} steps in a row had a NaN/inf loss or gradient (after "
             f"{self.step} good steps); stopped with the last parameters whose loss and "
-            f"gradient were finite. At a draw of the guide with those parameters, {advice}",
+            f"gradient were finite. {advice[0].upper()}{advice[1:]}",
             RuntimeWarning,
             stacklevel=5,
         )

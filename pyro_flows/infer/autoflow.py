@@ -48,6 +48,7 @@ from ..transforms.identity_init import identity_init_
 from ..transforms.rescale import softplus_inverse as softplus_inverse
 from ..transforms.sinh_arcsinh import SinhArcsinh as SinhArcsinh
 from ..transforms.unit_lower import UnitLowerTriangular as UnitLowerTriangular
+from ._masked_latents import masked_out_log_density, masked_out_positions
 from .autoflow_checks import (
     check_options,
     check_param_store,
@@ -303,6 +304,8 @@ class AutoFlow(AutoContinuous):
             raise
         check_sites(getattr(self, "prototype_trace", None))
         check_subsampled_locals(self.prototype_trace)
+        # entries the model masks out of its density (obs_mask): see sample_latent
+        self._masked_out = masked_out_positions(self.prototype_trace, self._unconstrained_shapes)
         init_loc = self._init_loc().detach()
         layers = identity_init_(
             build_layers(
@@ -374,6 +377,19 @@ class AutoFlow(AutoContinuous):
         )
 
     # -- the posterior --------------------------------------------------------------------------
+    def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
+        r"""The flat unconstrained latent vector, drawn from the flow. Entries the model masks
+        out of its own density (Pyro's ``obs_mask`` makes a latent ``<name>_unobserved`` whose
+        observed entries are masked) get the fixed density :math:`\mathcal N(0, 1)`, through
+        a factor in the guide (:mod:`~pyro_flows.infer._masked_latents`): without it the
+        ELBO has no maximum along them."""
+        latent = super().sample_latent(*args, **kwargs)
+        positions = getattr(self, "_masked_out", None)
+        if positions is not None:
+            pyro.factor(f"_{self._pyro_name}_masked_out",
+                        -masked_out_log_density(latent, positions), has_rsample=True)
+        return latent
+
     def get_base_dist(self) -> pyro.distributions.Distribution:
         """The standard-normal base :math:`\\mathcal N(0, I_D)` (before the flow layers)."""
         return self.flow.base_dist()

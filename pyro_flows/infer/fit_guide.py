@@ -40,6 +40,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,7 +95,8 @@ class GuideFitResult:
     :ivar num_particles: the particles per step the run used (the default's choice, or the
         value passed).
     :ivar khat: PSIS :math:`\\hat k` of the fitted guide against the model, or ``None``.
-    :ivar khat_note: why ``khat`` is ``None`` (or ``None`` when it was computed).
+    :ivar khat_note: why ``khat`` is ``None``, or what a ``khat`` of ``-inf`` means (log
+        ratios equal up to rounding); ``None`` otherwise.
     :ivar check: the :class:`~pyro_flows.infer.guide_check.GuideCheck` the k-hat came from
         (the guide's moments against the importance-weighted ones), or ``None``.
     :ivar defensive_check: for an :class:`~pyro_flows.infer.AutoFlow` guide, the defensive
@@ -197,6 +199,13 @@ def _khat(model: Callable, guide: Callable, args: tuple, kwargs: dict, result: G
         return
     k = float(check.khat)
     result.check, result.khat = check, k
+    if k == -math.inf:  # the Pareto fit met ratios that are all equal up to rounding
+        result.khat_note = (
+            "k-hat is -inf: the log importance ratios are equal up to floating-point rounding "
+            "(a guide as close to the posterior as the log densities' precision can tell; with "
+            "a log density of about -2e4 float32 resolves only 0.002 nats); ESS "
+            f"{check.ess:.0f} of {check.num_samples}"
+        )
     result.defensive_check = _defensive(model, guide, args, kwargs, result, khat_samples,
                                         max_plate_nesting)
     verdict = judge_guide(check, result.defensive_check)
