@@ -137,26 +137,21 @@ class EpochTraining:
         idx = shard(perm[b * self.batch_size : (b + 1) * self.batch_size], self.where)
         batch_x = parts.train_x[idx]
         batch_c = None if parts.train_c is None else parts.train_c[idx]
-        try:
+        try:  # Flow.log_prob's overflow, eager or (a compiled loss scored again) explained
             loss = self.batch_loss(batch_x, batch_c)
+            total = self._reduce_sum(loss.detach() * idx.numel())
+            rows = idx.numel()
+            if self.where.enabled:
+                rows = int(self._reduce_sum(torch.tensor(float(rows), device=self.device)))
+            loss_sum = float(total)  # the one read of the loss per batch: check and running sum
+            if not math.isfinite(loss_sum):
+                self.batch_loss.explain_non_finite(batch_x, batch_c)
         except FlowOverflowError as error:
             raise self._overflow_stop(
                 error, batch_x, batch_c, "non-finite loss",
                 f"non-finite training loss at epoch {epoch}, batch {b}",
             ) from error
-        total = self._reduce_sum(loss.detach() * idx.numel())
-        rows = idx.numel()
-        if self.where.enabled:
-            rows = int(self._reduce_sum(torch.tensor(float(rows), device=self.device)))
-        loss_sum = float(total)  # the one read of the loss per batch: check and running sum
         if not math.isfinite(loss_sum):
-            try:  # a compiled loss, scored again eagerly for the flow's own error
-                self.batch_loss.explain_non_finite(batch_x, batch_c)
-            except FlowOverflowError as error:
-                raise self._overflow_stop(
-                    error, batch_x, batch_c, "non-finite loss",
-                    f"non-finite training loss at epoch {epoch}, batch {b}",
-                ) from error
             raise self.stop_on(
                 "non-finite loss",
                 f"non-finite training loss ({loss_sum / rows}) at epoch {epoch}, batch {b}",

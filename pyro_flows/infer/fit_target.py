@@ -162,12 +162,11 @@ def _checked_beta(anneal: Callable[[int], float]) -> Callable[[int], float]:
             raise TypeError(
                 f"anneal must be a callable step -> beta; anneal({step}) raised {error}"
             ) from error
-        ok = not isinstance(value, (bool, str, bytes))
-        try:
-            beta = float(value) if ok else math.nan
+        try:  # a bool, a string or None is not a beta, even where float() takes it
+            beta = math.nan if isinstance(value, (bool, str, bytes)) else float(value)
         except (TypeError, ValueError, RuntimeError):
-            beta, ok = math.nan, False
-        if not (ok and 0 < beta <= 1):
+            beta = math.nan
+        if not 0 < beta <= 1:
             raise ValueError(
                 f"anneal(step) must return a beta in (0, 1], got {value!r} at step {step}"
             )
