@@ -89,8 +89,8 @@ def judge_guide(plain: GuideCheck, defensive: GuideCheck | None) -> GuideVerdict
     if k > KHAT_RELIABLE and not confirmed:
         return GuideVerdict("khat", (
             f"PSIS k-hat = {k:.2f} > {KHAT_RELIABLE} ({n} draws): the guide is not a reliable "
-            "approximation of the posterior; its means may be ok, its tails and variances are "
-            f"not (Yao et al., 2018){_defensive_note(defensive)}. Try a richer guide "
+            "approximation of the posterior; its means may be ok, its tails and variances "
+            f"cannot be trusted (Yao et al., 2018){_defensive_note(defensive)}. Try a richer guide "
             "(AutoMultivariateNormal, pyro_flows.infer.AutoFlow) or more steps."))
     if defensive is not None and not defensive.reliable:
         return GuideVerdict("tails", (
@@ -116,8 +116,9 @@ def judge_guide(plain: GuideCheck, defensive: GuideCheck | None) -> GuideVerdict
         return GuideVerdict(None, (
             f"PSIS k-hat = {k:.2f} > {KHAT_RELIABLE} from the guide's own draws, but the "
             f"defensively weighted moments (k-hat {defensive.khat:.2f}) agree with the guide's "
-            "within the limits by two standard errors: its means and sds are fine, plain "
-            f"importance sampling from it is not ({defensive.summary()})"))
+            "within the limits by two standard errors: its means and sds are fine, but estimates "
+            "that reweight its own draws may rest on a few large ratios (k-hat judges the "
+            f"ratios' tail; ESS {plain.ess:.0f} of {n}) ({defensive.summary()})"))
     if k > 0.5:
         return GuideVerdict(None, f"PSIS k-hat = {k:.2f} is in (0.5, {KHAT_RELIABLE}]: usable, "
                                   "but importance-sampling corrections will be noisy")
