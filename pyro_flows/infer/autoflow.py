@@ -424,7 +424,9 @@ class AutoFlow(AutoContinuous):
     @torch.no_grad()
     def sample_posterior(self, num_samples: int, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         """``num_samples`` posterior draws per site in constrained space, shape
-        ``(num_samples, *site_shape)``, without gradients (and without running the model)."""
+        ``(num_samples, *site_shape)``, without gradients (and without running the model, so
+        the model's ``pyro.deterministic`` sites are not among them: ``pyro.infer.Predictive(
+        model, guide=guide, num_samples=n)`` gives those too)."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         latent = self._bound_flow(*args, **kwargs).sample((num_samples,))

@@ -174,7 +174,11 @@ class Target(nn.Module):
 
         ``-inf`` outside the support; differentiable in ``z`` (with finite gradients inside the
         support); computed in ``z``'s dtype. A NumPy array or list is converted to the target's
-        dtype and device first.
+        dtype and device first. A point with a NaN coordinate gets NaN, as torch's own
+        arithmetic gives, and no error: a check would cost a host synchronisation in every
+        HMC leapfrog step, and a leapfrog step that diverged to NaN must be scored (and
+        rejected as a divergence), not raise. The trainers and samplers check what they are
+        given (:func:`~pyro_flows.infer.fit_target` stops on a NaN log density and names it).
 
         :raises TypeError: for ``z`` of another type, a non-numeric array, or a tensor on
             another device than the target's.
