@@ -172,3 +172,63 @@ def test_discretized_logistic_base_initialises_from_data():
     assert not bool(fresh.initialized)
     with pytest.raises(ValueError, match="scale must be"):
         DiscretizedLogisticBase((4,), scale=0.0)
+
+
+def _moments_by_wide_sum(loc: float, scale: float) -> tuple[float, float]:
+    """Reference moments: a float64 sum of k P(k) over round(loc) +- (60 scale + 40) bins."""
+    centre, width = round(loc), int(60 * scale) + 40
+    z = torch.arange(centre - width, centre + width + 1, dtype=torch.float64)
+    p = DiscretizedLogistic(torch.tensor(loc).double(), torch.tensor(scale).double())
+    p = p.log_prob(z[:, None])[:, 0].exp()
+    mean = float((p * z).sum())
+    return mean, float((p * (z - mean).square()).sum())
+
+
+def test_discretized_logistic_moments_hand_cases():
+    """Small scales put the mass on one or two integers: not loc and pi^2 s^2/3 + 1/12."""
+    d = DiscretizedLogistic(torch.tensor([0.3, 0.5, -1.7]), torch.tensor([0.01, 1e-3, 1e-4]))
+    assert torch.allclose(d.mean, torch.tensor([0.0, 0.5, -2.0]), atol=1e-8)
+    assert torch.allclose(d.variance, torch.tensor([0.0, 0.25, 0.0]), atol=1e-8)
+    assert 1e-9 < float(d.mean[0]) < 3e-9  # P(z = 1) = 1 - sigmoid(20) ~ 2.06e-9
+    wide = DiscretizedLogistic(torch.tensor(0.3), torch.tensor(50.0))  # Sheppard holds here
+    assert math.isclose(float(wide.mean), 0.3, rel_tol=1e-6)
+    assert math.isclose(float(wide.variance), math.pi**2 * 2500 / 3 + 1 / 12, rel_tol=1e-6)
+
+
+def test_discretized_logistic_moments_match_bin_sums_across_scales():
+    locs = [0.3, 0.5, -2.7, 1000.25, 7.0]
+    scales = [1e-3, 0.05, 0.3, 0.49, 0.5, 0.51, 0.8, 1.0, 3.0, 10.0]  # both sides of the switch
+    loc = torch.tensor(locs)[:, None]
+    scale = torch.tensor(scales)
+    d = DiscretizedLogistic(loc, scale)  # float32, batch shape (5, 10)
+    mean, variance = d.mean, d.variance
+    assert mean.shape == variance.shape == (5, 10) and mean.dtype == torch.float32
+    for i, j in itertools.product(range(len(locs)), range(len(scales))):
+        ref_mean, ref_var = _moments_by_wide_sum(float(loc[i, 0]), float(scale[j]))
+        assert math.isclose(float(mean[i, j]), ref_mean, rel_tol=1e-6, abs_tol=1e-6)
+        assert math.isclose(float(variance[i, j]), ref_var, rel_tol=1e-5, abs_tol=1e-6)
+    base = DiscretizedLogisticBase((2, 3), loc=4.5, scale=0.2)
+    assert base().mean.shape == base().variance.shape == (2, 3)
+
+
+def test_discretized_logistic_moments_match_samples():
+    loc = torch.tensor([0.3, 0.5, -2.2, 10.0], dtype=torch.float64)
+    scale = torch.tensor([0.01, 0.2, 0.7, 3.0], dtype=torch.float64)
+    d = DiscretizedLogistic(loc, scale)
+    torch.manual_seed(0)
+    s = d.sample((200_000,))
+    sd_of_mean = (d.variance / s.shape[0]).sqrt()
+    assert bool(((s.mean(0) - d.mean).abs() <= 5 * sd_of_mean + 1e-9).all())
+    assert torch.allclose(s.var(0), d.variance, rtol=0.03, atol=1e-6)
+    loc.requires_grad_(True)
+    DiscretizedLogistic(loc, scale).variance.sum().backward()
+    assert bool(loc.grad.isfinite().all())
+
+
+def test_discretized_logistic_base_takes_any_scale():
+    """softplus^{-1}(scale - 1e-3) used to overflow math.expm1 above a scale of ~710."""
+    for scale in (1000.0, 1e6, 1.001e-3):
+        base = DiscretizedLogisticBase((2,), scale=scale)
+        assert torch.allclose(base.scale, torch.full((2,), scale), rtol=1e-4)
+    flow = idf((1, 4, 4), num_transforms=1, hidden_channels=4, num_levels=65536)
+    assert torch.allclose(flow.base.scale, torch.full((1, 4, 4), 65536 / 8))

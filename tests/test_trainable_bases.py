@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import io
 import math
+import re
 
 import pytest
 import torch
@@ -306,3 +307,52 @@ def test_float32_overflow_is_a_clear_error_not_minus_inf(make):
     flow = flows.realnvp(2, num_transforms=1, hidden_dims=(4,), base=make())
     with pytest.raises(ValueError, match="too far out for torch.float32"):
         flow.log_prob(torch.tensor([[3e19, 0.0]]))
+
+
+def _student_t_log_normaliser_float64(df: float) -> float:
+    return math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+
+def test_student_t_stays_normalised_for_large_df_in_float32():
+    """lgamma((v+1)/2) - lgamma(v/2) cancels in float32 (df=1e6 gave -0.980, not -0.919)."""
+    dfs = [3.0, 29.9, 30.1, 1e3, 1e6, 1e8]
+    out = student_t_log_prob(torch.zeros(len(dfs)), torch.tensor(dfs))
+    assert out.dtype == torch.float32
+    for value, df in zip(out.tolist(), dfs, strict=True):
+        normal_limit = -0.5 * math.log(2 * math.pi) - 1 / (4 * df)
+        reference = _student_t_log_normaliser_float64(df) if df < 1e4 else normal_limit
+        assert math.isclose(value, reference, abs_tol=2e-6), (df, value, reference)
+    base = StudentT(3, df=[1e3, 1e6, 1e8])
+    expected = sum(_student_t_log_normaliser_float64(df) for df in (1e3, 1e6, 1e8))
+    assert math.isclose(float(base.log_prob(torch.zeros(1, 3)).detach()), expected, abs_tol=1e-5)
+    z = torch.linspace(-6.0, 6.0, 12001)[:, None]
+    mass = float(StudentT(1, df=1e6).log_prob(z).detach().exp().sum()) * 1e-3
+    assert math.isclose(mass, math.erf(6 / math.sqrt(2)), abs_tol=1e-4)
+
+
+def test_student_t_normaliser_gradients_match_float64():
+    """d/dv log p(0) = (psi((v+1)/2) - psi(v/2))/2 - 1/(2v) ~ 1/(4 v^2): finite and right."""
+    dfs = [0.05, 3.0, 29.9, 30.1, 1e3, 1e6]
+    df = torch.tensor(dfs, requires_grad=True)
+    student_t_log_prob(torch.zeros(len(dfs)), df).sum().backward()
+    v = torch.tensor(dfs, dtype=torch.float64)
+    exact = 0.5 * (torch.digamma((v + 1) / 2) - torch.digamma(v / 2)) - 0.5 / v
+    reference = torch.where(v < 1e4, exact, 1 / (4 * v**2) - 1 / (8 * v**4))
+    torch.testing.assert_close(df.grad.double(), reference, rtol=1e-4, atol=0.0)
+    base = StudentT(2, df=[5.0, 1e7])
+    base.log_prob(torch.randn(8, 2, generator=torch.Generator().manual_seed(0))).sum().backward()
+    assert bool(base.raw_df.grad.isfinite().all())
+
+
+@pytest.mark.parametrize("base_name", BASES)
+def test_fast_log_prob_refuses_the_wrong_event_size(base_name):
+    """A (5, 1) input used to broadcast silently against D=2; (3,) gave a torch RuntimeError."""
+    base = BASES[base_name](2)
+    for shape in [(5, 1), (3,), (), (4, 3)]:
+        with pytest.raises(
+            ValueError, match=r"z of shape \(\.\.\., 2\).*got shape " + re.escape(str(shape))
+        ):
+            base.log_prob(torch.zeros(shape))
+    with pytest.raises(TypeError, match="z as a tensor, got list"):
+        base.log_prob([[0.0, 0.0]])
+    assert base.log_prob(torch.zeros(4, 3, 2)).shape == (4, 3)

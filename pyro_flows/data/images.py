@@ -38,6 +38,7 @@ from torch import Tensor
 __all__ = ["ImageDataset", "load_digits_dataset", "load_mnist5k"]
 
 _EXTRA = "pip install pyro-flows[examples]"
+_MAX_SEED = 2**32 - 1  # the largest seed numpy.random.RandomState accepts
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ def _check_options(flatten: object, dtype: object, seed: object) -> None:
         raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} ({seed!r})")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if seed > _MAX_SEED:  # numpy.random.RandomState accepts [0, 2**32 - 1]
+        raise ValueError(
+            f"seed must be an int in [0, 2**32 - 1] (numpy's RandomState range), got {seed!r}"
+        )
 
 
 def _split(

@@ -112,6 +112,106 @@ def discretized_logistic_log_prob(z: Tensor, loc: Tensor, scale: Tensor) -> Tens
     return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(-1.0 / scale))
 
 
+_SMALL_SCALE = 0.5  # at most this: sum over bins; above it: the Fourier series
+_HALF_WIDTH = 24  # tail terms either side of round(loc): the rest < e^{-47} for s <= 0.5
+_FOURIER_TERMS = 6  # the n-th term carries e^{-2 pi^2 s n} <= e^{-pi^2 n} for s >= 0.5
+
+
+def _moments_by_bins(loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean and variance by summing tail probabilities around :math:`c = \mathrm{round}(\mu)`:
+    for an integer :math:`z`, :math:`z - c = \sum_{j \ge 1} (1[z \ge c + j] - 1[z \le c - j])`
+    and :math:`(z - c)^2 = \sum_{j \ge 1} (2j - 1)(1[z \ge c + j] + 1[z \le c - j])`, with
+
+    .. math::
+
+        P(z \ge c + j) = \sigma\big((f - j + \tfrac12)/s\big), \quad
+        P(z \le c - j) = \sigma\big((-f - j + \tfrac12)/s\big), \quad f = \mu - c.
+
+    Summed to :math:`j = 24`: the rest is below :math:`e^{-47}` for :math:`s \le 1/2`. One
+    pass per :math:`j`, so memory stays :math:`O(\text{numel})`."""
+    centre = torch.round(loc)
+    f = loc - centre
+    first = torch.zeros_like(loc)
+    second = torch.zeros_like(loc)
+    for j in range(1, _HALF_WIDTH + 1):
+        upper = torch.sigmoid((f - j + 0.5) / scale)
+        lower = torch.sigmoid((-f - j + 0.5) / scale)
+        first = first + (upper - lower)
+        second = second + (2 * j - 1) * (upper + lower)
+    return centre + first, second - first.square()
+
+
+def _logistic_cf(a: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`g(a) = a / \sinh a` and :math:`g'(a)` for :math:`a > 0`, via :math:`e^{-a}` (no
+    overflow): the characteristic function of the logistic is :math:`g(\pi s t)`."""
+    e = torch.exp(-a)
+    one_minus = -torch.expm1(-2 * a)  # 1 - e^{-2a}
+    g = 2 * a * e / one_minus
+    dg = 2 * e / one_minus - 2 * a * e * (1 + e.square()) / one_minus.square()
+    return g, dg
+
+
+def _moments_by_fourier(loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean and variance from the logistic :math:`L` and the rounding error
+    :math:`r = L - \mathrm{round}(L)` (Poisson summation): with :math:`z = L - r`,
+
+    .. math::
+
+        \mathbb E z = \mu - \mathbb E r, \qquad
+        \operatorname{Var} z = \tfrac{\pi^2 s^2}{3} - 2\,\mathbb E[(L - \mu) r]
+            + \mathbb E r^2 - (\mathbb E r)^2,
+
+    where the sawtooth's Fourier series :math:`r = \sum_n \frac{(-1)^{n+1}}{\pi n}
+    \sin 2\pi n L` and :math:`r^2 = \frac1{12} + \sum_n \frac{(-1)^n}{\pi^2 n^2}
+    \cos 2\pi n L` give, with :math:`a_n = 2\pi^2 s n`, :math:`f = \mu - \mathrm{round}(\mu)`,
+
+    .. math::
+
+        \mathbb E r = \sum_n \tfrac{(-1)^{n+1}}{\pi n} \sin(2\pi n f)\, g(a_n), \quad
+        \mathbb E[(L - \mu) r] = -\sum_n \tfrac{(-1)^{n+1}}{\pi n} \cos(2\pi n f)\,
+            \pi s\, g'(a_n), \quad
+        \mathbb E r^2 = \tfrac1{12} + \sum_n \tfrac{(-1)^n}{\pi^2 n^2} \cos(2\pi n f)\, g(a_n).
+
+    The terms fall as :math:`e^{-a_n}`: six are exact to float64 for :math:`s \ge 1/2`
+    (without them this is the continuous variance plus Sheppard's :math:`1/12`)."""
+    f = loc - torch.round(loc)
+    mean_r = torch.zeros_like(loc)
+    cov = torch.zeros_like(loc)
+    mean_r2 = torch.full_like(loc, 1.0 / 12)
+    for n in range(1, _FOURIER_TERMS + 1):
+        g, dg = _logistic_cf(2 * math.pi**2 * scale * n)
+        angle = 2 * math.pi * n * f
+        c = (-1) ** (n + 1) / (math.pi * n)
+        mean_r = mean_r + c * torch.sin(angle) * g
+        cov = cov - c * torch.cos(angle) * math.pi * scale * dg
+        mean_r2 = mean_r2 + (-1) ** n / (math.pi * n) ** 2 * torch.cos(angle) * g
+    variance = scale.square() * math.pi**2 / 3 - 2 * cov + mean_r2 - mean_r.square()
+    return loc - mean_r, variance
+
+
+def discretized_logistic_moments(loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Exact mean and variance of the discretised logistic, elementwise, accumulated in
+    float64 and returned in the dtype of ``loc``: a sum over the bins near :math:`\mu` for
+    :math:`s \le 1/2`, the Fourier (Poisson-summation) series otherwise. Both are exact to
+    float64 rounding; the continuous moments plus Sheppard's correction (:math:`\mu` and
+    :math:`\pi^2 s^2/3 + 1/12`) are wrong for small :math:`s`, where the mass sits on one or
+    two integers. Differentiable; cost about 30 elementwise passes.
+
+    Example:
+
+    >>> mean, var = discretized_logistic_moments(torch.tensor([0.5, 0.3]), torch.tensor(1e-3))
+    >>> [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in var.tolist()]
+    ([0.5, 0.0], [0.25, 0.0])
+    """
+    loc64, scale64 = torch.broadcast_tensors(loc.double(), scale.double())
+    small = scale64 <= _SMALL_SCALE
+    by_bins = _moments_by_bins(loc64, scale64.clamp(max=_SMALL_SCALE))
+    by_fourier = _moments_by_fourier(loc64, scale64.clamp(min=_SMALL_SCALE))
+    return tuple(  # type: ignore[return-value]
+        torch.where(small, b, f).to(loc.dtype) for b, f in zip(by_bins, by_fourier, strict=True)
+    )
+
+
 class DiscretizedLogistic(Distribution):
     r"""Independent discretised logistics on :math:`\mathbb{Z}`, one per entry of ``loc``.
 
@@ -191,11 +291,15 @@ class DiscretizedLogistic(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        return self.loc  # symmetric about loc up to the rounding's half-integer ties
+        r""":math:`\mathbb E[z] = \sum_k k\,P(k)`, exact to float64 rounding (see
+        :func:`discretized_logistic_moments`), in the dtype of ``loc``."""
+        return discretized_logistic_moments(self.loc, self.scale)[0]
 
     @property
     def variance(self) -> Tensor:
-        return self.scale.square() * math.pi**2 / 3 + 1.0 / 12  # Sheppard's correction
+        r""":math:`\operatorname{Var}[z] = \sum_k (k - \mathbb E z)^2 P(k)`, exact to float64
+        rounding (see :func:`discretized_logistic_moments`), in the dtype of ``loc``."""
+        return discretized_logistic_moments(self.loc, self.scale)[1]
 
 
 def _event_dims(shape: object) -> tuple[int, ...]:
@@ -262,7 +366,8 @@ class DiscretizedLogisticBase(nn.Module):
             raise ValueError(f"scale must be a number > {self.min_scale}, got {scale!r}")
         self.event_shape = torch.Size(dims)
         self.loc = nn.Parameter(torch.full(dims, float(loc)))
-        raw = math.log(math.expm1(float(scale) - self.min_scale))
+        excess = float(scale) - self.min_scale  # softplus(raw) = excess, inverted stably
+        raw = excess + math.log(-math.expm1(-excess))
         self.raw_scale = nn.Parameter(torch.full(dims, raw))
         self.register_buffer("initialized", torch.tensor(False))
 

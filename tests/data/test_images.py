@@ -109,3 +109,13 @@ def test_missing_optional_dependency_is_a_clear_error(monkeypatch, loader, modul
     monkeypatch.setitem(sys.modules, module, None)  # makes `from module import ...` fail
     with pytest.raises(ImportError, match=rf"needs {package}.*pip install pyro-flows\[examples\]"):
         loader.__wrapped__()  # the uncached loader: the session's cache stays intact
+
+
+def test_seed_beyond_numpy_range_is_a_clear_error():
+    """RandomState takes seeds in [0, 2**32 - 1]: a larger one is refused by name, not by numpy."""
+    for seed in (2**32, 2**40):
+        with pytest.raises(ValueError, match=rf"seed must be an int in \[0, 2\*\*32 - 1\].*{seed}"):
+            load_digits_dataset(seed=seed)
+        with pytest.raises(ValueError, match=rf"2\*\*32 - 1.*got {seed}"):
+            load_mnist5k(seed=seed)
+    assert load_digits_dataset(seed=2**32 - 1).train.shape == (1197, 64)
