@@ -8,16 +8,68 @@ sampler) with
 - ``sampler_loss(energy, x)``: for min-max objectives (flow contrastive, adversarial), a scalar
   minimised over :meth:`EBMObjective.sampler_parameters`; ``None`` otherwise.
 
+Every objective evaluates the energy through :func:`energy_values`: an energy returns one value
+per row, :math:`E_\theta(x_{1..N}) \in \mathbb{R}^N` of shape ``(N,)``; a trailing axis of size
+1 (``(N, 1)``, what ``nn.Linear(D, 1)`` returns) is squeezed away, anything else is refused.
+
 References: Song & Kingma, "How to Train Your Energy-Based Models", arXiv:2101.03288, 2021.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterator
 
+import torch
 from torch import Tensor, nn
 
 Energy = Callable[[Tensor], Tensor]
+
+
+class NonFiniteSamples(FloatingPointError):
+    """Samples drawn during a training step (Langevin negatives, a sampler's or a noise's draws)
+    are NaN/inf; the message names the likely cause. ``train_ebm`` turns it into a
+    :class:`~pyro_flows.infer.fit.NonFiniteLossError` with the state from before the step."""
+
+
+def per_row(values: Tensor, rows: tuple[int, ...], what: str, x_shape: tuple[int, ...]) -> Tensor:
+    """``values`` with shape ``rows`` (one value per row of a batch ``x`` of shape ``x_shape``);
+    one more trailing axis of size 1 is squeezed, any other shape is a ``ValueError`` naming
+    ``what``, the shape expected and the shape got."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(values).__name__}")
+    if tuple(values.shape) == (*rows, 1):
+        return values.squeeze(-1)
+    if tuple(values.shape) != rows:
+        raise ValueError(
+            f"{what} must have one value per row of x: shape {rows} (or {(*rows, 1)}) for x of "
+            f"shape {x_shape}, got {tuple(values.shape)}"
+        )
+    return values
+
+
+def energy_values(energy: Energy, x: Tensor) -> Tensor:
+    """``energy(x)`` for a batch ``x`` of shape ``(..., D)``, with shape ``x.shape[:-1]`` (one
+    value per row); an output with one more trailing axis of size 1 (``nn.Linear(D, 1)``) is
+    squeezed, any other shape is a ``ValueError`` naming the shape expected and the shape got."""
+    return per_row(energy(x), tuple(x.shape[:-1]), "the energy's output", tuple(x.shape))
+
+
+def check_finite_samples(samples: Tensor, what: str, cause: str) -> None:
+    """:class:`NonFiniteSamples` (naming ``what`` and the likely ``cause``) unless every entry
+    of ``samples`` is finite."""
+    if not bool(torch.isfinite(samples.detach()).all()):
+        raise NonFiniteSamples(f"{what} are not finite (NaN/inf); {cause}")
+
+
+def check_finite_real(value: object, name: str) -> float:
+    """``value`` as a float if it is a finite real number (not a bool), else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 class EBMObjective(nn.Module):
@@ -42,3 +94,12 @@ class EBMObjective(nn.Module):
 
     def setup(self, data: Tensor) -> None:
         """Called once by the training loop with all training rows (e.g. to fit a noise)."""
+
+    def snapshot_extra(self) -> object:
+        """A copy of the state a training step changes that ``state_dict`` does not hold (e.g.
+        persistent chains, a private generator), for :meth:`restore_extra` after a failed step
+        (default: none)."""
+        return None
+
+    def restore_extra(self, snapshot: object) -> None:
+        """Put back the state saved by :meth:`snapshot_extra` (default: nothing to do)."""

@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._objective import EBMObjective, Energy
+from ..infer._steps import check_number
+from ._objective import EBMObjective, Energy, check_finite_samples, energy_values
 
 __all__ = ["Adversarial", "sampler_bound"]
 
@@ -56,9 +57,10 @@ def sampler_bound(energy: Energy, sampler: Any, n: int) -> tuple[Tensor, Tensor]
 
     Cost: one sampling pass of the flow (which also yields :math:`\log q`), one energy pass.
 
-    :param energy: ``E(x)``.
+    :param energy: ``E(x)``, shape ``(n,)`` (an ``(n, 1)`` output is squeezed).
     :param sampler: a :class:`~pyro_flows.Flow` (anything with ``rsample_and_log_prob``).
     :param n: draws.
+    :raises FloatingPointError: (a ``NonFiniteSamples``) when the sampler's draws are NaN/inf.
 
     Example: a flow at initialisation is :math:`\mathcal{N}(0, I)`, so against
     :math:`E = \|x\|^2/2` the loss is close to its minimum :math:`-\log Z = -\log 2\pi`
@@ -74,7 +76,14 @@ def sampler_bound(energy: Energy, sampler: Any, n: int) -> tuple[Tensor, Tensor]
     References: Kingma et al., NeurIPS 2016 (IAF); Dai et al., ICLR 2017.
     """
     y, log_q = sampler.rsample_and_log_prob((n,))
-    return (energy(y) + log_q).mean(), y
+    _check_draws(y)
+    return (energy_values(energy, y) + log_q).mean(), y
+
+
+def _check_draws(y: Tensor) -> None:
+    check_finite_samples(
+        y, "the sampler's draws", "the sampler diverged (try a smaller sampler_lr)"
+    )
 
 
 class Adversarial(EBMObjective):
@@ -94,7 +103,7 @@ class Adversarial(EBMObjective):
 
     :param sampler: a :class:`~pyro_flows.Flow` with a fast sampling direction (``None``:
         ``flows.iaf(D, num_transforms=4, hidden_dims=(64, 64))`` built at setup).
-    :param alpha: the energy-magnitude penalty.
+    :param alpha: the energy-magnitude penalty :math:`\alpha \ge 0`, finite.
     :param flow_options: keyword arguments of the default ``flows.iaf``.
 
     Example:
@@ -125,8 +134,7 @@ class Adversarial(EBMObjective):
                 f"sampler must be a pyro_flows.Flow (with rsample_and_log_prob), got "
                 f"{type(sampler).__name__}"
             )
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        check_number(alpha, "alpha", positive=False)
         self.sampler = sampler
         self.alpha = alpha
         self._flow_options = dict(
@@ -148,7 +156,8 @@ class Adversarial(EBMObjective):
         assert self.sampler is not None
         with torch.no_grad():
             y = self.sampler.sample((x.shape[0],))
-        e_pos, e_neg = energy(x), energy(y)
+        _check_draws(y)
+        e_pos, e_neg = energy_values(energy, x), energy_values(energy, y)
         loss = e_pos.mean() - e_neg.mean()
         if self.alpha:
             loss = loss + self.alpha * (e_pos**2 + e_neg**2).mean()

@@ -44,7 +44,8 @@ from torch import Tensor
 
 from .._validation import check_positive_int
 from ..infer._langevin_step import langevin_step
-from ._objective import EBMObjective, Energy
+from ..infer._steps import check_int, check_number, check_seed
+from ._objective import EBMObjective, Energy, NonFiniteSamples, check_finite_samples, energy_values
 
 __all__ = ["ContrastiveDivergence", "ReplayBuffer", "cd_loss", "langevin_samples"]
 
@@ -77,6 +78,8 @@ def langevin_samples(
     :param noise_scale: :math:`\sigma \ge 0` (1: ULA; smaller values trade exactness for
         sharper short-run samples, as in Du & Mordatch 2019).
     :param generator: draws the noise.
+    :raises FloatingPointError: (a ``NonFiniteSamples``) when the chains diverge to NaN/inf,
+        naming the step and ``step_size`` (too large a step for the energy's curvature).
 
     Example: 200 steps on :math:`E = \|x\|^2/2` from far away reach :math:`\mathcal{N}(0, I)`
     (up to the :math:`O(\epsilon)` bias of ULA):
@@ -98,11 +101,16 @@ def langevin_samples(
     x = x0.detach().clone()
     h = 2.0 * float(step_size)  # the Langevin time step: h / 2 = step_size exactly
     with torch.enable_grad():
-        for _ in range(steps):
+        for t in range(steps):
             x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(energy(x).sum(), x)
+            (grad,) = torch.autograd.grad(energy_values(energy, x).sum(), x)
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
             x = langevin_step(x.detach(), -grad, h, noise, noise_scale)
+            check_finite_samples(
+                x, f"the Langevin chains after step {t + 1} of {steps}",
+                f"the chains diverged: step_size={step_size} is likely too large for this "
+                "energy (try a smaller step_size or fewer steps)",
+            )
     return x
 
 
@@ -175,11 +183,14 @@ def cd_loss(energy: Energy, data: Tensor, negatives: Tensor, alpha: float = 0.0)
     .. math::
 
         L = \overline{E_\theta(x)} - \overline{E_\theta(x^-)}
-        + \alpha\,\overline{E_\theta(x)^2 + E_\theta(x^-)^2},
+        + \alpha\,\bigl(\overline{E_\theta(x)^2} + \overline{E_\theta(x^-)^2}\bigr),
 
-    bars denoting batch means; ``negatives`` are treated as constants.
+    bars denoting batch means (over the data and over the negatives, which may number
+    differently); ``negatives`` are treated as constants.
 
     Cost: two energy passes.
+
+    :param energy: ``E(x)``, shape ``(N,)`` (or ``(N, 1)``, squeezed).
 
     Example:
 
@@ -190,11 +201,11 @@ def cd_loss(energy: Energy, data: Tensor, negatives: Tensor, alpha: float = 0.0)
     References: Hinton, Neural Computation 14, 2002; Du & Mordatch, NeurIPS 2019, Eq. (5)
     (the :math:`\alpha` regulariser).
     """
-    e_pos = energy(data)
-    e_neg = energy(negatives.detach())
+    e_pos = energy_values(energy, data)
+    e_neg = energy_values(energy, negatives.detach())
     loss = e_pos.mean() - e_neg.mean()
     if alpha:
-        loss = loss + alpha * (e_pos**2 + e_neg**2).mean()
+        loss = loss + alpha * ((e_pos**2).mean() + (e_neg**2).mean())
     return loss
 
 
@@ -209,16 +220,23 @@ class ContrastiveDivergence(EBMObjective):
 
     Cost: ``k`` energy + backward passes (the chains) and two energy passes per batch.
 
-    :param k: Langevin steps per update.
-    :param step_size: :math:`\epsilon`.
-    :param noise_scale: :math:`\sigma` (1: exact ULA).
+    :param k: Langevin steps per update (a positive int).
+    :param step_size: :math:`\epsilon > 0`.
+    :param noise_scale: :math:`\sigma \ge 0` (1: exact ULA).
     :param persistent: keep chains in a :class:`ReplayBuffer` (PCD) instead of starting at the
         batch (CD-:math:`k`).
-    :param buffer_size: chains in the buffer.
-    :param reinit: fraction of chains re-initialised from uniform noise per draw.
-    :param margin: the noise box is the data's bounding box widened by this fraction.
-    :param alpha: the energy-magnitude penalty.
+    :param buffer_size: chains in the buffer (a positive int).
+    :param reinit: fraction :math:`\rho \in [0, 1]` of chains re-initialised from uniform noise
+        per draw.
+    :param margin: the noise box is the data's bounding box widened by this fraction
+        (:math:`\ge 0`).
+    :param alpha: the energy-magnitude penalty :math:`\alpha \ge 0`.
     :param seed: seeds the chains' noise.
+    :raises TypeError, ValueError: on a hyperparameter of the wrong type or out of its range.
+
+    Diverging chains (NaN/inf negatives) stop :func:`~pyro_flows.ebm.train.train_ebm` with a
+    :class:`~pyro_flows.infer.fit.NonFiniteLossError` naming ``k`` and ``step_size``; a failed
+    step also puts the replay buffer and the chains' generator back.
 
     Example:
 
@@ -247,11 +265,10 @@ class ContrastiveDivergence(EBMObjective):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_positive_int(k, "k")
-        if not (step_size > 0 and math.isfinite(step_size)):
-            raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        _check_cd_options(
+            k=k, step_size=step_size, noise_scale=noise_scale, persistent=persistent,
+            buffer_size=buffer_size, reinit=reinit, margin=margin, alpha=alpha, seed=seed,
+        )
         self.k, self.step_size, self.noise_scale = k, step_size, noise_scale
         self.persistent, self.buffer_size = persistent, buffer_size
         self.reinit, self.margin, self.alpha = reinit, margin, alpha
@@ -275,9 +292,14 @@ class ContrastiveDivergence(EBMObjective):
             x0, idx = self.buffer.draw(x.shape[0], self.generator)
         else:
             x0, idx = x, None
-        neg = langevin_samples(
-            energy, x0, self.k, self.step_size, self.noise_scale, self.generator
-        )
+        try:
+            neg = langevin_samples(
+                energy, x0, self.k, self.step_size, self.noise_scale, self.generator
+            )
+        except NonFiniteSamples as error:
+            raise NonFiniteSamples(
+                f"{error}; here k={self.k} Langevin steps of step_size={self.step_size}"
+            ) from None
         if idx is not None:
             assert self.buffer is not None
             self.buffer.push(neg, idx)
@@ -285,3 +307,37 @@ class ContrastiveDivergence(EBMObjective):
 
     def energy_loss(self, energy: Energy, x: Tensor) -> Tensor:
         return cd_loss(energy, x, self.negatives(energy, x), self.alpha)
+
+    def snapshot_extra(self) -> object:
+        """The chains' generator state, the replay buffer and a copy of its chains."""
+        buffer = self.buffer
+        samples = None if buffer is None else buffer.samples.clone()
+        return self.generator.get_state(), buffer, samples
+
+    def restore_extra(self, snapshot: object) -> None:
+        """Back to :meth:`snapshot_extra`'s generator state, buffer and chains."""
+        state, buffer, samples = snapshot  # type: ignore[misc]
+        self.generator.set_state(state)
+        self.buffer = buffer
+        if buffer is not None:
+            buffer.samples = samples.clone()
+
+
+def _check_cd_options(
+    *, k: object, step_size: object, noise_scale: object, persistent: object,
+    buffer_size: object, reinit: object, margin: object, alpha: object, seed: object,
+) -> None:
+    """``TypeError``/``ValueError`` naming the first of :class:`ContrastiveDivergence`'s
+    hyperparameters that is of the wrong type or out of its range."""
+    check_int(k, "k")
+    check_number(step_size, "step_size")
+    check_number(noise_scale, "noise_scale", positive=False)
+    if not isinstance(persistent, bool):
+        raise TypeError(f"persistent must be True or False, got {persistent!r}")
+    check_int(buffer_size, "buffer_size")
+    check_number(reinit, "reinit", positive=False)
+    if reinit > 1:  # type: ignore[operator]
+        raise ValueError(f"reinit must be a fraction in [0, 1], got {reinit!r}")
+    check_number(margin, "margin", positive=False)
+    check_number(alpha, "alpha", positive=False)
+    check_seed(seed)

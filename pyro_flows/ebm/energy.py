@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_event, check_hidden_dims, check_positive_int
+from ._objective import energy_values
 
 __all__ = ["EnergyModel", "GaussianEnergy", "grid_log_Z"]
 
@@ -77,7 +78,7 @@ def grid_log_Z(
     where :math:`x_{ij}` are the :math:`n^2` cell centres of :math:`[a, b]^2` (the mass outside
     the square is ignored, so choose ``bounds`` that hold the model's mass).
 
-    :param energy: ``E(x)`` for ``x`` of shape ``(N, 2)``, returning ``(N,)``.
+    :param energy: ``E(x)`` for ``x`` of shape ``(N, 2)``, returning ``(N,)`` (or ``(N, 1)``).
     :param bounds: ``(a, b)``, the square :math:`[a, b]^2`.
     :param n: cells per axis.
     :param chunk: grid points per energy evaluation.
@@ -109,7 +110,7 @@ def grid_log_Z(
     values = []
     for start in range(0, points.shape[0], chunk):
         x = points[start : start + chunk].to(dtype=dtype, device=device)
-        values.append(-energy(x).double().cpu())
+        values.append(-energy_values(energy, x).double().cpu())
     log_tilde = torch.cat(values)
     if not torch.isfinite(log_tilde).all():
         raise FloatingPointError("the energy is not finite on the whole grid")

@@ -38,7 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._objective import EBMObjective, Energy
+from ..infer._steps import check_number
+from ._objective import (
+    EBMObjective,
+    Energy,
+    check_finite_real,
+    check_finite_samples,
+    energy_values,
+    per_row,
+)
 
 __all__ = ["FlowContrastive", "fce_value"]
 
@@ -56,10 +64,11 @@ def fce_value(
 
     Cost: one energy pass on :math:`N + M` points.
 
-    :param energy: ``E(x)``.
+    :param energy: ``E(x)``, shape ``(N,)`` (an ``(N, 1)`` output is squeezed).
     :param log_Z: :math:`c`.
     :param data: ``(N, D)``; ``flow_log_prob_data``: :math:`\log q_\alpha(x_n)`, ``(N,)``.
     :param samples: ``(M, D)``; ``flow_log_prob_samples``: :math:`\log q_\alpha(y_m)`, ``(M,)``.
+    :raises ValueError: on an energy or a log density without one value per row.
 
     Example: when the EBM equals the flow, :math:`D = 1/2` and :math:`V = -\log 4`:
 
@@ -73,8 +82,12 @@ def fce_value(
 
     References: Gao et al., CVPR 2020, Eq. (4).
     """
-    g_data = -energy(data) - log_Z - flow_log_prob_data
-    g_samples = -energy(samples) - log_Z - flow_log_prob_samples
+    lq_data = per_row(flow_log_prob_data, (data.shape[0],), "flow_log_prob_data", tuple(data.shape))
+    lq_samples = per_row(
+        flow_log_prob_samples, (samples.shape[0],), "flow_log_prob_samples", tuple(samples.shape)
+    )
+    g_data = -energy_values(energy, data) - log_Z - lq_data
+    g_samples = -energy_values(energy, samples) - log_Z - lq_samples
     return F.logsigmoid(g_data).mean() + F.logsigmoid(-g_samples).mean()
 
 
@@ -96,8 +109,8 @@ class FlowContrastive(EBMObjective):
 
     :param flow: the noise flow, a :class:`~pyro_flows.Flow` (``None``: ``flows.maf(D,
         num_transforms=4, hidden_dims=(64, 64))`` built at setup).
-    :param mle_weight: :math:`\lambda \ge 0`.
-    :param log_Z_init: initial :math:`c`.
+    :param mle_weight: :math:`\lambda \ge 0`, finite.
+    :param log_Z_init: initial :math:`c`, a finite number.
     :param flow_options: keyword arguments of the default ``flows.maf``.
 
     Example:
@@ -129,11 +142,11 @@ class FlowContrastive(EBMObjective):
                 f"flow must be a pyro_flows.Flow (with rsample_and_log_prob), got "
                 f"{type(flow).__name__}"
             )
-        if mle_weight < 0:
-            raise ValueError(f"mle_weight must be >= 0, got {mle_weight!r}")
+        check_number(mle_weight, "mle_weight", positive=False)
+        log_Z_init = check_finite_real(log_Z_init, "log_Z_init")
         self.flow = flow
         self.mle_weight = mle_weight
-        self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
+        self.log_Z = nn.Parameter(torch.tensor(log_Z_init))
         self._flow_options = dict(
             num_transforms=num_transforms, hidden_dims=tuple(hidden_dims), **flow_options
         )
@@ -158,6 +171,9 @@ class FlowContrastive(EBMObjective):
         with torch.set_grad_enabled(grad_flow and torch.is_grad_enabled()):
             y, lq_y = self.flow.rsample_and_log_prob((x.shape[0],))
             lq_x = self.flow.log_prob(x)
+        check_finite_samples(
+            y, "the flow's samples", "the noise flow diverged (try a smaller sampler_lr)"
+        )
         if not grad_flow:
             y, lq_y, lq_x = y.detach(), lq_y.detach(), lq_x.detach()
         return fce_value(energy, self.log_Z, x, lq_x, y, lq_y), lq_x.mean()

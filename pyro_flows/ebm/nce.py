@@ -32,7 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._objective import EBMObjective, Energy
+from ._objective import (
+    EBMObjective,
+    Energy,
+    check_finite_real,
+    check_finite_samples,
+    energy_values,
+    per_row,
+)
 
 __all__ = ["NCE", "gaussian_noise", "nce_loss"]
 
@@ -81,12 +88,13 @@ def nce_loss(
 
     Cost: one energy pass on data and noise.
 
-    :param energy: ``E(x)``.
+    :param energy: ``E(x)``, shape ``(N,)`` (an ``(N, 1)`` output is squeezed).
     :param log_Z: the scalar parameter :math:`c`.
     :param data: ``(N, D)``.
     :param noise: noise samples ``(M, D)``.
-    :param noise_log_prob_data: :math:`\log q_n(x_n)`, shape ``(N,)``.
-    :param noise_log_prob_noise: :math:`\log q_n(y_m)`, shape ``(M,)``.
+    :param noise_log_prob_data: :math:`\log q_n(x_n)`, shape ``(N,)`` (or ``(N, 1)``).
+    :param noise_log_prob_noise: :math:`\log q_n(y_m)`, shape ``(M,)`` (or ``(M, 1)``).
+    :raises ValueError: on an energy or a log density without one value per row.
 
     Example: when model and noise agree and :math:`\nu = 1`, :math:`G = 0` and the loss is
     :math:`2\log 2`:
@@ -102,8 +110,10 @@ def nce_loss(
     """
     n, m = data.shape[0], noise.shape[0]
     log_nu = math.log(m / n)
-    g_data = -energy(data) - log_Z - noise_log_prob_data - log_nu
-    g_noise = -energy(noise) - log_Z - noise_log_prob_noise - log_nu
+    lq_data = per_row(noise_log_prob_data, (n,), "noise_log_prob_data", tuple(data.shape))
+    lq_noise = per_row(noise_log_prob_noise, (m,), "noise_log_prob_noise", tuple(noise.shape))
+    g_data = -energy_values(energy, data) - log_Z - lq_data - log_nu
+    g_noise = -energy_values(energy, noise) - log_Z - lq_noise - log_nu
     return -(F.logsigmoid(g_data).sum() + F.logsigmoid(-g_noise).sum()) / n
 
 
@@ -121,10 +131,14 @@ class NCE(EBMObjective):
     :math:`(1 + \nu)N` points per batch.
 
     :param noise: a distribution with ``sample`` and ``log_prob`` over events of size
-        :math:`D` (e.g. a ``torch.distributions`` object or a :class:`~pyro_flows.Flow`);
-        ``None``: :func:`gaussian_noise` fitted to the training data at setup.
+        :math:`D` (e.g. a ``torch.distributions`` object or a :class:`~pyro_flows.Flow`), so
+        ``event_shape == (D,)`` and ``batch_shape == ()`` where it states them (a ``Normal``
+        with a batch of :math:`D` scales needs ``Independent(normal, 1)``); ``None``:
+        :func:`gaussian_noise` fitted to the training data at setup.
     :param nu: noise samples per data point, :math:`\nu > 0`.
-    :param log_Z_init: initial :math:`c`.
+    :param log_Z_init: initial :math:`c`, a finite number.
+    :raises ValueError: at setup (or the first loss), a noise whose shapes do not match the
+        data's :math:`D`.
 
     Example:
 
@@ -143,6 +157,7 @@ class NCE(EBMObjective):
         super().__init__()
         if not (nu > 0 and math.isfinite(nu)):
             raise ValueError(f"nu must be a positive number, got {nu!r}")
+        log_Z_init = check_finite_real(log_Z_init, "log_Z_init")
         if noise is not None and not (hasattr(noise, "sample") and hasattr(noise, "log_prob")):
             raise TypeError(
                 f"noise must have sample() and log_prob(), got {type(noise).__name__}"
@@ -154,6 +169,8 @@ class NCE(EBMObjective):
     def setup(self, data: Tensor) -> None:
         if self.noise is None:
             self.noise = gaussian_noise(data)
+        else:
+            _check_noise_shapes(self.noise, data.shape[-1])
 
     def energy_side_parameters(self) -> Iterator[nn.Parameter]:
         return iter([self.log_Z])
@@ -161,9 +178,32 @@ class NCE(EBMObjective):
     def energy_loss(self, energy: Energy, x: Tensor) -> Tensor:
         if self.noise is None:
             self.setup(x)
+        _check_noise_shapes(self.noise, x.shape[-1])
         m = max(1, round(self.nu * x.shape[0]))
         with torch.no_grad():
             y = self.noise.sample((m,)).to(x.dtype)
+            if tuple(y.shape) != (m, x.shape[-1]):
+                raise ValueError(
+                    f"noise.sample(({m},)) must return shape ({m}, {x.shape[-1]}) (events of the "
+                    f"data's size D={x.shape[-1]}), got {tuple(y.shape)}"
+                )
+            check_finite_samples(y, "the noise's samples", "the noise distribution is broken")
             lq_y = self.noise.log_prob(y).to(x.dtype)
             lq_x = self.noise.log_prob(x).to(x.dtype)
         return nce_loss(energy, self.log_Z, x, y, lq_x, lq_y)
+
+
+def _check_noise_shapes(noise: Any, d: int) -> None:
+    """A ``ValueError`` unless ``noise``'s stated ``event_shape`` is ``(d,)`` and its
+    ``batch_shape`` (if it states one) is ``()``: one log density per row of ``(N, d)`` data."""
+    event = getattr(noise, "event_shape", None)
+    batch = getattr(noise, "batch_shape", ())
+    if event is None:
+        return  # nothing stated: the shapes of its samples and log densities are checked
+    if tuple(event) != (d,) or tuple(batch) != ():
+        raise ValueError(
+            f"noise must be a distribution over events of the data's size D={d}: "
+            f"event_shape ({d},) and batch_shape (), got event_shape {tuple(event)} and "
+            f"batch_shape {tuple(batch)} (wrap a batch of univariate distributions in "
+            "torch.distributions.Independent(..., 1))"
+        )

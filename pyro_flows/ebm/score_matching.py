@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ._objective import EBMObjective, Energy
+from ._objective import EBMObjective, Energy, energy_values
 
 __all__ = [
     "ScoreMatching",
@@ -46,11 +46,20 @@ __all__ = [
 PROJECTIONS = ("gaussian", "rademacher")
 
 
+def _grad_with_graph(out: Tensor, x: Tensor) -> Tensor:
+    """:math:`\\nabla_x` of the scalar ``out``, differentiable further; zeros where ``out``
+    does not depend on ``x`` (the score of a constant energy, the Hessian of a linear one)."""
+    if not out.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(out, x, create_graph=True, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 def _score_with_graph(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x, s)``: ``x`` detached and requiring gradients, and the score
+    :math:`s = -\\nabla_x E(x)` with its graph (an ``(N, 1)`` energy is squeezed)."""
     x = x.detach().requires_grad_(True)
-    e = energy(x)
-    (grad_e,) = torch.autograd.grad(e.sum(), x, create_graph=True)
-    return x, -grad_e
+    return x, -_grad_with_graph(energy_values(energy, x).sum(), x)
 
 
 def score_matching_loss(energy: Energy, x: Tensor) -> Tensor:
@@ -64,7 +73,9 @@ def score_matching_loss(energy: Energy, x: Tensor) -> Tensor:
     Cost: one energy pass and :math:`1 + D` backward passes (the Hessian diagonal, one
     coordinate at a time), all differentiable in :math:`\theta`.
 
-    :param energy: ``E(x)`` with batch shape ``x.shape[:-1]``, twice differentiable in ``x``.
+    :param energy: ``E(x)`` with batch shape ``x.shape[:-1]`` (an ``(N, 1)`` output is
+        squeezed), twice differentiable in ``x`` (a zero Hessian, e.g. of a linear energy,
+        counts as zero).
     :param x: data, shape ``(N, D)``.
 
     Example: for :math:`E = \|x\|^2/2` the score is :math:`-x` and the trace :math:`-D`, so
@@ -81,8 +92,7 @@ def score_matching_loss(energy: Energy, x: Tensor) -> Tensor:
         xg, s = _score_with_graph(energy, x)
         trace = torch.zeros(x.shape[0], dtype=s.dtype, device=s.device)
         for d in range(x.shape[-1]):
-            (row,) = torch.autograd.grad(s[:, d].sum(), xg, create_graph=True)
-            trace = trace + row[:, d]
+            trace = trace + _grad_with_graph(s[:, d].sum(), xg)[:, d]
         return (trace + 0.5 * (s**2).sum(-1)).mean()
 
 
@@ -108,7 +118,8 @@ def sliced_score_matching_loss(
     Cost: one energy pass and :math:`1 + M` backward passes (one Hessian-vector product per
     projection), independent of :math:`D`.
 
-    :param energy: ``E(x)``, twice differentiable in ``x``.
+    :param energy: ``E(x)``, shape ``(N,)`` or ``(N, 1)``, twice differentiable in ``x`` (a
+        zero Hessian counts as zero).
     :param x: data, shape ``(N, D)``.
     :param n_projections: :math:`M`, projections per data point.
     :param projection: ``"rademacher"`` (:math:`\pm1` entries) or ``"gaussian"``.
@@ -139,7 +150,7 @@ def sliced_score_matching_loss(
         total = torch.zeros(n, dtype=s.dtype, device=s.device)
         for m in range(n_projections):
             sv = (s * v[m]).sum(-1)
-            (hv,) = torch.autograd.grad(sv.sum(), xg, create_graph=True)
+            hv = _grad_with_graph(sv.sum(), xg)
             total = total + (hv * v[m]).sum(-1)
             if not variance_reduction:
                 total = total + 0.5 * sv**2

@@ -18,7 +18,7 @@ Kingma & Ba, "Adam", ICLR 2015.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,9 +28,10 @@ from torch import Tensor, nn
 from .._progress import progress_bar
 from .._validation import as_tensor
 from ..infer._adam import adam
+from ..infer._device_and_rng import _forked_rng
 from ..infer._loop import NonFiniteLossError, interruptible, stop_non_finite
 from ..infer._steps import check_int, check_number, check_training_options, gradients_are_finite
-from ._objective import EBMObjective
+from ._objective import EBMObjective, Energy, NonFiniteSamples
 from .adversarial import Adversarial
 from .contrastive_divergence import ContrastiveDivergence
 from .flow_contrastive import FlowContrastive
@@ -139,9 +140,10 @@ def _batches(data: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
 
 class _EBMSteps:
     """``train_ebm``'s steps: Adam on the energy side, ``sampler_steps`` Adam steps on the
-    sampler side (min-max objectives), each guarded (a NaN/inf loss or global gradient norm
-    puts energy and objective back to their state from before the step, trims the history to
-    the good steps, and raises :class:`~pyro_flows.infer.fit.NonFiniteLossError`)."""
+    sampler side (min-max objectives), each guarded (a NaN/inf loss, global gradient norm or
+    drawn sample puts energy and objective, the objective's chains and generator included, back
+    to their state from before the step, trims the history to the good steps, and raises
+    :class:`~pyro_flows.infer.fit.NonFiniteLossError`)."""
 
     def __init__(
         self,
@@ -171,19 +173,29 @@ class _EBMSteps:
         self.lr, self.sampler_steps, self.clip_grad_norm = lr, sampler_steps, clip_grad_norm
         self.modules: list[nn.Module] = [energy, objective]
         self.last_good = _snapshot(self.modules)
+        self.last_good_extra = objective.snapshot_extra()
         self.start = time.perf_counter()
 
     def clear_gradients(self) -> None:
         for p in self.all_params:
             p.grad = None
 
-    def _stop(self, step: int, stopped: str, what: str) -> NonFiniteLossError:
-        """Back to the state from before ``step``; the error saying what happened."""
+    def _stop(
+        self, step: int, stopped: str, what: str, advice: str | None = None
+    ) -> NonFiniteLossError:
+        """Back to the state from before ``step``; the error saying what happened (and
+        ``advice``, by default the usual remedies of a diverging optimisation)."""
         history = self.history
+        if advice is None:
+            advice = (
+                f" Try a smaller lr (now {self.lr}), standardised data, clip_grad_norm (now "
+                f"{self.clip_grad_norm}) or an energy penalty (alpha=)."
+            )
 
         def restore() -> None:
             for module, state in zip(self.modules, self.last_good, strict=True):
                 module.load_state_dict(state)
+            self.objective.restore_extra(self.last_good_extra)
             self.clear_gradients()
             del history.loss[step:], history.sampler_loss[step:]
             history.wall_time = time.perf_counter() - self.start
@@ -193,10 +205,22 @@ class _EBMSteps:
             history,
             stopped,
             f"{what} at step {step} of method {history.method!r}: training stopped and the "
-            f"parameters from before step {step} were restored. Try a smaller lr (now "
-            f"{self.lr}), standardised data, clip_grad_norm (now {self.clip_grad_norm}) or an "
-            "energy penalty (alpha=).",
+            f"parameters from before step {step} were restored.{advice}",
         )
+
+    def _loss(
+        self, compute: Callable[[Energy, Tensor], Tensor | None], x: Tensor, step: int,
+        which: str,
+    ) -> Tensor:
+        """``compute(energy, x)``; non-finite samples drawn on the way stop the training."""
+        try:
+            loss = compute(self.energy, x)
+        except NonFiniteSamples as error:
+            raise self._stop(
+                step, "non-finite loss", f"non-finite samples in the {which} loss: {error}", ""
+            ) from error
+        assert loss is not None
+        return loss
 
     def _update(
         self, loss: Tensor, params: list[Tensor], opt: torch.optim.Optimizer, step: int,
@@ -222,16 +246,16 @@ class _EBMSteps:
         """Step ``step`` on the batch ``x``: the energy side, then the sampler side; the
         losses into the history and the new state as the last good one."""
         objective, history = self.objective, self.history
-        loss = objective.energy_loss(self.energy, x)
+        loss = self._loss(objective.energy_loss, x, step, "energy")
         self._update(loss, self.energy_params, self.opt_e, step, "energy")
         history.loss.append(float(loss.detach()))
         if self.opt_s is not None:
             for _ in range(self.sampler_steps):
-                s_loss = objective.sampler_loss(self.energy, x)
-                assert s_loss is not None
+                s_loss = self._loss(objective.sampler_loss, x, step, "sampler")
                 self._update(s_loss, self.sampler_params, self.opt_s, step, "sampler")
             history.sampler_loss.append(float(s_loss.detach()))
         self.last_good = _snapshot(self.modules)
+        self.last_good_extra = objective.snapshot_extra()
 
     def finish(self) -> EBMHistory:
         """The completed run: no gradients left, the history's stop reason and wall time."""
@@ -264,7 +288,8 @@ def train_ebm(
         \min_\theta L_E(\theta, \phi),\ \min_\phi L_q(\theta, \phi) \text{ alternately}.
 
     :param energy: an ``nn.Module`` whose ``forward(x)`` is :math:`E_\theta(x)` (e.g.
-        :class:`~pyro_flows.ebm.energy.EnergyModel`).
+        :class:`~pyro_flows.ebm.energy.EnergyModel`), one value per row, shape ``(N,)``; an
+        ``(N, 1)`` output (what ``nn.Linear(D, 1)`` gives) is squeezed, by every method alike.
     :param data: training rows ``(N, D)``, finite (a tensor or an array).
     :param method: ``"cd"``, ``"sm"``, ``"ssm"``, ``"nce"``, ``"fce"``, ``"adversarial"``, or
         an :class:`~pyro_flows.ebm._objective.EBMObjective`.
@@ -273,7 +298,10 @@ def train_ebm(
         permutation).
     :param lr: Adam learning rate of the energy side.
     :param progress: show a progress bar (``False`` to silence).
-    :param seed: seeds the batch order and every random draw of the training.
+    :param seed: seeds the batch order and every random draw of the training; draws from
+        torch's global RNG (a flow's initialisation and samples, NCE's noise) happen in a fork
+        of it seeded with ``seed``, so the caller's global RNG is left as it was (also when
+        the call raises).
     :param sampler_lr: Adam learning rate of the sampler side (default ``lr``).
     :param sampler_steps: sampler steps per energy step (min-max methods).
     :param clip_grad_norm: clip each side's global gradient norm to this positive number
@@ -283,9 +311,12 @@ def train_ebm(
     :returns: an :class:`EBMHistory`; ``history.objective`` holds the trained objective.
     :raises TypeError: an energy that is not an ``nn.Module``, data that is neither a tensor
         nor an array, or an argument of the wrong type (e.g. ``lr="0.01"``, ``seed="x"``).
-    :raises ValueError: on bad data or arguments out of range.
-    :raises NonFiniteLossError: when a loss or a gradient is NaN/inf; energy and objective then
-        hold the state from before that step, and ``history.stopped`` says which it was.
+    :raises ValueError: on bad data, arguments out of range, or an energy output of the wrong
+        shape; every argument (the method's options too) is checked before anything is drawn.
+    :raises NonFiniteLossError: when a loss, a gradient or a drawn sample (diverging Langevin
+        chains, a diverging sampler) is NaN/inf; energy and objective (CD's replay buffer and
+        generator included) then hold the state from before that step, and
+        ``history.stopped`` says which it was (``"non-finite loss"`` for samples).
 
     Example:
 
@@ -304,24 +335,31 @@ def train_ebm(
     )
     check_int(sampler_steps, "sampler_steps")
     check_number(sampler_lr, "sampler_lr", optional="the energy's lr")
-
-    torch.manual_seed(seed)
-    if isinstance(method, str) and method in ("cd",) and "seed" not in method_options:
+    if isinstance(method, str) and method == "cd" and "seed" not in method_options:
         method_options["seed"] = seed
-    objective = make_objective(method, **method_options)
+    objective = make_objective(method, **method_options)  # its options checked, nothing drawn
     ref = next(iter(energy.parameters()), None)
     data = data.to(dtype=ref.dtype, device=ref.device) if ref is not None else data
-    objective.setup(data)
-    objective.to(data.device)
     name = method if isinstance(method, str) else objective.name
-    run = _EBMSteps(
-        energy, objective, EBMHistory(method=name, objective=objective), lr=lr,
-        sampler_lr=sampler_lr, sampler_steps=sampler_steps, clip_grad_norm=clip_grad_norm,
-    )
+    with _forked_rng(seed, [data.device]):  # seeded draws; the caller's stream left as it was
+        objective.setup(data)
+        objective.to(data.device)
+        run = _EBMSteps(
+            energy, objective, EBMHistory(method=name, objective=objective), lr=lr,
+            sampler_lr=sampler_lr, sampler_steps=sampler_steps, clip_grad_norm=clip_grad_norm,
+        )
+        _loop(run, data, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+    return run.finish()
+
+
+def _loop(
+    run: _EBMSteps, data: Tensor, *, steps: int, batch_size: int, seed: int, progress: bool
+) -> None:
+    """``steps`` steps of ``run`` on seeded mini-batches of ``data``, with a progress bar."""
+    name = run.history.method
     bar = progress_bar(range(steps), desc=f"train_ebm[{name}]", enabled=progress, leave=True)
     with interruptible(bar, save=lambda: None):  # no checkpoint to write
         for step, x in zip(bar, _batches(data, batch_size, seed), strict=False):
             run(step, x)
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{run.history.loss[-1]:.4f}")
-    return run.finish()
