@@ -63,9 +63,14 @@ def _setup(args: argparse.Namespace) -> None:
     logging.getLogger("pyro").setLevel(logging.WARNING)
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _setup(args)
-    from .demo import run_demo
+    from .demo import check_demo_folder, run_demo
+
+    try:
+        check_demo_folder(args.out, args.toy)  # before, not after, minutes of training
+    except (OSError, ValueError) as err:
+        parser.error(f"{err} (--out DIR)")
 
     result = run_demo(
         args.out,
@@ -119,7 +124,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = Path(args.out) if args.out is not None else Path("outputs") / "compare" / name
     try:
         check_report_folder(out, args.overwrite, flag="--overwrite")  # before, not after, the runs
-    except (FileExistsError, NotADirectoryError) as err:
+    except OSError as err:  # a report there, a file in the way, no permission
         parser.error(f"{err} (--out DIR)")
     from .compare.run import compare
 
@@ -185,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--strict", action="store_true", help="exit with status 1 when a target check fails"
     )
-    demo.set_defaults(run=lambda args: _demo(args))
+    demo.set_defaults(run=lambda args: _demo(args, demo))
 
     cmp = sub.add_parser(
         "compare",

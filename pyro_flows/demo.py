@@ -39,9 +39,11 @@ import torch
 
 # ``X as X``: names this module has always offered (part 1 now trains through ``infer.fit``)
 from . import flows
+from ._figures import check_figure_path, ensure_folder
 from ._progress import progress_bar as progress_bar
 from .compare.bayesian import STAN_REFERENCE, GuideComparison, compare_guides, plot_guides
 from .compare.checks import format_checks
+from .compare.report import check_report_folder
 from .compare.run import Comparison, compare
 from .data import ORACLE_NLL, TOYS
 from .infer._steps import check_int, check_seed
@@ -49,7 +51,9 @@ from .infer._steps import gradients_are_finite as gradients_are_finite
 from .infer.fit import fit
 from .plots import plot_density_2d
 
-__all__ = ["DensityResult", "DemoResult", "ENERGY_TARGET", "fit_density", "run_demo"]
+__all__ = [
+    "DensityResult", "DemoResult", "ENERGY_TARGET", "check_demo_folder", "fit_density", "run_demo"
+]
 
 #: Part 3: the target and the methods compared on it.
 ENERGY_TARGET: tuple[str, tuple[str, ...]] = ("funnel", ("flow", "nuts", "neutra"))
@@ -257,6 +261,29 @@ def _write_readme(result: DemoResult, out: Path) -> Path:
     return path
 
 
+def check_demo_folder(out_dir: str | Path, toy: str = "moons") -> Path:
+    """Create the demo's report folder ``out_dir`` (``mkdir -p``) and check every path the demo
+    will write there (its figures, the part-3 report folder), so that a bad ``--out`` fails at
+    once, not after minutes of training; returns the folder.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     check_demo_folder(Path(d) / "demo").is_dir()
+    True
+
+    :raises NotADirectoryError: ``out_dir``, a folder above it or ``<out_dir>/funnel`` is a
+        file; ``PermissionError``: a folder cannot be created or written.
+    :raises ValueError: a figure's path there is a directory.
+
+    References: none (a guard against losing a run to a bad output path).
+    """
+    out = ensure_folder(out_dir, "demo folder")
+    for name in (f"{toy}_maf.png", "eight_schools.png"):
+        check_figure_path(out / name, f"the demo's figure {name}")
+    check_report_folder(out / ENERGY_TARGET[0], overwrite=True)
+    return out
+
+
 def run_demo(
     out_dir: str | Path = "outputs/demo",
     *,
@@ -268,7 +295,8 @@ def run_demo(
 ) -> DemoResult:
     r"""Run the three parts (see the module docstring) and write the report folder ``out_dir``.
 
-    :param out_dir: the report folder (created; a previous demo's report there is replaced).
+    :param out_dir: the report folder (created with its parents before anything runs; a
+        previous demo's report there is replaced).
     :param quick: small budgets everywhere (CI).
     :param toy: the toy of part 1 (``"moons"``, ``"8gaussians"``, ``"checkerboard"``).
     :param steps: training steps of part 1, a positive int (default 3000, quick 300).
@@ -281,6 +309,12 @@ def run_demo(
         result = run_demo("outputs/demo", quick=True)
         print(result.summary())
 
+    :raises ValueError: an unknown ``toy``, bad ``steps`` or ``seed`` (``TypeError`` for a
+        wrong type), all before anything is written.
+    :raises NotADirectoryError: ``out_dir``, a folder above it or ``<out_dir>/funnel`` is a
+        file; ``PermissionError``: it cannot be created or written (see
+        :func:`check_demo_folder`; before anything runs).
+
     References: see the module docstring.
     """
     if toy not in TOYS:
@@ -288,8 +322,7 @@ def run_demo(
     if steps is not None:
         check_int(steps, "steps")
     check_seed(seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_demo_folder(out_dir, toy)
     start = time.perf_counter()
     density = fit_density(
         out,

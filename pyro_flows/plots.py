@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ._figures import check_figure_path, new_figure, save_figure
 from ._numbers import check_interval
-from ._validation import as_tensor, check_positive_int
+from ._validation import as_tensor, check_finite, check_positive_int
 from .flow import Flow
 
 
@@ -55,27 +56,46 @@ def plot_density_2d(
     title: str = "",
     num_samples: int = 5000,
 ) -> Path:
-    """Write a PNG with three panels: the data, the flow's density, the flow's samples.
+    """Write a figure with three panels: the data, the flow's density, the flow's samples, and
+    return the path of the file written.
 
-    ``data`` (a tensor or array of shape ``(rows, 2)``) and every option are checked before
-    anything is written.
+    ``data`` (a tensor or array of shape ``(rows, 2)``, every value finite) and every option
+    are checked before anything is drawn, ``path`` too: its extension names the format (one of
+    :func:`~pyro_flows._figures.figure_formats`; none: ``.png`` is appended, as the returned
+    path shows), an existing directory is refused, and its folder is created. The figure is
+    drawn without pyplot: the matplotlib backend is left as it was and no figure stays open.
+
+    Example:
+
+    >>> import tempfile, torch
+    >>> from pyro_flows import flows
+    >>> flow = flows.realnvp(2, num_transforms=1, hidden_dims=(4,))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = plot_density_2d(flow, torch.randn(50, 2), f"{d}/fig", num_samples=50)
+    ...     p.name, p.read_bytes()[:4]
+    ('fig.png', b'\\x89PNG')
+
+    :raises TypeError: ``flow`` is not a :class:`~pyro_flows.Flow`, ``data`` not an array,
+        ``title`` not a ``str``, ``path`` not a path.
+    :raises ValueError: a flow that is not 2-D and unconditional, ``data`` not of shape
+        ``(rows, 2)`` or with NaN/inf rows (their count is named), bad ``bounds`` or
+        ``num_samples``, an unsupported extension or a directory as ``path``.
+    :raises NotADirectoryError: a file where the folder of ``path`` should be.
     """
     _check_flow_2d(flow)
     check_interval(bounds, "bounds")
     check_positive_int(num_samples, "num_samples")
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__} ({title!r})")
     data = as_tensor(data, "data").detach().cpu()
     if data.dim() != 2 or data.shape[-1] != 2:
         raise ValueError(f"data must have shape (rows, 2), got {tuple(data.shape)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_finite(data, "data", "plot_density_2d")
+    path = check_figure_path(path)
     xs, ys, density = density_grid(flow, bounds)
-    samples = flow.sample((num_samples,)).cpu()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), constrained_layout=True)
+    samples = flow.sample((num_samples,)).detach().cpu()
+    fig = new_figure(figsize=(12, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     hist_range = [list(bounds), list(bounds)]
     axes[0].hist2d(
         data[:, 0].numpy(), data[:, 1].numpy(), bins=120, range=hist_range, cmap="viridis"
@@ -93,6 +113,4 @@ def plot_density_2d(
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -14,7 +14,7 @@ import pytest
 
 from pyro_flows import demo
 from pyro_flows.cli import build_parser, main
-from pyro_flows.compare import bayesian, settings
+from pyro_flows.compare import bayesian, run, settings
 from pyro_flows.compare.methods import METHODS
 from pyro_flows.compare.settings import FlowSettings, SamplerSettings
 from pyro_flows.targets import TARGETS
@@ -203,3 +203,55 @@ def test_demo_writes_its_report_folder(tmp_path, capsys, monkeypatch):
     for link in links:
         assert (out / link).exists(), link
     assert demo.ENERGY_TARGET == ("funnel", ("flow", "nuts", "neutra"))
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("the work started before the output folder was checked")
+
+
+def test_compare_refuses_an_out_below_a_file_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run, "run_methods", _refuse)
+    (tmp_path / "afile").write_text("a file")
+    out = tmp_path / "afile" / "sub"
+    argv = ["compare", "u1", "--quick", "--methods", "is", "--quiet", "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the report folder {out} cannot be created: {tmp_path / 'afile'} is a file" in err
+    with pytest.raises(NotADirectoryError, match=r"afile is a file"):
+        run.compare("u1", "is", quick=True, out=out, progress=False)
+    assert (tmp_path / "afile").read_text() == "a file"
+
+
+def test_compare_creates_the_report_folder_before_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "run_methods", _refuse)
+    out = tmp_path / "a" / "b"
+    with pytest.raises(AssertionError, match="the work started"):
+        main(["compare", "u1", "--quick", "--methods", "is", "--quiet", "--out", str(out)])
+    assert out.is_dir()  # mkdir -p before the runs: a bad --out cannot fail after them
+
+
+def test_demo_refuses_a_bad_out_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "fit_density", _refuse)
+    afile = tmp_path / "afile"
+    afile.write_text("a file")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "funnel").write_text("a file")
+    (tmp_path / "e" / "moons_maf.png").mkdir(parents=True)
+    cases = [
+        (afile, f"the demo folder {afile} is a file"),
+        (afile / "sub", f"the demo folder {afile / 'sub'} cannot be created: {afile} is a file"),
+        (tmp_path / "d", f"the report folder {tmp_path / 'd' / 'funnel'} is a file"),
+        (tmp_path / "e", "moons_maf.png must be a file name, got the directory"),
+    ]
+    for out, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--quick", "--quiet", "--steps", "1", "--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("pyro-flows demo: error: ")
+    with pytest.raises(NotADirectoryError, match=r"afile is a file"):
+        demo.run_demo(afile, quick=True, progress=False)
+    assert afile.read_text() == "a file"

@@ -52,6 +52,7 @@ import pyro
 import torch
 from torch import Tensor
 
+from .._figures import check_figure_path, new_figure, save_figure
 from .._progress import progress_bar
 from ..infer import AutoFlow, guide_psis_khat, mcmc_diagnostics, nuts_model
 from ..targets.eight_schools import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y
@@ -515,20 +516,13 @@ def plot_guides(comparison: GuideComparison, path: str | Path, max_points: int =
     References: Gelman et al., *Bayesian Data Analysis*, 2013, section 5.5 (the
     :math:`\tau`-funnel of the hierarchical posterior).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_figure_path(path)
     ref_all = comparison.draws["NUTS"]
     ref = ref_all[:max_points]
     guides = [m for m in comparison.draws if m != "NUTS"]
     rows = max(len(guides), 1)
-    fig, axes = plt.subplots(
-        rows, 3, figsize=(12, 3.3 * rows), squeeze=False, constrained_layout=True
-    )
+    fig = new_figure(figsize=(12, 3.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, 3, squeeze=False)
     lo = float(ref_all[:, 1].min()) - 0.5
     hi = float(ref_all[:, 1].max()) + 0.5
     for r, name in enumerate(guides):
@@ -566,6 +560,4 @@ def plot_guides(comparison: GuideComparison, path: str | Path, max_points: int =
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
         axes[r, 0].set_title(f"eight schools: {name} vs NUTS", loc="left")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

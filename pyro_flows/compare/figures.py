@@ -9,7 +9,10 @@ the mass per mode.
 - :func:`plot_elbo`: the flow's ELBO per training step (running mean) against :math:`\log Z`.
 - :func:`plot_mode_masses`: mass per mode of each method next to the true weights.
 
-Matplotlib is imported on first use, with the non-interactive ``Agg`` backend.
+Matplotlib is imported on first use; each figure is drawn on its own Agg canvas without
+pyplot (:mod:`pyro_flows._figures`), so the user's backend is left alone and no figure stays
+open. Every function checks its inputs and its ``path`` before drawing (a figure format, ``.png``
+appended when there is no extension, no existing directory) and returns the file written.
 
 References:
 
@@ -24,12 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._numbers import check_interval
+from .._figures import check_figure_path, new_figure, save_figure
+from .._numbers import check_finite_number, check_interval
 from .._validation import check_positive_int
 from ..infer import TargetFitHistory
 from ..targets import Target
@@ -39,15 +42,6 @@ from .methods import MethodRun
 __all__ = ["plot_samples", "plot_traces", "plot_elbo", "plot_mode_masses", "density_on_grid"]
 
 _MAX_POINTS = 3000
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def density_on_grid(
@@ -99,8 +93,6 @@ def _thin(x: Tensor, n: int = _MAX_POINTS, seed: int = 0) -> Tensor:
     return x[idx]
 
 
-
-
 def _label(run: MethodRun) -> str:
     spec = METHOD_SPECS.get(run.method)
     return spec.label if spec is not None else run.method
@@ -130,18 +122,15 @@ def plot_samples(
 
     References: see the module docstring.
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_figure_path(path)
     bounds = _bounds(target, runs)
     if target.dim == 2:
         xs, ys, dens = density_on_grid(target, bounds)
         n = len(runs) + 1
         cols = min(n, 4)
         rows = math.ceil(n / cols)
-        fig, axes = plt.subplots(
-            rows, cols, figsize=(3.4 * cols, 3.4 * rows), squeeze=False, constrained_layout=True
-        )
+        fig = new_figure(figsize=(3.4 * cols, 3.4 * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
         flat = list(axes.flat)
         flat[0].pcolormesh(xs.numpy(), ys.numpy(), dens.numpy(), shading="auto", cmap="viridis")
         flat[0].set_title(f"target {target.name}: density")
@@ -161,13 +150,8 @@ def plot_samples(
         exact = (
             _thin(target.sample((_MAX_POINTS,)), seed=seed) if target.has_exact_samples else None
         )
-        fig, axes = plt.subplots(
-            len(runs),
-            len(pairs),
-            figsize=(3.4 * len(pairs), 3.0 * len(runs)),
-            squeeze=False,
-            constrained_layout=True,
-        )
+        fig = new_figure(figsize=(3.4 * len(pairs), 3.0 * len(runs)), layout="constrained")
+        axes = fig.subplots(len(runs), len(pairs), squeeze=False)
         lims = {}
         ref = (
             exact
@@ -193,9 +177,7 @@ def plot_samples(
                 ax.set_ylabel(f"z{j}")
                 if c == 0:
                     ax.set_title(f"{_label(run)} (red) vs exact (grey)", loc="left")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_traces(runs: Mapping[str, MethodRun], path: str | Path, coords: int = 2) -> Path | None:
@@ -213,20 +195,14 @@ def plot_traces(runs: Mapping[str, MethodRun], path: str | Path, coords: int = 2
 
     References: Gelman et al., *Bayesian Data Analysis*, section 11.4.
     """
+    path = check_figure_path(path)
+    check_positive_int(coords, "coords")
     mcmc = [r for r in runs.values() if r.kind == "mcmc"]
     if not mcmc:
         return None
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     coords = min(coords, int(mcmc[0].samples.shape[-1]))
-    fig, axes = plt.subplots(
-        len(mcmc),
-        coords,
-        figsize=(5.0 * coords, 2.0 * len(mcmc)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig = new_figure(figsize=(5.0 * coords, 2.0 * len(mcmc)), layout="constrained")
+    axes = fig.subplots(len(mcmc), coords, squeeze=False)
     for r, run in enumerate(mcmc):
         for d in range(coords):
             ax = axes[r, d]
@@ -243,9 +219,7 @@ def plot_traces(runs: Mapping[str, MethodRun], path: str | Path, coords: int = 2
             handlelength=1.0,
         )
     axes[-1, 0].set_xlabel("draw (after warm-up)")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_elbo(history: TargetFitHistory, log_Z: float | None, path: str | Path) -> Path:
@@ -260,18 +234,25 @@ def plot_elbo(history: TargetFitHistory, log_Z: float | None, path: str | Path) 
     >>> from pyro_flows.infer import TargetFitHistory
     >>> h = TargetFitHistory(elbo=[-3.0, -2.0, -1.5, -1.2], beta=[1.0] * 4)
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     plot_elbo(h, -1.0, f"{d}/e.png").name
-    'e.png'
+    ...     plot_elbo(h, -1.0, f"{d}/e.png").name, plot_elbo(h, None, f"{d}/e2").name
+    ('e.png', 'e2.png')
+
+    :raises TypeError: ``history`` is not a :class:`~pyro_flows.infer.TargetFitHistory`, or
+        ``log_Z`` is neither a number nor ``None``.
+    :raises ValueError: ``log_Z`` is NaN or infinite (pass ``None`` when it is unknown), or
+        ``path`` is not a figure file (see the module docstring).
 
     References: Rezende & Mohamed, ICML 2015.
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(history, TargetFitHistory):
+        raise TypeError(f"history must be a TargetFitHistory, got {type(history).__name__}")
+    if log_Z is not None:
+        log_Z = check_finite_number(log_Z, "log_Z (None when unknown)")
+    path = check_figure_path(path)
     elbo = torch.tensor(history.elbo, dtype=torch.float64)
     panels = 2 if log_Z is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 3.2), constrained_layout=True)
-    axes = [axes] if panels == 1 else list(axes)
+    fig = new_figure(figsize=(6.0 * panels, 3.2), layout="constrained")
+    axes = list(fig.subplots(1, panels, squeeze=False).flat)
     ax = axes[0]
     steps = torch.arange(1, len(elbo) + 1)
     ax.plot(steps.numpy(), elbo.numpy(), lw=0.4, color="0.7", label="batch ELBO")
@@ -305,9 +286,37 @@ def plot_elbo(history: TargetFitHistory, log_Z: float | None, path: str | Path) 
         ax2.set_ylabel("nats (log scale)")
         ax2.set_title(f"log Z - ELBO (mean of {window} steps) ~ KL(q || p)")
         ax2.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
+
+
+def _numbers(values: object, name: str) -> list[float]:
+    """``values`` as a list of floats, or ``TypeError`` naming ``name`` and what was given."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | Tensor):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from None
+
+
+def _mass_groups(
+    masses: Mapping[str, Sequence[float]], true_weights: Sequence[float]
+) -> dict[str, list[float]]:
+    """``{"truth": weights, method: masses, ...}`` once every method has one mass per mode."""
+    weights = _numbers(true_weights, "true_weights")
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"true_weights must be finite, one per mode, got {weights}")
+    if not isinstance(masses, Mapping):
+        raise TypeError(f"masses must map method names to masses, got {type(masses).__name__}")
+    groups = {"truth": weights}
+    for method, values in masses.items():
+        groups[str(method)] = _numbers(values, f"masses[{method!r}]")
+        if len(groups[str(method)]) != len(weights):
+            raise ValueError(
+                f"masses[{method!r}] must have one mass per mode ({len(weights)}, as "
+                f"true_weights), got {len(groups[str(method)])}"
+            )
+    return groups
 
 
 def plot_mode_masses(
@@ -323,15 +332,19 @@ def plot_mode_masses(
     ...     plot_mode_masses({"flow": [0.3, 0.7]}, [0.25, 0.75], f"{d}/m.png").exists()
     True
 
+    :raises TypeError: ``masses`` is not a mapping of sequences of numbers, or
+        ``true_weights`` not a sequence of numbers.
+    :raises ValueError: ``true_weights`` empty or not finite, a method without exactly one mass
+        per mode, or ``path`` not a figure file (see the module docstring).
+
     References: Minka, 2005 (mode-seeking reverse KL).
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    k = len(true_weights)
-    groups = {"truth": list(true_weights), **{m: list(v) for m, v in masses.items()}}
+    groups = _mass_groups(masses, true_weights)
+    path = check_figure_path(path)
+    k = len(groups["truth"])
     width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * k, 3.2), constrained_layout=True)
+    fig = new_figure(figsize=(1.2 + 1.3 * k, 3.2), layout="constrained")
+    ax = fig.subplots()
     for g, (name, values) in enumerate(groups.items()):
         xs = [i + (g - (len(groups) - 1) / 2) * width for i in range(k)]
         ax.bar(xs, values, width=width, label=name, color="k" if name == "truth" else f"C{g}")
@@ -339,6 +352,4 @@ def plot_mode_masses(
     ax.set_ylabel("mass")
     ax.set_title("mass per mode")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._figures import ensure_folder
 from .figures import plot_elbo, plot_mode_masses, plot_samples, plot_traces
 
 if TYPE_CHECKING:
@@ -89,9 +90,12 @@ def jsonable(value: Any) -> Any:
 def check_report_folder(
     out: str | Path, overwrite: bool = False, *, flag: str = "overwrite=True"
 ) -> None:
-    """Refuse a report folder ``out`` that is a file, or that already holds a report (one of
+    """Refuse a report folder ``out`` that already holds a report (one of
     :data:`REPORT_FILES`) unless ``overwrite``: the error names the folder, what it holds and
-    ``flag``, the option to pass (``"--overwrite"`` on the command line). Nothing is written.
+    ``flag``, the option to pass (``"--overwrite"`` on the command line). Otherwise create
+    ``out`` with its parents (``mkdir -p``) when missing, so that a folder that cannot be made
+    (a file in the way, no permission) is refused here, before the runs, not after them. No
+    file is written.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -103,13 +107,16 @@ def check_report_folder(
     ...     check_report_folder(d, overwrite=True)  # accepted
     refused: True
 
+    :raises TypeError: ``overwrite`` is not a bool, ``out`` not a path.
+    :raises FileExistsError: ``out`` holds a report and ``overwrite`` is ``False``.
+    :raises NotADirectoryError: ``out``, or a folder above it, is a file.
+    :raises PermissionError: ``out`` cannot be created or written to.
+
     References: none (a guard against losing a previous run's report).
     """
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"the report folder {out} is a file: choose a folder")
+    out = ensure_folder(out, "report folder")
     found = [name for name in REPORT_FILES if (out / name).exists()]
     if found and not overwrite:
         raise FileExistsError(

@@ -92,7 +92,8 @@ def compare(
         :data:`~pyro_flows.compare.methods.METHODS` (all but ``flow_mcmc``).
     :param quick: the small ``--quick`` budget (CI).
     :param seed: seeds the flow's initialisation, its training and every sampler.
-    :param out: report folder (created), or ``None`` for no report.
+    :param out: report folder (created with its parents before anything runs), or ``None``
+        for no report.
     :param overwrite: replace the report a previous run left in ``out``; without it such a
         folder is refused with a ``FileExistsError`` before anything runs.
     :param progress: progress bars (``False``: silent).
@@ -101,6 +102,8 @@ def compare(
     :returns: a :class:`Comparison`.
     :raises ValueError: an unknown target or method, listing the valid names.
     :raises FileExistsError: ``out`` already holds a report and ``overwrite`` is ``False``.
+    :raises NotADirectoryError: ``out``, or a folder above it, is a file (also before anything
+        runs; ``PermissionError`` when it cannot be created or written).
 
     Example:
 
