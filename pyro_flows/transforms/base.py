@@ -34,7 +34,7 @@ own conditional transforms.
 from __future__ import annotations
 
 import torch
-from pyro.distributions.conditional import ConditionalTransform
+from pyro.distributions.conditional import ConditionalTransform, ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor
 from torch.distributions import constraints
@@ -49,7 +49,7 @@ from .._validation import (
 )
 
 
-class FlowTransform(TransformModule, ConditionalTransform):
+class FlowTransform(TransformModule, ConditionalTransformModule):
     """Base class: a bijection on vectors of size ``input_dim`` (``event_dim = 1``).
 
     :param input_dim: event size.
