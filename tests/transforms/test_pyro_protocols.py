@@ -21,7 +21,9 @@ from pyro.distributions.conditional import (
     ConditionalComposeTransformModule,
     ConditionalTransform,
     ConditionalTransformedDistribution,
+    ConditionalTransformModule,
 )
+from pyro.distributions.torch_transform import TransformModule
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.optim import Adam
 
@@ -55,6 +57,16 @@ pytestmark = [
 
 CASE_IDS = [c.id for c in CASES]
 CONDITIONAL = [c for c in CASES if c.context_dim is not None]
+
+
+@pytest.mark.parametrize("case", CONDITIONAL, ids=[c.id for c in CONDITIONAL])
+def test_a_conditional_layer_is_a_conditional_transform_module(case):
+    """API.md: conditional layers are Pyro ``ConditionalTransformModule``s whose
+    ``.condition(context)`` is a ``TransformModule``."""
+    t = build(case)
+    assert isinstance(t, ConditionalTransformModule)
+    ctx = contexts(case, n=1)[0]
+    assert isinstance(t.condition(ctx), TransformModule)
 
 
 def jacobian_sign(t: FlowTransform, case: Case, x: torch.Tensor, ctx: torch.Tensor | None) -> int:
