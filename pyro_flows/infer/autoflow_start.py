@@ -23,6 +23,12 @@ deterministic function :math:`\hat{\mathcal L}(\mu, \sigma, L)` (Giordano et al.
 3. location and scale together by L-BFGS (:math:`L` stays the Laplace step's: fitted on
    :math:`M` draws, its :math:`D(D-1)/2` entries would overfit them unless :math:`M \gg D`).
 
+Before step 1, where the loss or its gradient is not finite at the start (draws at
+``init_scale`` that overflow the model: ``exp(X @ beta)`` of a count regression with a raw
+predictor in the hundreds overflows float32 at :math:`\beta_1 \approx 0.2`), the scale is
+divided by :data:`SCALE_BACKOFF` until both are, at most :data:`MAX_BACKOFFS` times
+(:func:`narrow_until_finite`); step 3 fits it from there.
+
 The stages before these (flow layers, tail stage, the trained location-scale step) are still
 the identity during the start, and are not run (:func:`identity_stages`): the start takes
 0.69-0.79 of the time it took through them on five posteriordb posteriors (kidiq momhs, arma,
@@ -56,6 +62,7 @@ from ._particle_dims import watch_particle_dims
 from ._start_search import search_together
 from ._vmapped_model import per_draw_log_weights
 from .gaussian_start import (
+    _REFUSED,
     GaussianStart,
     fit_deterministic,
     fit_from_starts,
@@ -75,6 +82,7 @@ __all__ = [
     "identity_stages_skipped",
     "kept_start",
     "laplace_step",
+    "narrow_until_finite",
     "particle_mode",
     "plate_nesting",
     "start_points",
@@ -89,6 +97,11 @@ LAPLACE_SETTLED = 0.5
 #: Lotka-Volterra, init_to_median's basin is a mode 34 nats worse than the posterior's, and
 #: 2 of 4 uniform starts found the right one
 START_POINTS = 6
+#: where the start's loss or gradient is not finite at ``init_scale``, the scale is divided by
+#: this ...
+SCALE_BACKOFF = 10.0
+#: ... at most this many times (down to ``init_scale * 1e-6``)
+MAX_BACKOFFS = 6
 #: a second local optimum of the start's loss within this many nats of the best (a mass ratio
 #: above about e^-3 = 5%) is reported with a warning: a unimodal fit will miss a mode
 SECOND_MODE_NATS = 3.0
@@ -291,6 +304,7 @@ def _fit_stages(loss: Callable[[], Tensor], block_losses: Callable[[Tensor], Ten
     # correlations stay the Laplace step's: fitted on M fixed draws, the D(D-1)/2 entries of
     # L overfit them unless M >> D (on a 31-D logistic regression with M = 32, sd ratios up
     # to 30; with the Laplace L and step 3 on location and scale, 0.86-1.18)
+    narrow_until_finite(loss, affine)
     starts = start_points(affine.loc, num_points)
     first = (search_together(block_losses, loss, affine.loc, starts, num_draws=num_draws)
              if len(starts) > 1 and block_losses is not None else None)
@@ -326,6 +340,51 @@ def _fit_stages(loss: Callable[[], Tensor], block_losses: Callable[[Tensor], Ten
         accepted=improved,
         reason="" if improved else (first.reason or last.reason),
         optima=first.optima,
+    )
+
+
+def narrow_until_finite(loss: Callable[[], Tensor], affine: Any) -> int:
+    """Divide the location-scale stage's scale by :data:`SCALE_BACKOFF` while the
+    deterministic ``loss`` or its gradient in the location and the scale is not finite (or
+    the model refuses the draws), at most :data:`MAX_BACKOFFS` times; returns the number of
+    divisions. When no scale down to the last is finite, the scale is put back and the start
+    goes on from it (and reports its failure as before).
+
+    Example:
+
+    >>> import torch
+    >>> from pyro_flows.transforms import ElementwiseAffine
+    >>> affine = ElementwiseAffine(1, scale=0.1)
+    >>> draws = torch.linspace(-2.0, 2.0, 5)
+    >>> loss = lambda: torch.exp(4500.0 * (affine.loc + affine.scale * draws)).mean()
+    >>> narrow_until_finite(loss, affine), round(float(affine.scale.detach()), 6)
+    (2, 0.001)
+    """
+    params = [affine.loc, affine.raw_scale]
+    initial = affine.raw_scale.detach().clone()
+    for divisions in range(MAX_BACKOFFS + 1):
+        if _finite_with_gradient(loss, params):
+            return divisions
+        if divisions < MAX_BACKOFFS:
+            with torch.no_grad():
+                scale = torch.nn.functional.softplus(affine.raw_scale) / SCALE_BACKOFF
+                affine.raw_scale.copy_(softplus_inverse(scale))
+    with torch.no_grad():
+        affine.raw_scale.copy_(initial)
+    return 0
+
+
+def _finite_with_gradient(loss: Callable[[], Tensor], params: list[Tensor]) -> bool:
+    """Whether ``loss()`` and its gradient in ``params`` are finite (``False`` where the model
+    refuses the draws)."""
+    try:
+        with torch.enable_grad():
+            value = loss()
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+    except _REFUSED:
+        return False
+    return bool(torch.isfinite(value.detach())) and all(
+        g is None or bool(torch.isfinite(g).all()) for g in grads
     )
 
 

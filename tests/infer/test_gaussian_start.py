@@ -360,3 +360,34 @@ def test_the_start_skips_the_identity_stages_and_puts_them_back(monkeypatch):
     assert guide.start_result.accepted and through.start_result.accepted
     assert math.isclose(guide.start_result.loss_after, through.start_result.loss_after,
                         rel_tol=1e-4)
+
+
+def overdispersed_counts(x: torch.Tensor, y: torch.Tensor) -> None:
+    """A negative-binomial regression on a raw predictor in [0, 450] with flat coefficients,
+    its mean written ``phi / exp(eta)`` as users write it: at ``init_scale`` some draws of the
+    slope reach ``exp(eta)`` = inf in float32, where the gradient is NaN (inf / inf)."""
+    beta = pyro.sample("beta", dist.ImproperUniform(constraints.real, (), (2,)))
+    phi = pyro.sample("phi", dist.HalfCauchy(5.0))
+    with pyro.plate("rows", x.shape[0]):
+        eta = beta[..., :1] + beta[..., 1:] * x
+        pyro.sample("y", dist.GammaPoisson(phi[..., None], phi[..., None] / torch.exp(eta)),
+                    obs=y)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_start_whose_draws_overflow_the_model_narrows_its_scale(seed):
+    """The Gaussian start divides init_scale by 10 until the loss and its gradient are finite
+    (a fresh roaches-like posterior failed every step: the start found no finite gradient,
+    fit_guide stopped on non-finite steps with the guide at its init, 54 sds off)."""
+    from pyro_flows.infer import fit_guide
+
+    g = torch.Generator().manual_seed(seed)
+    x = 450.0 * torch.rand(200, generator=g)
+    rate = torch.exp(1.0 + 0.005 * x)
+    y = torch.poisson(torch.distributions.Gamma(2.0, 2.0 / rate).sample(), generator=g)
+    guide = AutoFlow(overdispersed_counts)
+    result = fit_guide(overdispersed_counts, guide, x, y, steps=600, progress=False, seed=seed)
+    assert guide.start_result.accepted, guide.start_result
+    assert result.stopped != "non-finite" and result.flag is None, result.warnings
+    median = guide.median(x, y)["beta"]
+    assert abs(float(median[0]) - 1.0) < 0.4 and abs(float(median[1]) / 0.005 - 1.0) < 0.25
