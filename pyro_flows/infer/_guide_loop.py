@@ -260,9 +260,13 @@ class GuideSteps:
         advice = (
             f"at a draw of the guide with those parameters the log density is not finite at "
             f"{'; '.join(sites)}: fix the model or its data first" if sites else
+            "every site's log density is finite at a draw of the guide with those parameters, "
+            "so its gradient is what overflowed: an exp of a large linear predictor in "
+            "float32 (standardise the predictors, write phi / exp(eta) as phi * exp(-eta), or "
+            "use float64)" if self.step == 0 else
             "every site's log density is finite at a draw of the guide with those parameters: "
             f"lower lr (now {self.lr}) or clip_grad_norm (now {self.clip_grad_norm}), or look "
-            "for NaN log densities in the model"
+            "for NaN log densities or overflowing gradients in the model"
         )
         note(
             result,

@@ -289,6 +289,22 @@ def test_nan_parameters_stop_training_with_the_last_good_guide():
         assert torch.isfinite(value).all()
 
 
+def test_a_gradient_that_overflows_from_the_first_step_is_named_not_the_step_size():
+    """Every site's log density is finite but its gradient is NaN at every draw (sqrt at 0
+    here; an exp of a large linear predictor in float32 in real models): no step size helps,
+    so the warning names the gradient's overflow."""
+
+    def finite_value_nan_gradient():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("f", -torch.sqrt(0.0 * z))
+
+    with pytest.warns(RuntimeWarning, match="its gradient is what overflowed") as record:
+        result = fit_guide(finite_value_nan_gradient, AutoNormal(finite_value_nan_gradient),
+                           steps=50, seed=0, khat_samples=0, **quiet())
+    assert result.stopped == "non-finite" and result.steps == 0
+    assert not any("lower lr" in str(w.message) for w in record)
+
+
 @pytest.mark.parametrize("guide_class", [AutoNormal, AutoFlow])
 def test_nan_in_the_data_is_named_when_no_step_could_be_taken(guide_class):
     """Not "lower lr": the observed site and its count of NaN/inf entries."""
