@@ -162,7 +162,8 @@ def smoke_entry(name: str, device: torch.device, quick: bool) -> str:
         _on(device, r.samples)
         return f"samples {tuple(r.samples.shape)}, ess {r.diagnostics()['ess']:.1f}"
     if name == "importance_sample":
-        r = pf_infer.importance_sample(_flow(device), _target(device), num_samples=10 * n, seed=0)
+        r = pf_infer.importance_sample(_flow(device), _target(device), num_samples=10 * n, seed=0,
+                                     warn=False)
         _on(device, r.samples, r.log_weights)
         _finite(r.extra["log_Z_hat"])
         return f"ess fraction {r.extra['ess_fraction']:.2f}"

@@ -211,7 +211,8 @@ def _importance_run(
     states, ``history.samples``, where the training kept them) or, with ``resample``, ``is``
     (resampled). The importance statistics are the flow's either way."""
     result = importance_sample(
-        trained.flow, target, num_samples=num_samples, resample=resample, seed=seed
+        trained.flow, target, num_samples=num_samples, resample=resample, seed=seed,
+        warn=False,  # the report flags k-hat > 0.7 itself
     )
     proposal = result.extra["proposal_samples"].detach()
     samples = result.samples.detach() if resample else proposal.unsqueeze(0)
@@ -259,7 +260,8 @@ def run_ais(
     density = target.unconstrained()
     proposal = None if trained is None else trained.base_flow
     result = annealed_importance_sampling(
-        density, proposal, **settings.ais.kwargs(), progress=progress, seed=seed
+        density, proposal, **settings.ais.kwargs(), progress=progress, seed=seed,
+        warn=False,  # the report flags k-hat > 0.7 itself
     )
     particles = result.samples.detach()
     if _boxed(target):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._validation import as_tensor
 from ..flow import Flow
 from ._loop import trainable_parameters
-from ._steps import check_training_options
+from ._steps import check_int, check_training_options
 
 #: what :func:`~pyro_flows.infer.distill.distill` can minimise
 OBJECTIVES = ("kl", "sampling_map")
@@ -81,12 +81,47 @@ def _check_same_base(teacher: nn.Module, student: nn.Module, context: Tensor | N
         )
 
 
+def check_kl_options(
+    teacher: Any, student: Any, num_samples: object, batch_size: object, context: Any
+) -> Tensor | None:
+    """The arguments of :func:`~pyro_flows.infer.distill.distillation_kl` checked (a teacher
+    that scores, a student that samples, positive counts, context rows exactly when both flows
+    are conditional); returns the context rows as a tensor (``None`` without context). Unlike
+    :func:`check_distill_options` a flow may be scored against itself (nothing is trained).
+
+    >>> from pyro_flows import flows
+    >>> flow = flows.maf(2, num_transforms=1)
+    >>> check_kl_options(flow, flow, 0, 16, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_samples must be a positive int, got 0 (int)
+    """
+    check_int(num_samples, "num_samples")
+    check_int(batch_size, "batch_size")
+    _check_roles(teacher, student)
+    if context is not None:
+        params = student.parameters() if isinstance(student, nn.Module) else ()
+        ref = next((p for p in params if p.requires_grad), None)
+        context = as_tensor(context, "context", ref)
+    _check_context(teacher, student, context)
+    return context
+
+
 def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> None:
     """The teacher scores, the student samples, both in one dimension, with parameters of their
     own, and ``context`` rows exactly when both flows are conditional (finite, one column per
     context dimension)."""
+    _check_roles(teacher, student)
+    _check_distinct(teacher, student)
+    _check_context(teacher, student, context)
+
+
+def _check_roles(teacher: Any, student: Any) -> None:
+    """The teacher has ``log_prob``, the student ``rsample_and_log_prob``, in one dimension."""
     if not callable(getattr(teacher, "log_prob", None)):
-        raise TypeError(f"teacher must have log_prob (a pyro_flows.Flow), got {type(teacher)}")
+        raise TypeError(
+            f"teacher must have log_prob (a pyro_flows.Flow), got {type(teacher).__name__}"
+        )
     if not callable(getattr(student, "rsample_and_log_prob", None)):
         raise TypeError(
             "student must have rsample_and_log_prob (a pyro_flows.Flow), got "
@@ -95,6 +130,10 @@ def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> No
     t_dim, s_dim = getattr(teacher, "input_dim", None), getattr(student, "input_dim", None)
     if t_dim is not None and s_dim is not None and t_dim != s_dim:
         raise ValueError(f"teacher has input_dim {t_dim} but the student has input_dim {s_dim}")
+
+
+def _check_distinct(teacher: nn.Module, student: nn.Module) -> None:
+    """The student is a module of its own: distillation freezes the teacher and trains it."""
     if teacher is student:
         raise ValueError("teacher and student are the same module: distil into a new flow")
     teacher_params = teacher.parameters() if isinstance(teacher, nn.Module) else ()
@@ -104,6 +143,11 @@ def _check(teacher: nn.Module, student: nn.Module, context: Tensor | None) -> No
             f"teacher and student share {len(shared)} parameter tensor(s): the teacher is frozen "
             "during distillation, so the student needs parameters of its own"
         )
+
+
+def _check_context(teacher: Any, student: Any, context: Tensor | None) -> None:
+    """``context`` rows exactly when both flows are conditional: at least one row, finite, one
+    column per context dimension."""
     dims = {
         "teacher": getattr(teacher, "context_dim", None),
         "student": getattr(student, "context_dim", None),

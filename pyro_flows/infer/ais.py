@@ -87,6 +87,7 @@ from .ais_result import AISResult as AISResult
 from .ais_schedule import GEOMETRIC_BETA_MIN as GEOMETRIC_BETA_MIN
 from .ais_schedule import _check_step_size, ais_betas
 from .diagnostics import ess_fraction, importance_log_Z, psis_khat
+from .importance import warn_if_khat_high
 from .results import (
     TargetDensity,
     _forked_rng,
@@ -118,6 +119,7 @@ def annealed_importance_sampling(
     target_accept: float = 0.65,
     progress: bool = True,
     seed: int | None = None,
+    warn: bool = True,
 ) -> AISResult:
     r"""Estimate :math:`\log Z = \log\int\tilde p` by annealed importance sampling (Neal 2001)
     from ``proposal`` to ``target``.
@@ -182,6 +184,10 @@ def annealed_importance_sampling(
     :param seed: seeds the proposal draws (in a forked RNG: the global RNGs are left as they
         were), the momenta and the Metropolis uniforms; ``None``: a seed drawn from the global
         RNG.
+    :param warn: warn (``UserWarning``) when the PSIS :math:`\hat k` of the AIS weights
+        exceeds 0.7 (:data:`~pyro_flows.infer.guide_check.KHAT_RELIABLE`): :math:`\log\hat Z`,
+        its standard error and the ESS are then unreliable. ``False``: no warning, for a caller
+        that reads ``result.khat`` itself.
     :returns: an :class:`AISResult` (``log_Z``, ``log_Z_stderr``, ``log_weights``, ``ess``,
         final ``samples``, ``accept_rates`` and ``step_sizes`` per temperature, ``wall_time``,
         ``num_log_prob_evals``, ``num_grad_evals``, and ``log_Z_error`` when the target knows
@@ -235,10 +241,11 @@ def annealed_importance_sampling(
         )
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be a number in (0, 1), got {target_accept!r}")
-    if not isinstance(progress, bool):
-        raise TypeError(
-            f"progress must be a bool (True or False), got {type(progress).__name__} {progress!r}"
-        )
+    for name, flag in (("progress", progress), ("warn", warn)):
+        if not isinstance(flag, bool):
+            raise TypeError(
+                f"{name} must be a bool (True or False), got {type(flag).__name__} {flag!r}"
+            )
     _check_proposal(proposal)
     density = as_target(target, dim)
     d = density.dim
@@ -294,13 +301,20 @@ def annealed_importance_sampling(
         )
     log_Z, stderr = importance_log_Z(lw)
     frac = ess_fraction(lw)
+    khat = psis_khat(lw)
+    if warn:
+        warn_if_khat_high(
+            khat, "annealed_importance_sampling", "the AIS weights",
+            "use more annealing steps (num_steps) or HMC moves per step (num_hmc_steps), or a "
+            "proposal closer to the target (e.g. a flow trained by fit_target)", stacklevel=2,
+        )
     return AISResult(
         log_Z=log_Z,
         log_Z_stderr=stderr,
         log_weights=lw,
         ess=frac * num_samples,
         ess_fraction=frac,
-        khat=psis_khat(lw),
+        khat=khat,
         samples=samples,
         betas=betas,
         step_sizes=step_sizes,

@@ -39,7 +39,7 @@ class AISResult:
     :ivar ess: Kish's effective sample size of the weights.
     :ivar ess_fraction: ``ess / n``.
     :ivar khat: the PSIS :math:`\hat k` of the weights (< 0.7: the variance estimate is
-        trustworthy).
+        trustworthy; above, :func:`annealed_importance_sampling` warns).
     :ivar samples: the particles after the last temperature, shape ``(n, dim)``: draws from the
         target *when weighted by* ``log_weights`` (resample them with
         :func:`~pyro_flows.infer.importance.systematic_resample` for equal weights).

@@ -172,7 +172,13 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
     def log_prob(self, value: Tensor) -> Tensor:
         r""":math:`\log q(\mathrm{value} \mid x)`, shape ``value.shape[:-1]`` broadcast with the
         batch shape: the remembered value for the distribution's own last sample, else the
-        inverse pass."""
+        inverse pass.
+
+        :raises TypeError: a value that is not a floating-point tensor, or one of another dtype
+            or device than ``loc`` (cast it with ``value.to(d.loc)``).
+        :raises ValueError: a value whose last dimension is not ``latent_dim``, whose batch
+            shape does not broadcast with the distribution's, or that is not finite (or lies so
+            far out that its log density overflows)."""
         remembered = self._memory.recall(value, self._inputs(), self.amortized)
         if remembered is not None:
             return remembered
@@ -190,6 +196,12 @@ class AmortizedFlowDistribution(dist.TransformedDistribution):
                 f"value of shape {tuple(value.shape)} does not broadcast with the batch shape "
                 f"{tuple(self.batch_shape)}"
             ) from None
+        if value.dtype != self.loc.dtype or value.device != self.loc.device:
+            raise TypeError(
+                f"AmortizedFlowDistribution.log_prob expected a value on {self.loc.device} with "
+                f"dtype {self.loc.dtype} (those of loc), got {value.device} with dtype "
+                f"{value.dtype}"
+            )
         check_finite(value, "value", "AmortizedFlowDistribution.log_prob")
         z = value.expand(batch + self.event_shape)
         log_det = z.new_zeros(batch)

@@ -52,7 +52,7 @@ from .._progress import progress_bar
 from .._validation import as_tensor as as_tensor
 from ..flow import Flow as Flow
 from ..threads import accepts_threads
-from ._distill_checks import check_distill_options
+from ._distill_checks import check_distill_options, check_kl_options
 from ._distill_step import DistillStep, frozen_teacher
 from ._loop import interruptible
 from ._steps import StepTraining
@@ -121,7 +121,12 @@ def distillation_kl(
         ``i mod N``.
     :param context: context rows ``(N, C)`` for conditional flows.
     :param batch_size: draws per pass (memory bound).
-    :return: ``(kl, standard_error)`` in nats.
+    :return: ``(kl, standard_error)`` in nats (the standard error is NaN for one draw).
+    :raises TypeError: a teacher without ``log_prob``, a student without
+        ``rsample_and_log_prob``, non-int counts or a context that is not a tensor or array.
+    :raises ValueError: ``num_samples`` or ``batch_size`` below 1, or a ``context`` that is not
+        ``(N >= 1, context_dim)`` rows of finite values for two conditional flows (or given for
+        unconditional ones, or missing for conditional ones).
 
     Example:
 
@@ -137,6 +142,7 @@ def distillation_kl(
     References: A. van den Oord et al., *Parallel WaveNet: Fast High-Fidelity Speech
     Synthesis*, ICML 2018, sec. 3. https://arxiv.org/abs/1711.10433
     """
+    context = check_kl_options(teacher, student, num_samples, batch_size, context)
     diffs = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)

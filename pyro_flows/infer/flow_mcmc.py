@@ -70,6 +70,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -171,14 +172,23 @@ class FlowAssistedChains:
                 "filled": self.filled}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state_dict` (checked first; nothing changes on refusal)."""
+        """Restore :meth:`state_dict` (every entry checked and converted first; nothing changes
+        on refusal).
+
+        :raises ValueError: a window of another shape, a chain state that
+            :meth:`~pyro_flows.infer.tempered_mala.TemperedMALA.load_state_dict` refuses, or
+            ``filled`` not an int in ``[1, window]``.
+        """
         buffer = state.get("buffer")
         if not isinstance(buffer, Tensor) or buffer.shape != self.buffer.shape:
             got = tuple(buffer.shape) if isinstance(buffer, Tensor) else type(buffer).__name__
             raise ValueError(f"chain window must have shape {tuple(self.buffer.shape)}, got {got}")
-        sampler = state.get("sampler")
-        if not isinstance(sampler, dict):
-            raise ValueError(f"chain state must be a dict, got {type(sampler).__name__}")
+        sampler = self.sampler.checked_state(state.get("sampler"))
+        filled = state.get("filled", 1)
+        if (isinstance(filled, bool) or not isinstance(filled, numbers.Integral)
+                or not 1 <= filled <= self.window):
+            raise ValueError(f"chain state 'filled' must be an int in [1, {self.window}], got "
+                             f"{filled!r}")
+        buffer = buffer.to(self.buffer)
         self.sampler.load_state_dict(sampler)
-        self.buffer = buffer.to(self.buffer)
-        self.filled = int(state.get("filled", 1))  # type: ignore[arg-type]
+        self.buffer, self.filled = buffer, int(filled)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -40,11 +41,42 @@ from ._device_and_rng import (
     _generator,
     _stated_device_and_dtype,
 )
+from .guide_check import KHAT_RELIABLE
 from .importance_weights import ess_fraction, importance_log_Z, psis_khat
 from .results import SampleResult
 from .target_density import TargetDensity, as_target
 
 __all__ = ["flow_diagnostics", "importance_sample", "systematic_resample"]
+
+
+def warn_if_khat_high(khat: float, who: str, weights: str, advice: str, stacklevel: int) -> bool:
+    r"""A ``UserWarning`` when the PSIS :math:`\hat k` of importance weights exceeds
+    :data:`~pyro_flows.infer.guide_check.KHAT_RELIABLE` (0.7): the weights' variance is then
+    dominated by a few draws (or infinite), so :math:`\log\hat Z`, its standard error, the ESS
+    and weighted moments are unreliable. ``who`` names the function, ``weights`` the weights,
+    ``advice`` what to try; ``stacklevel`` as for :func:`warnings.warn`, from the caller.
+    Returns whether it warned.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_if_khat_high(1.3, "f", "the weights", "try g", 1)
+    True
+    >>> str(caught[0].message)[:60]
+    'f: PSIS k-hat of the weights is 1.30 > 0.7: log Z, its stand'
+    """
+    if not khat > KHAT_RELIABLE:  # NaN and -inf (equal weights) included
+        return False
+    shown = f"{khat:.2f}" if math.isfinite(khat) else "inf (too few draws in the tail to fit it)"
+    warnings.warn(
+        f"{who}: PSIS k-hat of {weights} is {shown} > {KHAT_RELIABLE}: log Z, its standard "
+        "error, the ESS and any weighted moment are unreliable (a few draws carry the weight, "
+        f"and mass the draws miss is invisible to the standard error): {advice}; pass "
+        "warn=False if you read the k-hat yourself",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return True
 
 
 def systematic_resample(log_weights: Tensor, num: int, generator: torch.Generator) -> Tensor:
@@ -166,6 +198,7 @@ def importance_sample(
     batch_size: int = 4096,
     resample: bool = True,
     seed: int | None = None,
+    warn: bool = True,
 ) -> SampleResult:
     r"""Importance sampling of ``target`` with ``flow_or_proposal`` as the proposal.
 
@@ -194,6 +227,10 @@ def importance_sample(
     :param seed: seeds the draws and the resampling in a forked RNG (the global RNGs, of the CPU
         and of the proposal's device, are left as they were); ``None``: a seed drawn from the
         global RNG.
+    :param warn: warn (``UserWarning``) when the PSIS :math:`\hat k` of the weights exceeds 0.7
+        (:data:`~pyro_flows.infer.guide_check.KHAT_RELIABLE`): :math:`\log\hat Z`, its
+        standard error, the ESS and weighted moments are then unreliable. ``False``: no
+        warning, for a caller that reads ``extra["khat"]`` itself.
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` with ``method="is"``, one chain,
         ``log_weights`` (of the proposal draws) and ``extra``: ``log_Z_hat``, ``log_Z_stderr``,
         ``ess``, ``ess_fraction``, ``khat``, ``elbo``, ``proposal_samples``, ``resampled`` and,
@@ -227,6 +264,8 @@ def importance_sample(
             f"resample must be a bool (True or False), got {type(resample).__name__} "
             f"{resample!r}"
         )
+    if not isinstance(warn, bool):
+        raise TypeError(f"warn must be a bool (True or False), got {type(warn).__name__} {warn!r}")
     density = as_target(target, dim)
     _, seed = _generator(seed)
     start = time.perf_counter()
@@ -271,6 +310,12 @@ def importance_sample(
             kl_q_p=density.log_Z - elbo,
         )
     extra.update(density.facts())
+    if warn:
+        warn_if_khat_high(
+            extra["khat"], "importance_sample", "the importance weights",
+            "use a proposal closer to the target (wider tails, every mode covered: e.g. a flow "
+            "trained by fit_target) or annealed_importance_sampling from it", stacklevel=2,
+        )
     return SampleResult(
         method="is",
         samples=samples.unsqueeze(0),
@@ -312,7 +357,8 @@ def flow_diagnostics(
     :param seed: seeds the draws (``None``: a seed drawn from the global RNG).
     :returns: dict with ``elbo``, ``log_Z_hat``, ``log_Z_stderr``, ``ess``, ``ess_fraction``,
         ``khat`` and, when the target knows its ``log_Z``, ``log_Z``, ``log_Z_error``
-        (:math:`\log\hat Z - \log Z`) and ``kl_q_p`` (:math:`\log Z - \mathrm{ELBO}`).
+        (:math:`\log\hat Z - \log Z`) and ``kl_q_p`` (:math:`\log Z - \mathrm{ELBO}`); no
+        warning for a :math:`\hat k` above 0.7 (judging it is what the caller asks for).
 
     Example:
 
@@ -339,6 +385,7 @@ def flow_diagnostics(
         batch_size=batch_size,
         resample=False,
         seed=seed,
+        warn=False,  # the k-hat is returned, for the caller to judge
     )
     keys = ("elbo", "log_Z_hat", "log_Z_stderr", "ess", "ess_fraction", "khat")
     out = {k: result.extra[k] for k in keys}

@@ -61,7 +61,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .mode_search import climb
+from ._steps import check_int, check_number
+from .mode_search import check_climb_options, climb
 
 __all__ = ["ModeProbe", "probe_modes"]
 
@@ -133,10 +134,11 @@ def probe_modes(
     :param flow: a trained flow with ``rsample_and_log_prob`` and ``log_prob``.
     :param log_prob: the target's unnormalised log density, batched over leading dimensions.
     :param num_starts: starting points.
-    :param max_spread: the largest over-dispersion factor :math:`s_{\max}`.
+    :param max_spread: the largest over-dispersion factor :math:`s_{\max}`, at least 1.
     :param steps: Adam steps of the climb.
     :param lr: Adam's initial learning rate, in the flow's sd units.
-    :param num_samples: flow draws for the centre, the scales and the reference weight.
+    :param num_samples: flow draws for the centre, the scales and the reference weight (at
+        least ``num_starts``, which start from the first draws, and at least 2).
     :param missed_nats: the excess :math:`e_k` above which a mode is missed.
     :param height_nats: modes more than this many nats below the highest are not judged.
     :param seed: seeds the flow's draws and the spreads (the global RNG is forked and restored).
@@ -144,21 +146,39 @@ def probe_modes(
         :func:`~pyro_flows.infer.mode_search.search_modes` before training), judged with the
         ones the climb reaches.
     :returns: a :class:`ModeProbe`.
+    :raises TypeError: arguments of the wrong type.
+    :raises ValueError: counts below 1 (``num_samples`` below ``max(2, num_starts)``),
+        ``max_spread < 1``, ``lr <= 0``, negative or non-finite nats, candidates not of shape
+        ``(M, D)``, a ``log_prob`` that does not return one differentiable value per point, or
+        a log weight :math:`\log\tilde p(x) - \log q(x)` that is NaN or infinite at every
+        flow draw (a NaN target: no reference to judge the modes by).
     """
+    from .mode_search import _values
     from .results import _forked_rng
 
+    _check_probe_options(num_starts, max_spread, steps, lr, num_samples, missed_nats,
+                         height_nats, seed)
     with torch.no_grad(), _forked_rng(seed, []):
         x, log_q = flow.rsample_and_log_prob((num_samples,))
         x, log_q = x.detach(), log_q.detach()
-        log_w = log_prob(x) - log_q
+        log_p_x = _values(log_prob, x)
+        log_w = log_p_x - log_q
         finite = torch.isfinite(log_w)
-        reference = float(log_w[finite].median()) if bool(finite.any()) else math.nan
+        if not bool(finite.any()):
+            raise ValueError(
+                f"probe_modes: the log weight log_prob(x) - log q(x) is NaN or infinite at all "
+                f"{num_samples} flow draws (e.g. log_prob {float(log_p_x[0])}, log q "
+                f"{float(log_q[0])}): no reference weight to judge modes by (a NaN target?)"
+            )
+        reference = float(log_w[finite].median())
+        if candidates is not None:
+            candidates = _checked_candidates(candidates, x.shape[-1])
         centre = x.mean(0)
         scale = x.std(0).clamp_min(1e-6)
         generator = torch.Generator().manual_seed(seed)
         spread = torch.exp(
             torch.rand(num_starts, 1, generator=generator, dtype=torch.float64)
-            * math.log(max(max_spread, 1.0))
+            * math.log(max_spread)
         ).to(x)
         z0 = centre + spread * (x[:num_starts] - centre)
     z, value, converged = climb(log_prob, z0, scale, steps=steps, lr=lr)
@@ -166,7 +186,7 @@ def probe_modes(
         points = z[converged.to(z.device)]
         heights = value[converged.to(z.device)]
         if candidates is not None and len(candidates):
-            candidates = candidates.detach().to(points)
+            candidates = candidates.to(points)
             points = torch.cat([points, candidates])
             heights = torch.cat([heights, log_prob(candidates).detach().to(heights)])
         modes, log_p = _merge(points, heights, scale)
@@ -176,10 +196,35 @@ def probe_modes(
             log_q_modes = torch.empty(0, dtype=x.dtype, device=x.device)
         excess = log_p - log_q_modes - reference
         top = max(float(log_p.max()) if len(log_p) else -math.inf,
-                  float(log_prob(x)[finite].max()) if bool(finite.any()) else -math.inf)
+                  float(log_p_x[finite].max()))
         missed = (excess > missed_nats) & (log_p >= top - height_nats)
     return ModeProbe(modes, log_p, log_q_modes, excess, missed.cpu(), reference, num_starts,
                      int(converged.sum()))
+
+
+def _check_probe_options(num_starts: object, max_spread: object, steps: object, lr: object,
+                         num_samples: object, missed_nats: object, height_nats: object,
+                         seed: object) -> None:
+    """The arguments of :func:`probe_modes` checked before anything runs."""
+    check_climb_options(num_starts, max_spread, steps, lr, seed)
+    check_int(num_samples, "num_samples", 2)
+    if num_samples < num_starts:  # type: ignore[operator]
+        raise ValueError(
+            f"num_samples ({num_samples}) must be at least num_starts ({num_starts}): the "
+            "starts are spread from the first flow draws"
+        )
+    check_number(missed_nats, "missed_nats", positive=False)
+    check_number(height_nats, "height_nats", positive=False)
+
+
+def _checked_candidates(candidates: object, dim: int) -> Tensor:
+    """``candidates`` as a detached ``(M, dim)`` floating tensor, else a clear error."""
+    if not isinstance(candidates, Tensor):
+        raise TypeError(f"candidates must be None or a tensor (M, {dim}), got "
+                        f"{type(candidates).__name__}")
+    if candidates.dim() != 2 or candidates.shape[-1] != dim:
+        raise ValueError(f"candidates must have shape (M, {dim}), got {tuple(candidates.shape)}")
+    return candidates.detach()
 
 
 def _merge(points: Tensor, heights: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._steps import check_int, check_number, check_seed
+
 __all__ = ["ModeSearch", "climb", "merge_maxima", "search_modes"]
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -97,7 +99,10 @@ def climb(
     :param tolerance: a point has converged when every coordinate of
         :math:`s\,\nabla\log\tilde p` is below this (the gradient in the climb's units).
     :returns: ``(z, log_p, converged)``: the end points ``(N, D)`` (detached), their log
-        densities ``(N,)`` and a bool mask ``(N,)`` on the CPU.
+        densities ``(N,)`` and a bool mask ``(N,)`` on the CPU. A point where ``log_prob`` is
+        ever NaN or infinite is not converged (its gradient there is ignored).
+    :raises ValueError: ``log_prob`` does not return one value per point, or its value does not
+        depend on the points through autograd (a constant, or computed outside torch).
     """
     base = z0.detach()
     scale = scale.detach().to(base)
@@ -108,7 +113,7 @@ def climb(
     with torch.enable_grad():
         for _ in range(steps):
             optimizer.zero_grad()
-            value = log_prob(base + scale * u)
+            value = _differentiable(log_prob, base + scale * u)
             finite = torch.isfinite(value)
             alive &= finite.cpu()
             (-torch.where(finite, value, torch.zeros_like(value)).sum()).backward()
@@ -117,12 +122,56 @@ def climb(
             optimizer.step()
             schedule.step()
         z = (base + scale * u).detach().requires_grad_(True)
-        value = log_prob(z)
+        value = _differentiable(log_prob, z)
         (gradient,) = torch.autograd.grad(value.sum(), z)
     with torch.no_grad():
         steep = (scale * gradient).abs().amax(-1)
         converged = alive & torch.isfinite(value).cpu() & (steep < tolerance).cpu()
     return z.detach(), value.detach(), converged
+
+
+def _values(log_prob: LogDensity, z: Tensor) -> Tensor:
+    """``log_prob(z)``, checked to be a tensor with one value per point of ``z`` (``(..., D)``)."""
+    value = log_prob(z)
+    if not isinstance(value, Tensor) or value.shape != z.shape[:-1]:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(
+            f"log_prob must return a tensor of shape {tuple(z.shape[:-1])} (one log density per "
+            f"point of shape {tuple(z.shape)}), got {got}"
+        )
+    return value
+
+
+def _differentiable(log_prob: LogDensity, z: Tensor) -> Tensor:
+    """:func:`_values` at points ``z`` that require grad, checked to depend on them."""
+    value = _values(log_prob, z)
+    if not value.requires_grad:
+        raise ValueError(
+            "log_prob must be differentiable in z (the climb follows its gradient), but its value "
+            "does not depend on z through autograd: a constant log density has no modes to find, "
+            "and one computed outside torch (numpy, .item(), .detach()) has no gradient"
+        )
+    return value
+
+
+def check_climb_options(num_starts: object, max_spread: object, steps: object, lr: object,
+                        seed: object) -> None:
+    """The climb's options, shared by :func:`search_modes` and
+    :func:`~pyro_flows.infer.mode_probe.probe_modes`: positive int counts, a finite
+    ``max_spread >= 1``, a positive finite ``lr``, an int ``seed``.
+
+    >>> check_climb_options(64, 20.0, 300, 0.0, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a positive finite number, got 0.0 (float)
+    """
+    check_int(num_starts, "num_starts")
+    check_int(steps, "steps")
+    check_number(max_spread, "max_spread")
+    if max_spread < 1:  # type: ignore[operator]
+        raise ValueError(f"max_spread must be a finite number >= 1, got {max_spread!r}")
+    check_number(lr, "lr")
+    check_seed(seed)
 
 
 def _dips(log_prob: LogDensity, point: Tensor, height: Tensor, kept: Tensor,
@@ -132,7 +181,7 @@ def _dips(log_prob: LogDensity, point: Tensor, height: Tensor, kept: Tensor,
     t = torch.linspace(0.0, 1.0, _SEGMENT_POINTS + 2, dtype=point.dtype, device=point.device)[1:-1]
     segment = point + t[None, :, None] * (kept[:, None, :] - point)  # (K, S, D)
     with torch.no_grad():
-        values = log_prob(segment.reshape(-1, point.shape[-1])).reshape(len(kept), -1)
+        values = _values(log_prob, segment.reshape(-1, point.shape[-1])).reshape(len(kept), -1)
     values = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
     return torch.minimum(kept_heights, height) - values.amin(-1)
 
@@ -187,17 +236,19 @@ def search_modes(
     :param max_spread: the largest start scale :math:`s_{\max}`.
     :param steps: Adam steps of the climb.
     :param lr: Adam's initial learning rate, in each start's scale units.
-    :param dip_nats: how far log p must dip between two maxima for them to be distinct.
+    :param dip_nats: how far log p must dip between two maxima for them to be distinct (a
+        finite number >= 0).
     :param seed: seeds the starting points (a private generator; the global RNG is untouched).
-    :returns: a :class:`ModeSearch`.
+    :returns: a :class:`ModeSearch` (no modes when no start converged: a density unbounded
+        above, or NaN/infinite everywhere the climbs went).
+    :raises TypeError: counts that are not ints, a non-int ``seed``, non-numbers.
+    :raises ValueError: counts below 1, ``max_spread < 1``, ``lr <= 0``, a negative or
+        non-finite ``dip_nats``, a ``centre`` of the wrong shape, or a ``log_prob`` that does
+        not return one differentiable value per point.
     """
-    for name, value in (("dim", dim), ("num_starts", num_starts), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be a positive int, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value}")
-    if not (isinstance(max_spread, int | float) and math.isfinite(max_spread) and max_spread >= 1):
-        raise ValueError(f"max_spread must be a finite float >= 1, got {max_spread!r}")
+    check_int(dim, "dim")
+    check_climb_options(num_starts, max_spread, steps, lr, seed)
+    check_number(dip_nats, "dip_nats", positive=False)
     dtype = dtype or (centre.dtype if centre is not None else torch.get_default_dtype())
     if centre is None:
         centre = torch.zeros(dim, dtype=dtype, device=device if device is not None else "cpu")

@@ -52,6 +52,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -213,17 +214,46 @@ class TemperedMALA:
                 "adapt": self.adapt, "rounds": self.rounds, "grad_evals": self.grad_evals}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state_dict` (shapes checked first; nothing changes on refusal)."""
-        expected = {"z": self.z.shape, "log_p": self.log_p.shape, "grad": self.grad.shape,
-                    "h": self.h.shape}
-        for name, shape in expected.items():
+        """Restore :meth:`state_dict` (every entry checked and converted first; nothing changes
+        on refusal).
+
+        :raises ValueError: a missing tensor or one of another shape, or ``adapt``, ``rounds``,
+            ``grad_evals`` of the wrong kind (a bool, non-negative ints).
+        """
+        self._apply(self.checked_state(state))
+
+    def checked_state(self, state: object) -> dict[str, object]:
+        """``state`` (a :meth:`state_dict`) checked against these chains and converted to their
+        dtype and device, ready for :meth:`load_state_dict`; changes nothing."""
+        if not isinstance(state, dict):
+            raise ValueError(f"chain state must be a dict, got {type(state).__name__}")
+        checked: dict[str, object] = {}
+        for name in ("z", "log_p", "grad", "h"):
+            shape = getattr(self, name).shape
             value = state.get(name)
             if not isinstance(value, Tensor) or value.shape != shape:
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"chain state {name!r} must be a tensor of shape "
                                  f"{tuple(shape)}, got {got}")
-        for name in expected:
-            setattr(self, name, state[name].to(self.z))  # type: ignore[union-attr]
-        self.adapt = bool(state.get("adapt", True))
-        self.rounds = int(state.get("rounds", 0))  # type: ignore[arg-type]
-        self.grad_evals = int(state.get("grad_evals", 0))  # type: ignore[arg-type]
+            checked[name] = value.to(self.z)
+        adapt = state.get("adapt", True)
+        if not isinstance(adapt, bool):
+            raise ValueError(f"chain state 'adapt' must be True or False, got {adapt!r}")
+        checked["adapt"] = adapt
+        for name in ("rounds", "grad_evals"):
+            checked[name] = _count(state.get(name, 0), name)
+        return checked
+
+    def _apply(self, checked: dict[str, object]) -> None:
+        """Assign a :meth:`checked_state` (cannot fail)."""
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+
+def _count(value: object, name: str) -> int:
+    """``value`` as a non-negative int, else a ``ValueError`` naming the state entry."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"chain state {name!r} must be a non-negative int, got {value!r}")
+    return int(value)

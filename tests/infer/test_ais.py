@@ -339,3 +339,25 @@ def test_bad_targets_and_proposals_raise():
         annealed_importance_sampling(
             lambda z: (-(z**2).sum(-1)).detach(), dim=2, num_samples=20, progress=False
         )
+
+
+def test_high_khat_warns_unless_silenced():
+    """AIS with too few steps from a poor proposal: k-hat far above 0.7 is flagged by name;
+    warn=False and a good run stay quiet."""
+    import warnings
+
+    def narrow(z: torch.Tensor) -> torch.Tensor:  # e^2 N((3, 3), 0.5^2 I) times 2 pi 0.25
+        return 2.0 - 0.5 * (((z - 3) / 0.5) ** 2).sum(-1)
+
+    options = dict(dim=2, num_samples=2000, num_steps=3, num_hmc_steps=0, progress=False, seed=2)
+    with pytest.warns(UserWarning, match=r"annealed_importance_sampling: PSIS k-hat .* > 0.7"):
+        r = annealed_importance_sampling(narrow, **options)
+    assert r.khat > 0.7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        annealed_importance_sampling(narrow, **options, warn=False)
+        good = annealed_importance_sampling(ScaledGaussian(2, 1.0, 0.0), num_samples=200,
+                                            num_steps=4, progress=False, seed=0)
+        assert good.khat < 0.7
+    with pytest.raises(TypeError, match="warn must be a bool"):
+        annealed_importance_sampling(narrow, **options, warn="no")

@@ -357,3 +357,18 @@ def test_bad_input_raises_clear_errors():
         AmortizedFlow(D, C, flow="diagonal", hidden_dims=(8,))
     with pytest.raises(TypeError, match="latent_dim must be an int"):
         AmortizedFlow(2.5, C)
+
+
+def test_log_prob_of_another_dtype_is_a_clear_type_error():
+    """An external point of another dtype than loc (the flow's) is refused by name, not by a
+    matrix product deep in the inverse pass; the same point cast is scored."""
+    torch.manual_seed(0)
+    posterior = AmortizedFlow(2, context_dim=3, flow="iaf", num_transforms=2, hidden_dims=(16,))
+    d = posterior(torch.zeros(5, 2), torch.ones(5, 2), torch.randn(5, 3))
+    value = torch.zeros(5, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"expected a value on cpu with dtype torch.float32 .*"
+                                        r"got cpu with dtype torch.float64"):
+        d.log_prob(value)
+    with pytest.raises(TypeError, match="floating-point value"):
+        d.log_prob(torch.zeros(5, 2, dtype=torch.long))
+    assert d.log_prob(value.to(d.loc)).shape == (5,)

@@ -279,3 +279,30 @@ def test_sampling_map_objective_errors(tmp_path):
     with pytest.raises(ValueError, match="objective='kl'"):
         distill(teacher, student, steps=4, progress=False, checkpoint=path, resume=True,
                 objective="sampling_map", eval_samples=64)
+
+
+def test_distillation_kl_rejects_bad_arguments_with_distills_checks():
+    """The checks of ``distill`` apply to the KL estimator too, before any draw."""
+    torch.manual_seed(0)
+    teacher = flows.maf(2, num_transforms=1, hidden_dims=(8,))
+    student = flows.iaf(2, num_transforms=1, hidden_dims=(8,))
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match=f"num_samples must be a positive int, got {bad}"):
+            distillation_kl(teacher, student, bad)
+    with pytest.raises(TypeError, match="num_samples must be a positive int"):
+        distillation_kl(teacher, student, 10.5)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        distillation_kl(teacher, student, 10, batch_size=0)
+    with pytest.raises(TypeError, match="teacher must have log_prob .* got object"):
+        distillation_kl(object(), student, 10)
+    with pytest.raises(TypeError, match="student must have rsample_and_log_prob"):
+        distillation_kl(teacher, object(), 10)
+    conditional_teacher = flows.maf(2, num_transforms=1, hidden_dims=(8,), context_dim=3)
+    conditional_student = flows.iaf(2, num_transforms=1, hidden_dims=(8,), context_dim=3)
+    with pytest.raises(ValueError, match=r"context must have shape \(rows, context_dim\), got "
+                                         r"\(0, 3\)"):
+        distillation_kl(conditional_teacher, conditional_student, 10, context=torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="conditional"):
+        distillation_kl(conditional_teacher, conditional_student, 10)
+    kl, se = distillation_kl(teacher, teacher, 1)  # a flow against itself, one draw: allowed
+    assert abs(kl) < 1e-5 and math.isnan(se)

@@ -240,3 +240,65 @@ def test_flow_mcmc_without_a_converged_maximum_starts_at_the_flows_draws():
     auto = fit_target(flows.realnvp(10, num_transforms=2, hidden_dims=(16,)), target, steps=5,
                       batch_size=16, progress=False, check_modes=False)
     assert auto.method == "reverse_kl"
+
+
+def test_search_rejects_nan_dip_bad_lr_and_seed_and_a_flat_density():
+    """Each of these used to be accepted silently (NaN dip merged two modes, lr=0 found none)
+    or surfaced a torch error (Adam's, manual_seed's, autograd's)."""
+    target = unequal_modes()
+    with pytest.raises(ValueError, match="dip_nats must be a non-negative finite number, got nan"):
+        search_modes(target.log_prob, 2, num_starts=8, steps=5, dip_nats=float("nan"))
+    for lr in (0.0, -1.0):
+        with pytest.raises(ValueError, match=f"lr must be a positive finite number, got {lr}"):
+            search_modes(target.log_prob, 2, num_starts=8, steps=5, lr=lr)
+    with pytest.raises(TypeError, match="seed must be an int, got 'a'"):
+        search_modes(target.log_prob, 2, num_starts=8, steps=5, seed="a")
+    with pytest.raises(ValueError, match="log_prob must be differentiable in z"):
+        search_modes(lambda z: torch.zeros(z.shape[:-1]), 2, num_starts=8, steps=5)
+    with pytest.raises(ValueError, match=r"log_prob must return a tensor of shape \(8,\)"):
+        search_modes(lambda z: z, 2, num_starts=8, steps=5)
+
+
+def test_tempered_mala_refused_load_changes_nothing():
+    """A bad scalar entry is refused before the tensors are replaced."""
+    torch.manual_seed(0)
+    chains = TemperedMALA(gaussian, torch.zeros(4, 2), ladder(2, 0.1))
+    before = {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+              for k, v in chains.state_dict().items()}
+    state = chains.state_dict()
+    for bad in ({"rounds": "not-an-int"}, {"grad_evals": -1}, {"adapt": "no"}, {"rounds": 2.5}):
+        with pytest.raises(ValueError, match="chain state"):
+            chains.load_state_dict({**state, "z": torch.full((4, 2), 7.0), **bad})
+        after = chains.state_dict()
+        for name, value in before.items():
+            same = torch.equal(after[name], value) if isinstance(value, torch.Tensor) else (
+                after[name] == value)
+            assert same, name
+    chains.load_state_dict({**state, "z": torch.full((4, 2), 7.0), "rounds": 3})
+    assert float(chains.z[0, 0]) == 7.0 and chains.rounds == 3
+
+
+def test_flow_assisted_chains_refused_load_changes_nothing():
+    """A bad ``filled`` (or chain state) is refused before the sampler or the window change."""
+    from pyro_flows.infer.flow_mcmc import FlowAssistedChains
+
+    torch.manual_seed(0)
+    flow = flows.realnvp(2, num_transforms=1, hidden_dims=(8,))
+    chains = FlowAssistedChains(flow, gaussian, torch.zeros(1, 2), chains=4, levels=2, window=3)
+    state = chains.state_dict()
+    z_before, buffer_before = chains.sampler.z.clone(), chains.buffer.clone()
+    moved = {**state["sampler"], "z": torch.full_like(z_before, 7.0)}
+    bad_states = [
+        {**state, "sampler": moved, "buffer": torch.full_like(buffer_before, 7.0),
+         "filled": "x"},
+        {**state, "sampler": moved, "filled": 4},  # more than the window
+        {**state, "buffer": torch.full_like(buffer_before, 7.0),
+         "sampler": {**moved, "rounds": "x"}},
+    ]
+    for bad in bad_states:
+        with pytest.raises(ValueError, match="chain state"):
+            chains.load_state_dict(bad)
+        assert torch.equal(chains.sampler.z, z_before)
+        assert torch.equal(chains.buffer, buffer_before) and chains.filled == 1
+    chains.load_state_dict({**state, "sampler": moved, "filled": 2})
+    assert float(chains.sampler.z[0, 0]) == 7.0 and chains.filled == 2

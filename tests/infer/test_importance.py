@@ -131,3 +131,32 @@ def test_errors():
         importance_sample(mvn(1.0, 2), lambda z: z.sum(-1) * float("nan"), dim=2, num_samples=100)
     with pytest.raises(ValueError, match="num_samples must be >= 10"):
         importance_sample(mvn(1.0, 2), target, num_samples=5)
+
+
+def _narrow_offset_target(z: torch.Tensor) -> torch.Tensor:
+    """e^2 N((3, 3), 0.5^2 I) times 2 pi 0.25: far in the tails of a standard Normal proposal."""
+    return 2.0 - 0.5 * (((z - 3) / 0.5) ** 2).sum(-1)
+
+
+def test_high_khat_warns_unless_silenced():
+    """k-hat far above 0.7 (log Z off by nats) is flagged, as fit_target flags it; warn=False and
+    flow_diagnostics (which returns the k-hat to its caller) stay quiet, as does a good
+    proposal."""
+    import warnings
+
+    from pyro_flows.infer.importance import flow_diagnostics
+
+    q = mvn(1.0)
+    with pytest.warns(UserWarning, match=r"importance_sample: PSIS k-hat .* > 0.7: log Z") as got:
+        r = importance_sample(q, _narrow_offset_target, dim=2, num_samples=2000, seed=2)
+    assert r.extra["khat"] > 0.7 and f"{r.extra['khat']:.2f}" in str(got[0].message)
+    assert "warn=False" in str(got[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importance_sample(q, _narrow_offset_target, dim=2, num_samples=2000, seed=2, warn=False)
+        assert flow_diagnostics(q, _narrow_offset_target, 2000, dim=2)["khat"] > 0.7
+        good = importance_sample(mvn(1.2), lambda z: -0.5 * (z**2).sum(-1), dim=2,
+                                 num_samples=2000, seed=2)
+        assert good.extra["khat"] < 0.7
+    with pytest.raises(TypeError, match="warn must be a bool"):
+        importance_sample(q, _narrow_offset_target, dim=2, num_samples=100, warn=1)

@@ -84,3 +84,20 @@ def test_fit_target_is_quiet_on_a_unimodal_target_and_when_asked():
     assert quiet.missed_modes == [] and quiet.mode_check == ""
     with pytest.raises(TypeError, match="check_modes must be True or False, got 1"):
         fit_target(one_mode_flow(), two_modes, steps=1, progress=False, check_modes=1)
+
+
+def test_probe_rejects_bad_counts_and_a_nan_target():
+    """num_samples=0 used to fail on a shape deep in the climb, and a NaN target gave
+    reference=nan silently."""
+    flow = one_mode_flow()
+    with pytest.raises(ValueError, match="num_samples must be an int >= 2, got 0"):
+        probe_modes(flow, two_modes, num_samples=0)
+    with pytest.raises(ValueError, match=r"num_samples \(8\) must be at least num_starts \(16\)"):
+        probe_modes(flow, two_modes, num_starts=16, num_samples=8)
+    with pytest.raises(ValueError, match="lr must be a positive finite number"):
+        probe_modes(flow, two_modes, lr=-1.0)
+    with pytest.raises(ValueError, match=r"candidates must have shape \(M, 2\)"):
+        probe_modes(flow, two_modes, num_starts=4, steps=2, num_samples=64,
+                    candidates=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="NaN or infinite at all 64 flow draws"):
+        probe_modes(flow, lambda z: z.sum(-1) * math.nan, num_starts=4, steps=2, num_samples=64)
