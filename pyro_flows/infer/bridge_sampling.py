@@ -56,6 +56,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,9 +77,15 @@ class BridgeEstimate:
 
     :ivar log_Z: the bridge-sampling estimate :math:`\\log\\hat Z`.
     :ivar log_Z_stderr: its jackknife standard error (``nan`` with fewer than two groups).
-    :ivar iterations: fixed-point iterations until the change fell below the tolerance.
+    :ivar iterations: fixed-point iterations run: until the change fell below the tolerance,
+        else ``max_iter``.
     :ivar num_target_draws: :math:`n_1`, draws of the target.
     :ivar num_proposal_draws: :math:`n_2`, draws of the proposal.
+    :ivar converged: whether the change of :math:`\\log\\hat Z` fell below ``tol`` within
+        ``max_iter`` iterations, for the estimate and for every jackknife leave-one-out;
+        ``False`` means ``log_Z`` (or the standard error) comes from last iterates, not fixed
+        points, and the standard error does not cover the distance to them (a
+        ``RuntimeWarning`` says so).
 
     The estimate is :math:`\\log\\hat Z` of the optimal bridge (:func:`bridge_log_Z`); with
     equal log ratios everywhere (:math:`\\tilde p = c\\,q`) it is :math:`\\log c` exactly:
@@ -96,6 +103,7 @@ class BridgeEstimate:
     iterations: int
     num_target_draws: int
     num_proposal_draws: int
+    converged: bool = True
 
 
 def _as_log_ratios(value: object, name: str, *, allow_minus_inf: bool) -> Tensor:
@@ -129,9 +137,10 @@ def _as_log_ratios(value: object, name: str, *, allow_minus_inf: bool) -> Tensor
 
 
 def _fixed_point(l1: Tensor, l2: Tensor, start: float, tol: float,
-                 max_iter: int) -> tuple[float, int]:
+                 max_iter: int) -> tuple[float, int, bool]:
     """The optimal bridge's fixed point for log ratios ``l1`` (target draws, flat) and ``l2``
-    (proposal draws), in log space."""
+    (proposal draws), in log space: ``(log_z, iterations, converged)``, ``converged`` false
+    when the change was still at least ``tol`` after ``max_iter`` iterations."""
     n1, n2 = l1.numel(), l2.numel()
     log_s1, log_s2 = math.log(n1 / (n1 + n2)), math.log(n2 / (n1 + n2))
     log_z = start
@@ -141,13 +150,54 @@ def _fixed_point(l1: Tensor, l2: Tensor, start: float, tol: float,
         denominator = torch.logsumexp(-torch.logaddexp(log_s1 + l1, bridge), 0)
         new = float(numerator - denominator) - math.log(n2) + math.log(n1)
         if abs(new - log_z) < tol:
-            return new, iteration
+            return new, iteration, True
         log_z = new
-    return log_z, max_iter
+    return log_z, max_iter, False
+
+
+def _check_tol_and_max_iter(tol: object, max_iter: object) -> None:
+    """``tol`` a positive finite number and ``max_iter`` a positive int, else a clear error."""
+    if not isinstance(tol, int | float) or isinstance(tol, bool):
+        raise TypeError(f"tol must be a positive finite number, got {type(tol).__name__} {tol!r}")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool):
+        raise TypeError(f"max_iter must be a positive int, got {type(max_iter).__name__} "
+                        f"{max_iter!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
 
 
 def _groups(n: int, count: int) -> list[Tensor]:
     return [idx for idx in torch.arange(n).tensor_split(count) if idx.numel()]
+
+
+def _jackknife_stderr(chains: Tensor, l2: Tensor, log_z: float, tol: float,
+                      max_iter: int) -> tuple[float, bool]:
+    """The jackknife standard error over groups (rows of ``chains`` with blocks of ``l2``),
+    ``nan`` with fewer than two groups, and whether every leave-one-out fixed point
+    converged."""
+    count = min(JACKKNIFE_GROUPS, chains.shape[0], l2.numel())
+    if count < 2:
+        return math.nan, True
+    row_groups, draw_groups = _groups(chains.shape[0], count), _groups(l2.numel(), count)
+    leave_out, converged = [], True
+    for rows, draws in zip(row_groups, draw_groups, strict=True):
+        keep_rows = torch.ones(chains.shape[0], dtype=torch.bool)
+        keep_rows[rows] = False
+        keep_draws = torch.ones(l2.numel(), dtype=torch.bool)
+        keep_draws[draws] = False
+        kept = l2[keep_draws]
+        if bool((kept == -math.inf).all()):
+            continue
+        value, _, done = _fixed_point(chains[keep_rows].reshape(-1), kept, log_z, tol, max_iter)
+        leave_out.append(value)
+        converged = converged and done
+    if len(leave_out) < 2:
+        return math.nan, converged
+    values = torch.tensor(leave_out, dtype=torch.float64)
+    g = values.numel()
+    return float(((g - 1) / g * ((values - values.mean()) ** 2).sum()).sqrt()), converged
 
 
 def bridge_log_Z(
@@ -165,8 +215,9 @@ def bridge_log_Z(
         ``(chains, draws)`` (MCMC draws: the jackknife groups whole chains). Must be finite.
     :param proposal_log_ratios: :math:`\ell(y_j)` at draws :math:`y_j \sim q`, shape ``(n2,)``;
         ``-inf`` (zero target density) is allowed.
-    :param tol: stop when :math:`\log\hat Z` moves by less than this.
-    :param max_iter: the most fixed-point iterations (positive).
+    :param tol: stop when :math:`\log\hat Z` moves by less than this (positive, finite).
+    :param max_iter: the most fixed-point iterations (a positive int); reaching it without
+        convergence gives ``converged=False`` and a ``RuntimeWarning``.
     :returns: a :class:`BridgeEstimate`.
     :raises TypeError: ratios that are not floating-point tensors or arrays.
     :raises ValueError: a wrong shape, fewer than 2 draws, NaN or :math:`+\infty` entries
@@ -190,10 +241,7 @@ def bridge_log_Z(
     References: X.-L. Meng, W. H. Wong, Statistica Sinica 6, 1996; Q. F. Gronau et al.,
     *A tutorial on bridge sampling*, 2017, https://arxiv.org/abs/1703.05984.
     """
-    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    _check_tol_and_max_iter(tol, max_iter)
     l1 = _as_log_ratios(target_log_ratios, "target_log_ratios", allow_minus_inf=False)
     l2 = _as_log_ratios(proposal_log_ratios, "proposal_log_ratios", allow_minus_inf=True)
     if l2.dim() != 1:
@@ -205,32 +253,27 @@ def bridge_log_Z(
     chains = l1 if l1.dim() == 2 else l1.unsqueeze(-1)  # (groups of) rows that stay together
     flat = l1.reshape(-1)
     start = float(torch.logsumexp(l2, 0)) - math.log(l2.numel())
-    log_z, iterations = _fixed_point(flat, l2, start, tol, max_iter)
-    count = min(JACKKNIFE_GROUPS, chains.shape[0], l2.numel())
-    stderr = math.nan
-    if count >= 2:
-        row_groups, draw_groups = _groups(chains.shape[0], count), _groups(l2.numel(), count)
-        leave_out = []
-        for rows, draws in zip(row_groups, draw_groups, strict=True):
-            keep_rows = torch.ones(chains.shape[0], dtype=torch.bool)
-            keep_rows[rows] = False
-            keep_draws = torch.ones(l2.numel(), dtype=torch.bool)
-            keep_draws[draws] = False
-            kept = l2[keep_draws]
-            if bool((kept == -math.inf).all()):
-                continue
-            leave_out.append(_fixed_point(chains[keep_rows].reshape(-1), kept, log_z, tol,
-                                          max_iter)[0])
-        if len(leave_out) >= 2:
-            values = torch.tensor(leave_out, dtype=torch.float64)
-            g = values.numel()
-            stderr = float(((g - 1) / g * ((values - values.mean()) ** 2).sum()).sqrt())
+    log_z, iterations, converged = _fixed_point(flat, l2, start, tol, max_iter)
+    stderr, groups_converged = _jackknife_stderr(chains, l2, log_z, tol, max_iter)
+    if not (converged and groups_converged):
+        parts = [] if converged else ["estimate's"]
+        parts += [] if groups_converged else ["jackknife's leave-one-out"]
+        warnings.warn(
+            f"bridge_log_Z: the {' and the '.join(parts)} fixed-point iteration did not "
+            f"converge within max_iter={max_iter} iterations (tol={tol:g}); "
+            f"log_Z={log_z:.6g} (stderr "
+            f"{stderr:.3g}) may be far from the fixed point: raise max_iter (the result has "
+            "converged=False)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return BridgeEstimate(
         log_Z=log_z,
         log_Z_stderr=stderr,
         iterations=iterations,
         num_target_draws=flat.numel(),
         num_proposal_draws=l2.numel(),
+        converged=converged and groups_converged,
     )
 
 

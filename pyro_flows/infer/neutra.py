@@ -28,12 +28,42 @@ from .mcmc import nuts, nuts_model
 from .results import (
     SampleResult,
     TargetDensity,
+    _check_int,
+    _generator,
     _module_device_and_dtype,
     _same_device,
     as_target,
 )
 
 __all__ = ["flow_forward", "neutra", "neutra_log_prob", "neutra_model"]
+
+
+def _check_base_points(flow: nn.Module, eps: object) -> None:
+    """``flow`` a flow with ``transforms`` and ``eps`` a floating tensor ``(..., dim)`` in the
+    flow's dtype and on its device, else a clear error."""
+    if not hasattr(flow, "transforms"):
+        raise TypeError(
+            "flow must be a pyro_flows.Flow (a module with .transforms), got "
+            f"{type(flow).__name__}"
+        )
+    if not isinstance(eps, Tensor):
+        raise TypeError(
+            f"eps must be a torch.Tensor of base points, shape (..., dim), got {type(eps).__name__}"
+        )
+    device, dtype = _module_device_and_dtype(flow)
+    if not eps.is_floating_point() or (dtype is not None and eps.dtype != dtype):
+        raise TypeError(
+            f"eps must have the flow's dtype {dtype or 'floating point'}, got {eps.dtype}: pass "
+            f"eps.to({dtype or torch.get_default_dtype()}) (or move the flow to eps' dtype)"
+        )
+    if device is not None and not _same_device(eps.device, device):
+        raise ValueError(f"eps is on {eps.device} but the flow on {device}: move one of them")
+    dim = getattr(flow, "input_dim", None)
+    if eps.dim() == 0 or (isinstance(dim, int) and eps.shape[-1] != dim):
+        raise ValueError(
+            f"eps must have shape (..., {dim if isinstance(dim, int) else 'dim'}), got "
+            f"{tuple(eps.shape)}"
+        )
 
 
 def flow_forward(flow: nn.Module, eps: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,6 +73,12 @@ def flow_forward(flow: nn.Module, eps: Tensor) -> tuple[Tensor, Tensor]:
     can be differentiated in :math:`\varepsilon` (the NeuTra potential needs that):
     :math:`x = f_K \circ \dots \circ f_1(\varepsilon)`,
     :math:`\log|\det J| = \sum_k \log|\det J_{f_k}|`.
+
+    ``eps`` must be a floating tensor of shape ``(..., dim)`` in the flow's dtype and on its
+    device: it is not converted (a float64 ``eps`` through a float32 flow would silently lose
+    precision, and its gradient would be the float32 one), so a mismatch is a ``TypeError``
+    naming both dtypes (a non-tensor or non-floating ``eps`` too), and a wrong last dimension
+    or device a ``ValueError``.
 
     Example:
 
@@ -60,6 +96,7 @@ def flow_forward(flow: nn.Module, eps: Tensor) -> tuple[Tensor, Tensor]:
     - G. Papamakarios et al. *Normalizing Flows for Probabilistic Modeling and Inference.*
       JMLR 22, 2021, eq. (2)-(5). https://arxiv.org/abs/1912.02762
     """
+    _check_base_points(flow, eps)
     x = eps
     log_det = eps.new_zeros(eps.shape[:-1])
     for t in flow.transforms:
@@ -142,7 +179,8 @@ def neutra(
             |\det J_f(\varepsilon)|, \qquad x = f(\varepsilon) \sim p.
 
     The chains start at base points drawn from :math:`\mathcal N(0, I)` (the flow's guess of
-    the typical set). The flow is frozen during sampling.
+    the typical set). The flow is frozen (no gradients, eval mode) during sampling and left
+    as it was after, ``requires_grad`` and ``training`` flags included.
 
     Cost: every leapfrog step is one flow forward pass plus one target gradient. The result's
     ``num_grad_evals`` counts the target gradients of sampling *plus* ``training_grad_evals``
@@ -155,11 +193,15 @@ def neutra(
     :param training_grad_evals: target gradients spent training the flow.
     :param num_samples: draws kept per chain.
     :param warmup: NUTS adaptation iterations per chain.
-    :param num_chains: chains (run one after another).
+    :param num_chains: chains (run one after another), an int >= 1.
     :param progress: progress bars.
-    :param seed: seeds the chains (see :func:`~pyro_flows.infer.mcmc.nuts`).
+    :param seed: an int or ``None``: seeds the chains' starts and the chains (see
+        :func:`~pyro_flows.infer.mcmc.nuts`; ``None``: a seed drawn from the global RNG).
     :param nuts_options: more keyword arguments for :func:`~pyro_flows.infer.mcmc.nuts`.
     :returns: a :class:`~pyro_flows.infer.results.SampleResult` with ``method="neutra"``.
+    :raises TypeError: a ``num_chains`` or ``seed`` that is not an int.
+    :raises ValueError: ``num_chains < 1``, a negative ``training_grad_evals``, a flow without
+        an int ``input_dim``, or what :func:`~pyro_flows.infer.mcmc.nuts` raises.
 
     Example:
 
@@ -187,14 +229,17 @@ def neutra(
             f"pyro_flows.Flow), got {type(flow).__name__}"
         )
     dim = int(flow.input_dim)
+    _check_int(num_chains, "num_chains", 1)
+    # drawn on the CPU, so a seed gives the same chains' starts on every device; None: a seed
+    # drawn from the global RNG, then used for the starts and the chains alike
+    generator, seed = _generator(seed)
     pulled_back = neutra_log_prob(flow, target)  # checks the target against the flow
     device, dtype = _module_device_and_dtype(flow)
     was = [p.requires_grad for p in flow.parameters()]
+    modes = [(m, m.training) for m in flow.modules()]
     flow.requires_grad_(False)
     flow.eval()
     try:
-        # drawn on the CPU, so a seed gives the same chains' starts on every device
-        generator = torch.Generator().manual_seed(seed if seed is not None else 0)
         init = torch.randn(num_chains, dim, generator=generator, device="cpu").to(
             device=device, dtype=dtype or torch.get_default_dtype()
         )
@@ -214,9 +259,11 @@ def neutra(
         with torch.no_grad():
             x, _ = flow_forward(flow, base.samples)
         mapping_time = time.perf_counter() - started
-    finally:
+    finally:  # the flow as it was: trainability and train/eval mode, module by module
         for p, flag in zip(flow.parameters(), was, strict=True):
             p.requires_grad_(flag)
+        for module, training in modes:
+            module.training = training
     extra = dict(base.extra)
     extra.update(
         base_samples=base.samples,

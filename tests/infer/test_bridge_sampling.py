@@ -185,3 +185,34 @@ def test_fit_target_warns_when_the_estimates_disagree():
                              check_modes=False)
     assert history.method == "flow_mcmc" and math.isfinite(history.log_Z_bridge)
     assert any("differ by" in str(w.message) for w in record)
+
+
+def test_not_converging_within_max_iter_is_flagged():
+    g = torch.Generator().manual_seed(0)
+    target, proposal = torch.randn(100, generator=g) * 3, torch.randn(100, generator=g) * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged run warns of nothing
+        full = bridge_log_Z(target, proposal)
+    assert full.converged and full.iterations < 1000
+    with pytest.warns(RuntimeWarning, match="did not converge within max_iter=2"):
+        cut = bridge_log_Z(target, proposal, max_iter=2)
+    assert not cut.converged and cut.iterations == 2
+    assert abs(cut.log_Z - full.log_Z) > 0.1  # the last iterate is far from the fixed point
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"tol": math.inf}, ValueError),
+        ({"tol": math.nan}, ValueError),
+        ({"tol": -1e-3}, ValueError),
+        ({"tol": "1e-6"}, TypeError),
+        ({"max_iter": 2.0}, TypeError),
+        ({"max_iter": True}, TypeError),
+        ({"max_iter": -3}, ValueError),
+    ],
+)
+def test_tol_and_max_iter_are_checked(options, error):
+    name = next(iter(options))
+    with pytest.raises(error, match=f"{name} must be a positive"):
+        bridge_log_Z(torch.zeros(3), torch.zeros(3), **options)

@@ -157,6 +157,52 @@ def test_mcmc_diagnostics_flags_stuck_chains():
         mcmc_diagnostics(torch.zeros(2, 3, 1))
 
 
+
+def _apart_and_constant() -> torch.Tensor:
+    """Coordinate 0: chains far apart (R-hat ~ 3); coordinate 1: one value everywhere."""
+    apart = torch.randn(4, 200, 1, generator=gen()) + 5.0 * torch.arange(4.0)[:, None, None]
+    return torch.cat([apart, torch.ones(4, 200, 1)], -1)
+
+
+def test_a_constant_coordinate_does_not_hide_an_unconverged_one():
+    d = mcmc_diagnostics(_apart_and_constant())
+    assert d["rhat_max"] > 1.5 and d["rhat_max"] == d["rhat"][0]
+    assert math.isnan(d["rhat"][1]) and d["constant_coords"] == [1]
+    assert math.isfinite(d["ess_bulk_min"]) and d["ess_bulk_min"] < 50
+    r = SampleResult("mh", _apart_and_constant(), wall_time=1.0, num_log_prob_evals=800,
+                     num_grad_evals=0)
+    out = r.diagnostics()  # what SampleResult reports flags it too
+    assert out["rhat_max"] > 1.5 and out["constant_coords"] == [1]
+
+
+def test_chains_stuck_at_different_constants_have_infinite_rhat():
+    x = torch.randn(3, 100, 2, generator=gen())
+    x[:, :, 1] = torch.tensor([0.0, 1.0, 2.0])[:, None]  # each chain constant, chains differ
+    d = mcmc_diagnostics(x)
+    assert d["rhat"][1] == math.inf and d["rhat_max"] == math.inf
+    assert d["constant_coords"] == [] and d["rhat"][0] < 1.1
+    everything_constant = mcmc_diagnostics(torch.ones(2, 10, 2))
+    assert math.isnan(everything_constant["rhat_max"])
+    assert everything_constant["constant_coords"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("samples", "options", "error", "match"),
+    [
+        (torch.zeros(4, 100, 0), {}, ValueError, "at least 1 coordinate"),
+        (torch.zeros(0, 100, 2), {}, ValueError, "at least 1 chain"),
+        (torch.randn(2, 50, 1), {"num_grad_evals": -5}, ValueError, "num_grad_evals must be"),
+        (torch.randn(2, 50, 1), {"num_grad_evals": 2.5}, TypeError, "num_grad_evals must be"),
+        (torch.randn(2, 50, 1), {"wall_time": -1.0}, ValueError, "wall_time must be"),
+        (torch.randn(2, 50, 1), {"wall_time": math.nan}, ValueError, "wall_time must be"),
+        (torch.randn(2, 50, 1), {"wall_time": "1s"}, TypeError, "wall_time must be"),
+    ],
+)
+def test_mcmc_diagnostics_bad_input_is_named(samples, options, error, match):
+    with pytest.raises(error, match=match):
+        mcmc_diagnostics(samples, **options)
+
+
 # -- moments ------------------------------------------------------------------------------------
 def test_moment_errors_known_answers():
     x = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 2.0], [3.0, 2.0]], dtype=torch.float64)

@@ -105,6 +105,47 @@ def test_nuts_errors():
         hmc(gaussian_2d(), step_size=0.0, progress=False)
 
 
+
+def _half_plane(z):
+    """N(0, I) cut at z_0 > 0: the step size adaptation collapses on the wall."""
+    lp = -0.5 * (z**2).sum(-1)
+    return torch.where(z[..., 0] > 0, lp, torch.full_like(lp, -math.inf))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hmc_caps_the_leapfrog_steps_when_the_step_size_collapses(seed):
+    # trajectory_length / step_size grew without bound here (warm-up never ended)
+    with pytest.warns(RuntimeWarning, match="step size collapsed"):
+        r = hmc(_half_plane, dim=2, trajectory_length=10.0, max_num_steps=32, num_samples=5,
+                warmup=10, num_chains=1, init="uniform", progress=False, seed=seed)
+    assert r.extra["max_num_steps"] == 32 and r.extra["capped_draws"] == 5
+    assert int(r.extra["num_steps"].max()) <= 32
+    assert r.num_grad_evals <= 50 + 15 * 32  # step-size search + capped trajectories
+    assert float(r.step_size[0]) * 32 < 10.0 and bool((r.samples[..., 0] > 0).all())
+
+
+def test_hmc_max_num_steps_errors():
+    with pytest.raises(ValueError, match="max_num_steps=5 is below the 10 leapfrog steps"):
+        hmc(gaussian_2d(), num_steps=10, max_num_steps=5, progress=False)
+    with pytest.raises(ValueError, match="max_num_steps=8 is below the 20"):
+        hmc(gaussian_2d(), step_size=0.5, trajectory_length=10.0, max_num_steps=8,
+            progress=False)
+    with pytest.raises(ValueError, match="max_num_steps must be >= 1"):
+        hmc(gaussian_2d(), max_num_steps=0, progress=False)
+    with pytest.raises(TypeError, match="max_num_steps must be an int"):
+        hmc(gaussian_2d(), max_num_steps=64.0, progress=False)
+
+
+@pytest.mark.parametrize("sampler", [nuts, hmc])
+def test_a_target_without_gradient_is_a_clear_type_error(sampler):
+    def flat(z):
+        return torch.zeros(z.shape[:-1])  # no autograd graph: no gradient to follow
+
+    with pytest.raises(TypeError, match=f"{sampler.__name__} needs gradients.*not differentiable"):
+        sampler(flat, dim=2, num_samples=10, warmup=10, num_chains=1, init="uniform",
+                progress=False, seed=0)
+
+
 def conjugate(y):
     """mu | y ~ N(sum y / (n + 1), 1 / (n + 1)); scale has no likelihood: LogNormal(0, 0.5)."""
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))

@@ -72,6 +72,55 @@ def test_neutra_argument_errors():
         neutra_log_prob(flow, 3)
 
 
+
+def test_neutra_restores_the_flows_train_mode():
+    flow = flows.realnvp(2, num_transforms=1)
+    flow.train()
+    flow.transforms[0].eval()  # a mixed state comes back module by module
+    neutra(flow, gaussian, num_samples=10, warmup=10, num_chains=1, progress=False)
+    assert flow.training and not flow.transforms[0].training
+    flow.eval()
+    neutra(flow, gaussian, num_samples=10, warmup=10, num_chains=1, progress=False)
+    assert not any(m.training for m in flow.modules())
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"num_chains": 2.0}, TypeError, "num_chains must be an int"),
+        ({"num_chains": -1}, ValueError, "num_chains must be >= 1"),
+        ({"num_chains": 0}, ValueError, "num_chains must be >= 1"),
+        ({"seed": "a"}, TypeError, "seed must be an int or None"),
+        ({"seed": 1.5}, TypeError, "seed must be an int or None"),
+    ],
+)
+def test_neutra_checks_chains_and_seed_up_front(options, error, match):
+    flow = flows.realnvp(2, num_transforms=1)
+    flow.train()
+    with pytest.raises(error, match=match):
+        neutra(flow, gaussian, num_samples=10, warmup=10, progress=False, **options)
+    assert flow.training and all(p.requires_grad for p in flow.parameters())
+
+
+@pytest.mark.parametrize(
+    ("eps", "error", "match"),
+    [
+        (torch.zeros(4, 2, dtype=torch.float64), TypeError, "flow's dtype torch.float32, got "
+                                                            "torch.float64"),
+        (torch.zeros(4, 2, dtype=torch.long), TypeError, "flow's dtype torch.float32"),
+        ([[0.0, 0.0]], TypeError, "eps must be a torch.Tensor"),
+        (torch.zeros(4, 3), ValueError, r"shape \(\.\.\., 2\), got \(4, 3\)"),
+        (torch.tensor(0.0), ValueError, "eps must have shape"),
+    ],
+)
+def test_flow_forward_checks_its_input(eps, error, match):
+    flow = flows.realnvp(2, num_transforms=1)
+    with pytest.raises(error, match=match):
+        flow_forward(flow, eps)
+    with pytest.raises(TypeError, match="pyro_flows.Flow"):
+        flow_forward(torch.nn.Linear(2, 2), torch.zeros(4, 2))
+
+
 def test_neutra_model_through_autoflow():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
