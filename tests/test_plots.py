@@ -3,8 +3,6 @@ paths are checked before the work, and the path returned is the file written."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import matplotlib
 import pytest
 import torch
@@ -12,20 +10,6 @@ import torch
 from pyro_flows import flows
 from pyro_flows._figures import check_figure_path, ensure_folder
 from pyro_flows.plots import plot_density_2d
-
-
-@pytest.fixture
-def svg_backend() -> Iterator[None]:
-    """The user chose the svg backend; it is restored after the test."""
-    import matplotlib.pyplot as plt
-
-    before = matplotlib.get_backend()
-    plt.switch_backend("svg")
-    try:
-        yield
-    finally:
-        plt.close("all")
-        plt.switch_backend(before)
 
 
 def _flow():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import matplotlib
 import matplotlib.figure
 import pytest
@@ -35,20 +33,6 @@ def test_trace_plots_say_which_line_is_which_chain(tmp_path, monkeypatch):
     }
     assert plot_traces(runs, tmp_path / "traces.png").exists()
     assert legends == [[f"chain {c}" for c in range(3)], [f"chain {c}" for c in range(4)]]
-
-
-@pytest.fixture
-def svg_backend() -> Iterator[None]:
-    """The user chose the svg backend; it is restored after the test."""
-    import matplotlib.pyplot as plt
-
-    before = matplotlib.get_backend()
-    plt.switch_backend("svg")
-    try:
-        yield
-    finally:
-        plt.close("all")
-        plt.switch_backend(before)
 
 
 def _history() -> TargetFitHistory:
