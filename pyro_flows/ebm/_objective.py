@@ -17,8 +17,6 @@ References: Song & Kingma, "How to Train Your Energy-Based Models", arXiv:2101.0
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -61,15 +59,6 @@ def check_finite_samples(samples: Tensor, what: str, cause: str) -> None:
     of ``samples`` is finite."""
     if not bool(torch.isfinite(samples.detach()).all()):
         raise NonFiniteSamples(f"{what} are not finite (NaN/inf); {cause}")
-
-
-def check_finite_real(value: object, name: str) -> float:
-    """``value`` as a float if it is a finite real number (not a bool), else a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 class EBMObjective(nn.Module):

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._numbers import check_finite_number
 from ..infer._steps import check_number
 from ._objective import (
     EBMObjective,
     Energy,
-    check_finite_real,
     check_finite_samples,
     energy_values,
     per_row,
@@ -143,7 +143,7 @@ class FlowContrastive(EBMObjective):
                 f"{type(flow).__name__}"
             )
         check_number(mle_weight, "mle_weight", positive=False)
-        log_Z_init = check_finite_real(log_Z_init, "log_Z_init")
+        log_Z_init = check_finite_number(log_Z_init, "log_Z_init")
         self.flow = flow
         self.mle_weight = mle_weight
         self.log_Z = nn.Parameter(torch.tensor(log_Z_init))

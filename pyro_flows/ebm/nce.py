@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._numbers import check_finite_number
 from ._objective import (
     EBMObjective,
     Energy,
-    check_finite_real,
     check_finite_samples,
     energy_values,
     per_row,
@@ -157,7 +157,7 @@ class NCE(EBMObjective):
         super().__init__()
         if not (nu > 0 and math.isfinite(nu)):
             raise ValueError(f"nu must be a positive number, got {nu!r}")
-        log_Z_init = check_finite_real(log_Z_init, "log_Z_init")
+        log_Z_init = check_finite_number(log_Z_init, "log_Z_init")
         if noise is not None and not (hasattr(noise, "sample") and hasattr(noise, "log_prob")):
             raise TypeError(
                 f"noise must have sample() and log_prob(), got {type(noise).__name__}"
